@@ -1,0 +1,61 @@
+//! The `camstream` binary: parse the command line, load the configuration, start logging, and
+//! hand over to the app. Exit codes: 0 clean stop, 1 runtime failure, 2 bad configuration.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use camstream::cli::{Cli, Command};
+use camstream::{app, check, config, telemetry};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let loaded = cli
+        .sources()
+        .and_then(|sources| config::load(&sources, &env));
+    let config = match loaded {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("camstream: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(&config.log);
+
+    if cli.command == Some(Command::Check) {
+        if let Err(e) = gst::init() {
+            eprintln!("camstream: GStreamer failed to initialise: {e}");
+            return ExitCode::from(1);
+        }
+        return if check::run(&config) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        };
+    }
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("camstream: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(app::run(config));
+    // Do not wait for blocking tasks stuck in a wedged driver.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            tracing::error!(error = %e, "camstream cannot start");
+            eprintln!("camstream: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

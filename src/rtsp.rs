@@ -1,0 +1,468 @@
+//! The RTSP server: gst-rtsp-server on its own thread with a private GLib main context, one
+//! shared media per mount fed from the capture through the [`Fanout`], and the viewer
+//! book-keeping that logs, metrics and the status API read.
+//!
+//! Everything here runs on the GLib thread; callbacks never block. Other threads talk to it
+//! through [`RtspServer`], which only queues work onto that context.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use gst::glib;
+use gst::prelude::*;
+use gst_rtsp_server::prelude::*;
+use gst_rtsp_server::{gst_rtsp, RTSPFilterResult};
+use serde::Serialize;
+
+use crate::config::{RtspConfig, Transport};
+use crate::fanout::Fanout;
+use crate::metrics::Metrics;
+
+/// Why the RTSP server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RtspError {
+    /// The address could not be bound (in use, or not an address of this host).
+    #[error("cannot listen for RTSP on {address}:{port}: {reason}")]
+    Bind {
+        /// Address.
+        address: IpAddr,
+        /// Port.
+        port: u16,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The GLib thread ended before reporting.
+    #[error("the RTSP thread died while starting")]
+    ThreadDied,
+}
+
+/// One connected RTSP client, as the status API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Viewer {
+    /// Peer address.
+    pub address: String,
+    /// Lower transport from its last SETUP: tcp, udp or multicast ("" before SETUP).
+    pub transport: String,
+    /// When it connected (seconds since the Unix epoch).
+    pub connected_at_unix: u64,
+    /// Whether it is playing now.
+    pub playing: bool,
+}
+
+/// Connected clients, keyed by the client object's address (stable while it lives).
+#[derive(Debug, Default)]
+pub struct Viewers {
+    clients: Mutex<HashMap<usize, Viewer>>,
+}
+
+impl Viewers {
+    /// All connected clients.
+    pub fn list(&self) -> Vec<Viewer> {
+        self.clients.lock().unwrap().values().cloned().collect()
+    }
+
+    /// Number of clients playing.
+    pub fn playing(&self) -> usize {
+        self.clients
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|v| v.playing)
+            .count()
+    }
+
+    /// Number of connected clients.
+    pub fn connected(&self) -> usize {
+        self.clients.lock().unwrap().len()
+    }
+
+    fn update(&self, key: usize, f: impl FnOnce(&mut Viewer)) {
+        if let Some(v) = self.clients.lock().unwrap().get_mut(&key) {
+            f(v);
+        }
+    }
+}
+
+/// The capture clock and base time every media pipeline must share: a media created after the
+/// first would otherwise see the capture's timestamps as lying in the future and stay silent.
+#[derive(Debug, Clone)]
+pub struct SharedTime {
+    /// The clock.
+    pub clock: gst::Clock,
+    /// The base time.
+    pub base_time: gst::ClockTime,
+}
+
+impl SharedTime {
+    /// The system clock with "now" as base time.
+    pub fn now() -> Self {
+        let clock = gst::SystemClock::obtain();
+        let base_time = clock.time();
+        SharedTime { clock, base_time }
+    }
+
+    /// Applies this clock and base time to a pipeline (and stops it choosing its own).
+    pub fn apply(&self, pipeline: &gst::Pipeline) {
+        pipeline.use_clock(Some(&self.clock));
+        pipeline.set_start_time(gst::ClockTime::NONE);
+        pipeline.set_base_time(self.base_time);
+    }
+}
+
+/// A running RTSP server.
+pub struct RtspServer {
+    ctx: glib::MainContext,
+    main_loop: glib::MainLoop,
+    server: gst_rtsp_server::RTSPServer,
+    thread: Option<JoinHandle<()>>,
+    done: std::sync::mpsc::Receiver<()>,
+    port: u16,
+    viewers: Arc<Viewers>,
+}
+
+fn protocols(transports: &[Transport]) -> gst_rtsp::RTSPLowerTrans {
+    let mut p = gst_rtsp::RTSPLowerTrans::empty();
+    for t in transports {
+        p |= match t {
+            Transport::Tcp => gst_rtsp::RTSPLowerTrans::TCP,
+            Transport::Udp => gst_rtsp::RTSPLowerTrans::UDP,
+            Transport::Multicast => gst_rtsp::RTSPLowerTrans::UDP_MCAST,
+        };
+    }
+    p
+}
+
+/// The peer address of a client.
+fn peer_ip(client: &gst_rtsp_server::RTSPClient) -> String {
+    use glib::translate::ToGlibPtr;
+    // SAFETY: the bindings do not expose the connection; both calls only read from objects the
+    // client owns and keeps alive while the borrowed pointer is in use, and the returned string
+    // is copied before the client can go away. A null at either step is handled.
+    unsafe {
+        let conn = gst_rtsp_server::ffi::gst_rtsp_client_get_connection(client.to_glib_none().0);
+        if conn.is_null() {
+            return String::new();
+        }
+        let ip = gst_rtsp::ffi::gst_rtsp_connection_get_ip(conn);
+        if ip.is_null() {
+            return String::new();
+        }
+        std::ffi::CStr::from_ptr(ip).to_string_lossy().into_owned()
+    }
+}
+
+/// One header of an RTSP message, if present.
+fn header(msg: &gst_rtsp::rtsp_message::RTSPMessage, field: gst_rtsp::RTSPHeaderField) -> Option<String> {
+    use glib::translate::{IntoGlib, ToGlibPtr};
+    let mut value: *mut std::ffi::c_char = std::ptr::null_mut();
+    // SAFETY: the bindings offer no getter. The message outlives this call, `value` points into
+    // the message and is copied before returning, and a missing header leaves it null.
+    unsafe {
+        let res = gst_rtsp::ffi::gst_rtsp_message_get_header(
+            msg.to_glib_none().0,
+            field.into_glib(),
+            &mut value,
+            0,
+        );
+        if res != gst_rtsp::ffi::GST_RTSP_OK || value.is_null() {
+            return None;
+        }
+        Some(std::ffi::CStr::from_ptr(value).to_string_lossy().into_owned())
+    }
+}
+
+/// The lower transport a SETUP asks for.
+fn transport_of(ctx: &gst_rtsp_server::RTSPContext) -> Option<&'static str> {
+    let h = header(ctx.request()?, gst_rtsp::RTSPHeaderField::Transport)?.to_ascii_lowercase();
+    Some(if h.contains("/tcp") {
+        "tcp"
+    } else if h.contains("multicast") {
+        "multicast"
+    } else {
+        "udp"
+    })
+}
+
+/// Counts RTP packets and bytes leaving the payloader. The payloader pushes buffer lists, so a
+/// buffer-only probe would miss most packets.
+fn count_rtp(media_bin: &gst::Bin, metrics: Metrics) {
+    let Some(pay) = media_bin.by_name("pay0") else {
+        return;
+    };
+    let Some(pad) = pay.static_pad("src") else {
+        return;
+    };
+    pad.add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+        move |_, info| {
+            match &info.data {
+                Some(gst::PadProbeData::Buffer(b)) => metrics.rtp_sent(1, b.size() as u64),
+                Some(gst::PadProbeData::BufferList(l)) => {
+                    let bytes: usize = l.iter().map(|b| b.size()).sum();
+                    metrics.rtp_sent(l.len() as u64, bytes as u64);
+                }
+                _ => {}
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
+}
+
+fn build_factory(
+    config: &RtspConfig,
+    fanout: Arc<Fanout>,
+    time: SharedTime,
+    metrics: Metrics,
+) -> gst_rtsp_server::RTSPMediaFactory {
+    let factory = gst_rtsp_server::RTSPMediaFactory::new();
+    // config-interval=-1: SPS/PPS before every IDR in-band too, for clients that ignore the SDP.
+    factory.set_launch(
+        "( appsrc name=src ! rtph264pay name=pay0 pt=96 config-interval=-1 )",
+    );
+    factory.set_shared(true);
+    factory.set_suspend_mode(gst_rtsp_server::RTSPSuspendMode::None);
+    factory.set_latency(0);
+    factory.set_protocols(protocols(&config.transports));
+    if config.transports.contains(&Transport::Multicast) {
+        let pool = gst_rtsp_server::RTSPAddressPool::new();
+        if let Err(e) = pool.add_range("239.255.42.0", "239.255.42.255", 5000, 5999, 16) {
+            tracing::warn!(error = %e, "Could not set up the multicast address pool");
+        }
+        factory.set_address_pool(Some(&pool));
+    }
+    factory.connect_media_configure(move |_, media| {
+        let element = media.element();
+        match element.parent().and_then(|p| p.downcast::<gst::Pipeline>().ok()) {
+            Some(pipeline) => time.apply(&pipeline),
+            None => tracing::warn!("RTSP media has no pipeline; its clock cannot be shared"),
+        }
+        let Some(bin) = element.downcast_ref::<gst::Bin>() else {
+            return;
+        };
+        count_rtp(bin, metrics.clone());
+        let Some(appsrc) = bin
+            .by_name("src")
+            .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
+        else {
+            tracing::error!("RTSP media has no appsrc named src");
+            return;
+        };
+        let id = fanout.add(&appsrc);
+        let weak = Arc::downgrade(&fanout);
+        media.connect_unprepared(move |_| {
+            if let Some(fanout) = weak.upgrade() {
+                fanout.remove(id);
+            }
+        });
+    });
+    factory
+}
+
+fn on_client(
+    client: &gst_rtsp_server::RTSPClient,
+    viewers: &Arc<Viewers>,
+    fanout: &Arc<Fanout>,
+    metrics: &Metrics,
+    session_timeout: u32,
+) {
+    let key = client.as_ptr() as usize;
+    let address = peer_ip(client);
+    tracing::info!(peer = %address, "Client connected");
+    metrics.client_connected();
+    viewers.clients.lock().unwrap().insert(
+        key,
+        Viewer {
+            address: address.clone(),
+            transport: String::new(),
+            connected_at_unix: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            playing: false,
+        },
+    );
+    client.connect_new_session(move |_, session| {
+        session.set_timeout(session_timeout);
+    });
+    let v = Arc::downgrade(viewers);
+    client.connect_setup_request(move |_, ctx| {
+        if let (Some(v), Some(t)) = (v.upgrade(), transport_of(ctx)) {
+            v.update(key, |viewer| viewer.transport = t.to_string());
+        }
+    });
+    let (v, f, m) = (Arc::downgrade(viewers), Arc::downgrade(fanout), metrics.clone());
+    client.connect_play_request(move |_, _| {
+        // The response is already on its way; the IDR asked for now reaches the new viewer
+        // one frame interval later instead of at the next scheduled keyframe.
+        if let Some(f) = f.upgrade() {
+            f.request_keyframe();
+        }
+        if let Some(v) = v.upgrade() {
+            v.update(key, |viewer| viewer.playing = true);
+            m.set_viewers(v.playing());
+        }
+    });
+    let (v, m) = (Arc::downgrade(viewers), metrics.clone());
+    let stop = move |_: &gst_rtsp_server::RTSPClient, _: &gst_rtsp_server::RTSPContext| {
+        if let Some(v) = v.upgrade() {
+            v.update(key, |viewer| viewer.playing = false);
+            m.set_viewers(v.playing());
+        }
+    };
+    client.connect_pause_request(stop.clone());
+    client.connect_teardown_request(stop);
+    let (v, m) = (Arc::downgrade(viewers), metrics.clone());
+    client.connect_closed(move |_| {
+        tracing::info!(peer = %address, "Client disconnected");
+        if let Some(v) = v.upgrade() {
+            v.clients.lock().unwrap().remove(&key);
+            m.set_viewers(v.playing());
+        }
+    });
+}
+
+impl RtspServer {
+    /// Binds the server and starts its GLib thread. Returns once the port is bound (or not).
+    pub fn start(
+        config: &RtspConfig,
+        fanout: Arc<Fanout>,
+        time: SharedTime,
+        metrics: Metrics,
+    ) -> Result<Self, RtspError> {
+        let config = config.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let viewers = Arc::new(Viewers::default());
+        let thread_viewers = viewers.clone();
+        let thread = std::thread::Builder::new()
+            .name("rtsp-glib".into())
+            .spawn(move || {
+                let ctx = glib::MainContext::new();
+                let main_loop = glib::MainLoop::new(Some(&ctx), false);
+                let result = ctx.with_thread_default(|| {
+                    let server = gst_rtsp_server::RTSPServer::new();
+                    server.set_address(&config.address.to_string());
+                    server.set_service(&config.port.to_string());
+                    let factory = build_factory(&config, fanout.clone(), time, metrics.clone());
+                    server
+                        .mount_points()
+                        .expect("a new server has mount points")
+                        .add_factory(&config.mount, factory);
+                    let timeout = config.session_timeout_s;
+                    let (v, f, m) = (thread_viewers.clone(), fanout.clone(), metrics.clone());
+                    server.connect_client_connected(move |_, client| {
+                        on_client(client, &v, &f, &m, timeout);
+                    });
+                    let source = match server.attach(Some(&ctx)) {
+                        Ok(id) => id,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(RtspError::Bind {
+                                address: config.address,
+                                port: config.port,
+                                reason: e.to_string(),
+                            }));
+                            return;
+                        }
+                    };
+                    // gst-rtsp-server never expires sessions by itself.
+                    let pool = server.session_pool();
+                    let cleanup = glib::timeout_source_new_seconds(
+                        2,
+                        None,
+                        glib::Priority::DEFAULT,
+                        move || {
+                            if let Some(pool) = &pool {
+                                pool.cleanup();
+                            }
+                            glib::ControlFlow::Continue
+                        },
+                    );
+                    cleanup.attach(Some(&ctx));
+                    let port = server.bound_port().max(0) as u16;
+                    let _ = ready_tx.send(Ok((server.clone(), main_loop.clone(), ctx.clone(), port)));
+                    main_loop.run();
+                    cleanup.destroy();
+                    source.remove();
+                });
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "Could not own the RTSP main context");
+                }
+                let _ = done_tx.send(());
+            })
+            .map_err(|_| RtspError::ThreadDied)?;
+        match ready_rx.recv() {
+            Ok(Ok((server, main_loop, ctx, port))) => Ok(RtspServer {
+                ctx,
+                main_loop,
+                server,
+                thread: Some(thread),
+                done: done_rx,
+                port,
+                viewers,
+            }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => Err(RtspError::ThreadDied),
+        }
+    }
+
+    /// The port actually bound.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The connected clients.
+    pub fn viewers(&self) -> Arc<Viewers> {
+        self.viewers.clone()
+    }
+
+    /// A cheap handle that checks whether the GLib loop still runs callbacks.
+    pub fn heartbeat(&self) -> Heartbeat {
+        Heartbeat {
+            ctx: self.ctx.clone(),
+        }
+    }
+
+    /// Closes every client and stops the GLib thread, waiting at most `timeout`.
+    pub fn stop(mut self, timeout: Duration) {
+        let server = self.server.clone();
+        let main_loop = self.main_loop.clone();
+        self.ctx.invoke(move || {
+            server.client_filter(Some(&mut |_, client| {
+                client.close();
+                RTSPFilterResult::Remove
+            }));
+            main_loop.quit();
+        });
+        let deadline = Instant::now() + timeout;
+        if self.done.recv_timeout(deadline.saturating_duration_since(Instant::now())).is_ok()
+            && let Some(t) = self.thread.take()
+        {
+            let _ = t.join();
+        } else {
+            tracing::warn!("RTSP thread did not stop in time; leaving it");
+        }
+    }
+}
+
+/// Checks that the RTSP GLib loop still dispatches: liveness and the systemd watchdog use it.
+#[derive(Clone)]
+pub struct Heartbeat {
+    ctx: glib::MainContext,
+}
+
+impl Heartbeat {
+    /// True when the loop ran a trivial callback within `timeout`.
+    pub async fn beat(&self, timeout: Duration) -> bool {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.ctx.invoke(move || {
+            let _ = tx.send(());
+        });
+        matches!(tokio::time::timeout(timeout, rx).await, Ok(Ok(())))
+    }
+}
