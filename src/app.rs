@@ -3,6 +3,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -10,8 +11,11 @@ use tokio::sync::watch;
 use crate::capture::{self, FrameStats};
 use crate::config::{Config, ConfigError, SourceKind};
 use crate::fanout::Fanout;
+use crate::http::{self, HttpError};
 use crate::metrics::Metrics;
-use crate::rtsp::{RtspError, RtspServer, SharedTime};
+use crate::notify::Notifier;
+use crate::rtsp::{Heartbeat, RtspError, RtspServer, SharedTime};
+use crate::snapshot::{GopCache, Snapshotter};
 use crate::supervisor::{self, Exit, State, Status, Supervisor};
 
 /// Why the daemon could not start or stopped abnormally.
@@ -26,6 +30,12 @@ pub enum AppError {
     /// The RTSP server could not start.
     #[error(transparent)]
     Rtsp(#[from] RtspError),
+    /// The HTTP sidecar could not start.
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    /// The metrics recorder could not be installed.
+    #[error("cannot install the metrics recorder: {0}")]
+    Metrics(String),
     /// GStreamer itself failed to initialise.
     #[error("GStreamer failed to initialise: {0}")]
     Gst(String),
@@ -55,19 +65,13 @@ fn check_port(what: &str, addr: SocketAddr) -> Result<(), ConfigError> {
     })
 }
 
-/// Checks that need the host, not just the values: ports free.
+/// Checks that need the host, not just the values: the RTSP port is free (gst-rtsp-server
+/// binds it later, on its own thread; the HTTP port is bound for real before that).
 pub fn preflight(config: &Config) -> Result<(), ConfigError> {
     check_port(
         "rtsp.port",
         SocketAddr::new(config.rtsp.address, config.rtsp.port),
-    )?;
-    if config.http.enabled {
-        check_port(
-            "http.port",
-            SocketAddr::new(config.http.address, config.http.port),
-        )?;
-    }
-    Ok(())
+    )
 }
 
 /// Publishes frame rate and last-frame age once a second.
@@ -92,6 +96,40 @@ async fn publish_flow(
             .unwrap_or(f64::INFINITY);
         metrics.set_flow(fps, age);
         last = now;
+    }
+}
+
+/// Tells systemd the supervisor state, and pings its watchdog while the GLib loop answers
+/// (a wedged RTSP loop stops the pings, and systemd restarts the service).
+async fn notify_systemd(
+    notifier: Notifier,
+    heartbeat: Heartbeat,
+    mut status: watch::Receiver<Status>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let interval = Notifier::watchdog_interval().map(|d| d / 2);
+    let mut tick = tokio::time::interval(interval.unwrap_or(Duration::from_secs(3600)));
+    let describe = |s: &Status| match &s.state {
+        State::Backoff { attempt, reason, .. } => {
+            format!("camera down ({}), restart attempt {attempt}", reason.as_str())
+        }
+        other => format!("{}; {} restarts", other.name(), s.restarts),
+    };
+    notifier.status(&describe(&status.borrow_and_update()));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if interval.is_some() && heartbeat.beat(Duration::from_secs(2)).await {
+                    notifier.watchdog();
+                }
+            }
+            changed = status.changed() => {
+                if changed.is_err() { return; }
+                let text = describe(&status.borrow_and_update());
+                notifier.status(&text);
+            }
+            _ = supervisor::wait_shutdown(&mut shutdown) => return,
+        }
     }
 }
 
@@ -145,11 +183,25 @@ pub async fn run(config: Config) -> Result<u8, AppError> {
         tracing::warn!("{caveat}");
     }
 
+    // Bound before anything else starts so a taken port fails fast, with exit code 2.
+    let http_listener = if config.http.enabled {
+        let addr = SocketAddr::new(config.http.address, config.http.port);
+        let listener = http::bind(addr).await.map_err(|e| {
+            ConfigError::Invalid(format!("http.port = {}: {e}", config.http.port))
+        })?;
+        Some(listener)
+    } else {
+        None
+    };
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| AppError::Metrics(e.to_string()))?;
     let metrics = Metrics::new();
     metrics.build_info(config.source.kind.as_str(), encoder.element());
     let fanout = Arc::new(Fanout::new());
     let stats = Arc::new(FrameStats::default());
     let time = SharedTime::now();
+    let gop = Arc::new(GopCache::default());
 
     let rtsp = RtspServer::start(&config.rtsp, fanout.clone(), time.clone(), metrics.clone())?;
     let shown = if config.rtsp.address.is_unspecified() {
@@ -162,8 +214,14 @@ pub async fn run(config: Config) -> Result<u8, AppError> {
         "RTSP server listening"
     );
 
+    let rtsp_listening = Arc::new(AtomicBool::new(true));
+    let notifier = Notifier::from_env();
+    if let Some(n) = &notifier {
+        n.ready();
+    }
+
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let (status_tx, _status_rx) = watch::channel(Status {
+    let (status_tx, status_rx) = watch::channel(Status {
         state: State::Starting,
         restarts: 0,
         last_error: None,
@@ -178,9 +236,45 @@ pub async fn run(config: Config) -> Result<u8, AppError> {
         time,
         metrics: metrics.clone(),
         status: status_tx,
+        gop: gop.clone(),
     };
     let mut supervisor = tokio::spawn(sup.run(shutdown_rx.clone()));
-    let flow = tokio::spawn(publish_flow(stats, metrics, shutdown_rx.clone()));
+    let flow = tokio::spawn(publish_flow(stats.clone(), metrics, shutdown_rx.clone()));
+    let upkeep = {
+        let (p, mut rx) = (prometheus.clone(), shutdown_rx.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => p.run_upkeep(),
+                    _ = supervisor::wait_shutdown(&mut rx) => return,
+                }
+            }
+        })
+    };
+    let http_task = http_listener.map(|listener| {
+        tracing::info!(address = %SocketAddr::new(config.http.address, config.http.port), "HTTP sidecar listening");
+        let app = http::router(http::Shared {
+            config: config.clone(),
+            status: status_rx.clone(),
+            stats,
+            heartbeat: rtsp.heartbeat(),
+            rtsp_listening: rtsp_listening.clone(),
+            viewers: rtsp.viewers(),
+            prometheus,
+            gop,
+            snapshots: Arc::new(Snapshotter::default()),
+            started: Instant::now(),
+        });
+        tokio::spawn(http::serve(listener, app, shutdown_rx.clone()))
+    });
+    let systemd = notifier.clone().map(|n| {
+        tokio::spawn(notify_systemd(
+            n,
+            rtsp.heartbeat(),
+            status_rx.clone(),
+            shutdown_rx.clone(),
+        ))
+    });
 
     let code = tokio::select! {
         _ = wait_signal() => {
@@ -201,10 +295,21 @@ pub async fn run(config: Config) -> Result<u8, AppError> {
             }
         }
     };
+    if let Some(n) = &notifier {
+        n.stopping();
+    }
     let _ = flow.await;
+    let _ = upkeep.await;
+    if let Some(t) = systemd {
+        let _ = t.await;
+    }
+    rtsp_listening.store(false, Ordering::Relaxed);
     tokio::task::spawn_blocking(move || rtsp.stop(Duration::from_millis(400)))
         .await
         .ok();
+    if let Some(t) = http_task {
+        let _ = tokio::time::timeout(Duration::from_millis(400), t).await;
+    }
     tracing::info!(exit_code = code, "camstream stopped");
     Ok(code)
 }

@@ -514,12 +514,12 @@ impl FrameStats {
     }
 }
 
-/// Counts every buffer reaching the appsink into `stats`, and calls `on_frame` for each (used to
-/// feed metrics counters without a registry look-up per frame).
+/// Counts every buffer reaching the appsink into `stats`, and calls `on_frame` for each (metrics
+/// and the snapshot cache, without a registry look-up per frame).
 pub fn attach_frame_probe(
     pipeline: &gst::Pipeline,
     stats: Arc<FrameStats>,
-    on_frame: impl Fn(usize, bool) + Send + Sync + 'static,
+    on_frame: impl Fn(&gst::Buffer, bool) + Send + Sync + 'static,
 ) {
     let Some(sink) = pipeline.by_name(SINK_NAME) else {
         return;
@@ -531,7 +531,7 @@ pub fn attach_frame_probe(
         if let Some(buffer) = info.buffer() {
             let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
             stats.record(buffer.size(), keyframe);
-            on_frame(buffer.size(), keyframe);
+            on_frame(buffer, keyframe);
         }
         gst::PadProbeReturn::Ok
     });

@@ -534,7 +534,35 @@ pub fn parse_override(s: &str) -> Result<(String, String), ConfigError> {
     }
 }
 
+/// Keys whose values are never shown (status API, `camstream check`).
+const SECRET_KEYS: &[&str] = &["password", "token", "secret"];
+
+fn redact(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                if SECRET_KEYS.iter().any(|s| k.contains(s)) && !k.ends_with("_file") {
+                    if !v.is_null() && v.as_str() != Some("") {
+                        *v = serde_json::Value::String("<redacted>".into());
+                    }
+                } else {
+                    redact(v);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
 impl Config {
+    /// The configuration as JSON with every secret replaced by "<redacted>".
+    pub fn redacted(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        redact(&mut v);
+        v
+    }
+
     /// The H.264 level in force: the configured one, or the lowest that fits size × rate.
     pub fn effective_level(&self) -> Result<Level, ConfigError> {
         let v = &self.video;

@@ -385,7 +385,10 @@ impl RtspServer {
                     let _ = ready_tx.send(Ok((server.clone(), main_loop.clone(), ctx.clone(), port)));
                     main_loop.run();
                     cleanup.destroy();
-                    source.remove();
+                    // SourceId::remove would look in the default context, not ours.
+                    if let Some(s) = ctx.find_source_by_id(&source) {
+                        s.destroy();
+                    }
                 });
                 if let Err(e) = result {
                     tracing::error!(error = %e, "Could not own the RTSP main context");

@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::fanout::Fanout;
 use crate::metrics::Metrics;
 use crate::rtsp::SharedTime;
+use crate::snapshot::GopCache;
 
 /// Why the capture pipeline was restarted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -147,6 +148,8 @@ pub struct Supervisor {
     pub metrics: Metrics,
     /// Where state is published.
     pub status: watch::Sender<Status>,
+    /// Access units kept for snapshots.
+    pub gop: Arc<GopCache>,
 }
 
 fn unix_now() -> u64 {
@@ -278,9 +281,11 @@ impl Supervisor {
             Err(e) => return open_failed(e.to_string()),
         };
         self.time.apply(&pipeline);
-        let metrics = self.metrics.clone();
-        capture::attach_frame_probe(&pipeline, self.stats.clone(), move |size, key| {
-            metrics.frame(size, key)
+        let (metrics, gop) = (self.metrics.clone(), self.gop.clone());
+        gop.clear();
+        capture::attach_frame_probe(&pipeline, self.stats.clone(), move |buffer, key| {
+            metrics.frame(buffer.size(), key);
+            gop.push(buffer, key);
         });
         let Some(appsink) = pipeline
             .by_name(capture::SINK_NAME)

@@ -1,0 +1,250 @@
+//! JPEG snapshots of the live stream, made without touching the encoder: the capture keeps the
+//! access units since the last keyframe, and a snapshot decodes them off to the side and encodes
+//! only the newest picture. Concurrent requests share one decode.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+
+/// Why no snapshot could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// No keyframe has been encoded yet (or the camera is restarting).
+    #[error("no frame yet: the camera has not delivered a keyframe")]
+    NoFrame,
+    /// Decoding or JPEG encoding failed.
+    #[error("snapshot failed: {0}")]
+    Failed(String),
+}
+
+/// The access units since the last keyframe; a camera restart clears it.
+#[derive(Debug, Default)]
+pub struct GopCache {
+    inner: Mutex<Gop>,
+}
+
+#[derive(Debug, Default)]
+struct Gop {
+    buffers: Vec<gst::Buffer>,
+    /// Frames pushed since start-up; identifies the newest picture.
+    seq: u64,
+}
+
+/// Upper bound on cached access units, so a source with no keyframes cannot grow memory.
+const MAX_GOP: usize = 600;
+
+impl GopCache {
+    /// Stores an access unit (streaming thread: a refcount bump and a push).
+    pub fn push(&self, buffer: &gst::Buffer, keyframe: bool) {
+        let mut g = self.inner.lock().unwrap();
+        if keyframe {
+            g.buffers.clear();
+        } else if g.buffers.is_empty() || g.buffers.len() >= MAX_GOP {
+            // Without the keyframe in front, these cannot be decoded.
+            return;
+        }
+        g.buffers.push(buffer.clone());
+        g.seq += 1;
+    }
+
+    /// Forgets everything (the capture pipeline is being replaced).
+    pub fn clear(&self) {
+        self.inner.lock().unwrap().buffers.clear();
+    }
+
+    fn take(&self) -> Option<(u64, Vec<gst::Buffer>)> {
+        let g = self.inner.lock().unwrap();
+        (!g.buffers.is_empty()).then(|| (g.seq, g.buffers.clone()))
+    }
+}
+
+/// A JPEG and what it shows.
+#[derive(Debug, Clone)]
+pub struct Jpeg {
+    /// The JPEG bytes.
+    pub data: Vec<u8>,
+    /// Its width.
+    pub width: u32,
+    /// Its height.
+    pub height: u32,
+}
+
+struct Made {
+    finished: Instant,
+    width: u32,
+    jpeg: Jpeg,
+}
+
+/// Makes snapshots; one decode at a time, shared by requests that arrive while it runs.
+#[derive(Default)]
+pub struct Snapshotter {
+    last: tokio::sync::Mutex<Option<Made>>,
+}
+
+impl Snapshotter {
+    /// The newest picture as JPEG, `width` pixels wide (height keeps the aspect ratio).
+    pub async fn snapshot(
+        &self,
+        gop: std::sync::Arc<GopCache>,
+        width: u32,
+        height: u32,
+    ) -> Result<Jpeg, SnapshotError> {
+        let asked = Instant::now();
+        let mut last = self.last.lock().await;
+        // A decode that finished after we asked was in flight when we arrived: share it.
+        if let Some(m) = last.as_ref()
+            && m.finished >= asked
+            && m.width == width
+        {
+            return Ok(m.jpeg.clone());
+        }
+        let (_, buffers) = gop.take().ok_or(SnapshotError::NoFrame)?;
+        let jpeg = tokio::task::spawn_blocking(move || decode_last(buffers, width, height))
+            .await
+            .map_err(|e| SnapshotError::Failed(e.to_string()))??;
+        *last = Some(Made {
+            finished: Instant::now(),
+            width,
+            jpeg: jpeg.clone(),
+        });
+        Ok(jpeg)
+    }
+}
+
+/// Decodes a GOP and encodes its last picture as JPEG at `width` × `height`.
+fn decode_last(
+    buffers: Vec<gst::Buffer>,
+    width: u32,
+    height: u32,
+) -> Result<Jpeg, SnapshotError> {
+    let fail = |e: &dyn std::fmt::Display| SnapshotError::Failed(e.to_string());
+    let pipeline = gst::parse::launch(
+        "appsrc name=src format=time caps=video/x-h264,stream-format=byte-stream,alignment=au \
+         ! h264parse ! decodebin ! videoconvert ! appsink name=sink sync=false",
+    )
+    .map_err(|e| fail(&e))?
+    .downcast::<gst::Pipeline>()
+    .map_err(|_| fail(&"not a pipeline"))?;
+    let src = pipeline
+        .by_name("src")
+        .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
+        .ok_or_else(|| fail(&"no appsrc"))?;
+    let sink = pipeline
+        .by_name("sink")
+        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+        .ok_or_else(|| fail(&"no appsink"))?;
+    // Only the newest decoded picture matters; older ones are dropped as they come.
+    sink.set_max_buffers(1);
+    sink.set_drop(true);
+    let result = (|| {
+        pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|e| fail(&e))?;
+        for b in buffers {
+            src.push_buffer(b).map_err(|e| fail(&e))?;
+        }
+        src.end_of_stream().map_err(|e| fail(&e))?;
+        // appsink holds EOS back until its queue is drained, so pull until it reports EOS,
+        // keeping the newest picture.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut newest = None;
+        while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_nseconds(
+            deadline.saturating_duration_since(Instant::now()).as_nanos() as u64,
+        )) {
+            newest = Some(sample);
+        }
+        if let Some(msg) = pipeline
+            .bus()
+            .and_then(|bus| bus.pop_filtered(&[gst::MessageType::Error]))
+            && let gst::MessageView::Error(e) = msg.view()
+        {
+            return Err(fail(&e.error()));
+        }
+        if !sink.is_eos() {
+            return Err(fail(&"decoding took longer than 5 s"));
+        }
+        let sample = newest.ok_or_else(|| fail(&"the decoder produced no picture"))?;
+        let caps = gst::Caps::builder("image/jpeg")
+            .field("width", width as i32)
+            .field("height", height as i32)
+            .build();
+        let jpeg = gst_video::convert_sample(&sample, &caps, Some(gst::ClockTime::from_seconds(5)))
+            .map_err(|e| fail(&e))?;
+        let buffer = jpeg.buffer().ok_or_else(|| fail(&"empty JPEG"))?;
+        let map = buffer.map_readable().map_err(|e| fail(&e))?;
+        Ok(Jpeg {
+            data: map.as_slice().to_vec(),
+            width,
+            height,
+        })
+    })();
+    let _ = pipeline.set_state(gst::State::Null);
+    result
+}
+
+/// Height for `width` keeping the stream's aspect ratio, rounded to even.
+pub fn scaled_height(stream_w: u32, stream_h: u32, width: u32) -> u32 {
+    let h = (u64::from(stream_h) * u64::from(width) / u64::from(stream_w.max(1))) as u32;
+    (h.max(2) + 1) & !1
+}
+
+/// How long a snapshot may take before the HTTP side gives up.
+pub const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Encodes `n` frames of test pattern with x264 into access units.
+    fn encoded(n: u32) -> Vec<gst::Buffer> {
+        gst::init().unwrap();
+        let p = gst::parse::launch(&format!(
+            "videotestsrc num-buffers={n} pattern=ball ! video/x-raw,width=160,height=120,framerate=15/1 \
+             ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=100 \
+             ! h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au \
+             ! appsink name=sink sync=false"
+        ))
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        let sink = p.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+        p.set_state(gst::State::Playing).unwrap();
+        let mut out = Vec::new();
+        while let Some(s) = sink.try_pull_sample(gst::ClockTime::from_seconds(5)) {
+            out.push(s.buffer_owned().unwrap());
+        }
+        p.set_state(gst::State::Null).unwrap();
+        out
+    }
+
+    #[test]
+    fn decodes_the_last_picture_of_a_gop() {
+        let buffers = encoded(12);
+        assert_eq!(buffers.len(), 12);
+        let jpeg = decode_last(buffers, 80, 60).unwrap();
+        assert_eq!(&jpeg.data[..2], &[0xFF, 0xD8], "JPEG magic");
+        assert_eq!((jpeg.width, jpeg.height), (80, 60));
+    }
+
+    #[test]
+    fn aspect_ratio() {
+        assert_eq!(scaled_height(1280, 720, 640), 360);
+        assert_eq!(scaled_height(320, 240, 100), 76);
+    }
+
+    #[test]
+    fn gop_cache_starts_at_a_keyframe() {
+        gst::init().unwrap();
+        let g = GopCache::default();
+        g.push(&gst::Buffer::with_size(10).unwrap(), false);
+        assert!(g.take().is_none(), "a delta frame alone is useless");
+        g.push(&gst::Buffer::with_size(10).unwrap(), true);
+        g.push(&gst::Buffer::with_size(10).unwrap(), false);
+        assert_eq!(g.take().unwrap().1.len(), 2);
+        g.push(&gst::Buffer::with_size(10).unwrap(), true);
+        assert_eq!(g.take().unwrap().1.len(), 1);
+        g.clear();
+        assert!(g.take().is_none());
+    }
+}
