@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs everything camstream needs to build, run and be tested on Debian 12 or Raspberry Pi
+# OS: the GStreamer development files and plugins, ffmpeg (ffprobe), and promtool. Idempotent.
+set -euo pipefail
+
+packages=(
+  pkg-config build-essential
+  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+  gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
+)
+if [ "${1:-}" = "--test" ]; then
+  # Real clients and checkers the test suite drives.
+  packages+=(ffmpeg prometheus curl)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "setup: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo not found; install Rust (https://rustup.rs or Debian's cargo) and rerun" >&2
+  exit 1
+fi
