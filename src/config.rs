@@ -411,10 +411,22 @@ fn insert_path(dict: &mut Dict, path: &str, value: Value) {
     }
 }
 
-/// Parses a string the way figment parses environment values, except that strings naming a
-/// level such as "4" or "3.1" stay strings.
+/// Keys whose values are always strings, so "4" or "0x10" given on the command line or in the
+/// environment stay text (a device name, a level, a password) instead of turning into numbers.
+const STRING_KEYS: &[&str] = &[
+    "source.device",
+    "source.camera_name",
+    "source.pattern",
+    "source.pipeline",
+    "encoder.device",
+    "encoder.level",
+    "rtsp.mount",
+    "log.level",
+];
+
+/// Parses a string the way figment parses environment values, except for string-typed keys.
 fn parse_value(path: &str, raw: &str) -> Value {
-    if path == "encoder.level" || path == "source.device" || path == "source.camera_name" {
+    if STRING_KEYS.contains(&path) || path.starts_with("auth.") && !path.ends_with("enabled") {
         return Value::from(raw.to_string());
     }
     raw.parse::<Value>()
@@ -625,7 +637,9 @@ impl Config {
             ));
         }
         self.effective_level()?;
-        if e.kind == EncoderKind::V4l2 && (v.width > 1920 || v.height > 1088 || v.fps > 30 && v.width * v.height > 1280 * 720) {
+        if e.kind == EncoderKind::V4l2
+            && (v.width > 1920 || v.height > 1088 || v.fps > 30 && v.width * v.height > 1280 * 720)
+        {
             return bad(format!(
                 "video {}x{}@{} is beyond what the Pi hardware encoder handles (up to 1080p30)",
                 v.width, v.height, v.fps
@@ -650,14 +664,19 @@ impl Config {
                 r.mount
             ));
         }
-        if r.mount.chars().any(|c| c.is_whitespace() || c == '?' || c == '#') {
+        if r.mount
+            .chars()
+            .any(|c| c.is_whitespace() || c == '?' || c == '#')
+        {
             return bad(format!(
                 "rtsp.mount = {:?} contains a space, '?' or '#'",
                 r.mount
             ));
         }
         if r.transports.is_empty() {
-            return bad("rtsp.transports is empty; offer at least one of tcp, udp, multicast".into());
+            return bad(
+                "rtsp.transports is empty; offer at least one of tcp, udp, multicast".into(),
+            );
         }
         if r.session_timeout_s < 5 {
             return bad(format!(
@@ -780,7 +799,11 @@ mod tests {
     fn legacy_level_and_profile() {
         let c = load_str(
             "",
-            &[("H264_LEVEL", "4"), ("H264_PROFILE", "main"), ("KEYFRAME_INTERVAL", "30")],
+            &[
+                ("H264_LEVEL", "4"),
+                ("H264_PROFILE", "main"),
+                ("KEYFRAME_INTERVAL", "30"),
+            ],
             &[],
         )
         .unwrap();
@@ -791,7 +814,9 @@ mod tests {
 
     #[test]
     fn unknown_key_names_key_and_layer() {
-        let e = load_str("[video]\nwidht = 640\n", &[], &[]).unwrap_err().to_string();
+        let e = load_str("[video]\nwidht = 640\n", &[], &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("widht"), "{e}");
         assert!(e.contains("TOML file"), "{e}");
         let e = load_str("", &[("CAMSTREAM_RTSP__PROT", "1")], &[])
