@@ -11,6 +11,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod fanout;
+pub mod guard;
 pub mod h264;
 pub mod http;
 pub mod metrics;

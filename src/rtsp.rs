@@ -271,6 +271,7 @@ fn on_client(
     let key = client.as_ptr() as usize;
     let address = peer_ip(client);
     tracing::info!(peer = %address, "Client connected");
+    crate::guard::install(client);
     metrics.client_connected();
     viewers.clients.lock().unwrap().insert(
         key,

@@ -1,0 +1,499 @@
+//! Request shielding: checks camstream applies to every RTSP request before gst-rtsp-server acts
+//! on it, so that malformed or hostile requests are refused with a status code instead of
+//! reaching library code paths with a history of crashes (see docs/reliability.md).
+//!
+//! The checks are plain functions over strings ([`check_uri`], [`check_transport`],
+//! [`check_request`]) so they can be unit-tested and fuzzed; [`install`] wires them into a
+//! client's `pre-*-request` signals, which refuse a request by returning a status other than OK.
+
+use gst::glib;
+use gst_rtsp_server::gst_rtsp;
+use gst_rtsp_server::prelude::*;
+
+/// Longest request URI accepted, in bytes. Real clients send well under 200.
+pub const MAX_URI: usize = 1024;
+/// Longest Transport, Session or other checked header value accepted, in bytes.
+pub const MAX_HEADER: usize = 1024;
+
+/// Why a request is refused; each maps to one RTSP status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Syntax camstream does not accept (400).
+    BadRequest(&'static str),
+    /// A request that would make the server send media to someone else (403).
+    Forbidden(&'static str),
+    /// No transport on offer that camstream can serve (461).
+    UnsupportedTransport(&'static str),
+    /// The request URI is longer than [`MAX_URI`] (414).
+    UriTooLong,
+}
+
+impl Refusal {
+    /// The status code the client receives.
+    pub fn status(self) -> gst_rtsp::RTSPStatusCode {
+        match self {
+            Refusal::BadRequest(_) => gst_rtsp::RTSPStatusCode::BadRequest,
+            Refusal::Forbidden(_) => gst_rtsp::RTSPStatusCode::Forbidden,
+            Refusal::UnsupportedTransport(_) => gst_rtsp::RTSPStatusCode::UnsupportedTransport,
+            Refusal::UriTooLong => gst_rtsp::RTSPStatusCode::RequestUriTooLarge,
+        }
+    }
+
+    /// A short reason for the log.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::BadRequest(r) | Refusal::Forbidden(r) | Refusal::UnsupportedTransport(r) => r,
+            Refusal::UriTooLong => "request URI too long",
+        }
+    }
+}
+
+/// The request methods the guard distinguishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// OPTIONS.
+    Options,
+    /// DESCRIBE.
+    Describe,
+    /// SETUP.
+    Setup,
+    /// PLAY.
+    Play,
+    /// PAUSE.
+    Pause,
+    /// TEARDOWN.
+    Teardown,
+    /// GET_PARAMETER.
+    GetParameter,
+    /// SET_PARAMETER.
+    SetParameter,
+    /// ANNOUNCE or RECORD: never served, camstream only plays.
+    Record,
+}
+
+/// What the guard looks at in one request.
+#[derive(Debug, Clone, Default)]
+pub struct Request<'a> {
+    /// The request URI as sent.
+    pub uri: &'a str,
+    /// The Transport header, if any.
+    pub transport: Option<&'a str>,
+    /// The Session header, if any.
+    pub session: Option<&'a str>,
+    /// The peer's IP address as the connection sees it.
+    pub peer: &'a str,
+}
+
+/// Checks one request; `Ok` lets gst-rtsp-server handle it.
+pub fn check_request(method: Method, req: &Request<'_>) -> Result<(), Refusal> {
+    if method == Method::Record {
+        return Err(Refusal::BadRequest("camstream does not accept recordings"));
+    }
+    check_uri(req.uri)?;
+    if let Some(s) = req.session {
+        check_session(s)?;
+    }
+    if method == Method::Setup {
+        match req.transport {
+            Some(t) => check_transport(t, req.peer)?,
+            None => return Err(Refusal::UnsupportedTransport("SETUP without Transport")),
+        }
+    }
+    Ok(())
+}
+
+/// Checks a Session header value: an identifier of safe characters, then optional parameters.
+pub fn check_session(value: &str) -> Result<(), Refusal> {
+    if value.len() > MAX_HEADER {
+        return Err(Refusal::BadRequest("Session header too long"));
+    }
+    let id = value.split(';').next().unwrap_or("").trim();
+    if id.is_empty() || id.len() > 128 {
+        return Err(Refusal::BadRequest("bad session identifier"));
+    }
+    // RFC 2326 §3.4: alphanumerics and a few safe punctuation marks.
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"$-_.+".contains(&b))
+    {
+        return Err(Refusal::BadRequest("bad session identifier"));
+    }
+    Ok(())
+}
+
+/// Checks a request URI: `*`, an absolute `rtsp://` URI or an absolute path, without control
+/// characters, empty or dot segments, or escapes that hide a dot, slash or control character.
+pub fn check_uri(uri: &str) -> Result<(), Refusal> {
+    if uri.len() > MAX_URI {
+        return Err(Refusal::UriTooLong);
+    }
+    if uri == "*" {
+        return Ok(());
+    }
+    if uri.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'\\') {
+        return Err(Refusal::BadRequest("control character, space or backslash in URI"));
+    }
+    let path = match split_scheme(uri) {
+        Some(rest) => match rest.find('/') {
+            Some(i) => &rest[i..],
+            None => "/",
+        },
+        None if uri.starts_with('/') => uri,
+        None => return Err(Refusal::BadRequest("URI is neither rtsp:// nor an absolute path")),
+    };
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let decoded = percent_decode(path)?;
+    if decoded.iter().any(|&b| b < b' ' || b == 0x7f || b == b'\\') {
+        return Err(Refusal::BadRequest("escaped control character in URI path"));
+    }
+    // Compare the decoded and raw forms: an escaped slash would change the segments.
+    if decoded.iter().filter(|&&b| b == b'/').count() != path.bytes().filter(|&b| b == b'/').count()
+    {
+        return Err(Refusal::BadRequest("escaped slash in URI path"));
+    }
+    let mut segments = decoded.split(|&b| b == b'/').skip(1).peekable();
+    while let Some(seg) = segments.next() {
+        let last = segments.peek().is_none();
+        // One trailing slash is normal: clients append it to the Content-Base.
+        if seg.is_empty() && !last {
+            return Err(Refusal::BadRequest("empty segment in URI path"));
+        }
+        if seg == b"." || seg == b".." {
+            return Err(Refusal::BadRequest("dot segment in URI path"));
+        }
+    }
+    Ok(())
+}
+
+/// The part of `uri` after `rtsp://` (or rtspu/rtsps), case-insensitively.
+fn split_scheme(uri: &str) -> Option<&str> {
+    for scheme in ["rtsp://", "rtsps://", "rtspu://"] {
+        if uri.len() >= scheme.len() && uri[..scheme.len()].eq_ignore_ascii_case(scheme) {
+            return Some(&uri[scheme.len()..]);
+        }
+    }
+    None
+}
+
+fn percent_decode(s: &str) -> Result<Vec<u8>, Refusal> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or(Refusal::BadRequest("malformed %-escape in URI"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// Checks a SETUP's Transport header against what camstream serves (unicast RTP/AVP over UDP
+/// or interleaved TCP, or multicast from its own pool) and refuses a destination other than the
+/// requesting peer, which would turn the server into a traffic reflector.
+pub fn check_transport(value: &str, peer: &str) -> Result<(), Refusal> {
+    if value.len() > MAX_HEADER {
+        return Err(Refusal::BadRequest("Transport header too long"));
+    }
+    let mut usable = false;
+    for spec in value.split(',') {
+        let mut parts = spec.split(';').map(str::trim);
+        let profile = parts.next().unwrap_or("").to_ascii_uppercase();
+        let tcp = match profile.as_str() {
+            "RTP/AVP" | "RTP/AVP/UDP" => false,
+            "RTP/AVP/TCP" => true,
+            // Other profiles are skipped by the library; only their absence of a usable one is
+            // an error.
+            _ => {
+                continue;
+            }
+        };
+        for p in parts {
+            let (name, val) = match p.split_once('=') {
+                Some((n, v)) => (n.trim().to_ascii_lowercase(), v.trim()),
+                None => (p.to_ascii_lowercase(), ""),
+            };
+            match name.as_str() {
+                "interleaved" => {
+                    if !tcp {
+                        return Err(Refusal::BadRequest("interleaved channels over UDP"));
+                    }
+                    range(val, 0, 255).ok_or(Refusal::BadRequest("bad interleaved channels"))?;
+                }
+                "client_port" | "port" => {
+                    range(val, 1, 65535).ok_or(Refusal::BadRequest("bad client_port"))?;
+                }
+                "ttl" => {
+                    number(val, 0, 255).ok_or(Refusal::BadRequest("bad ttl"))?;
+                }
+                "ssrc" => {
+                    if val.is_empty() || val.len() > 8 || u32::from_str_radix(val, 16).is_err() {
+                        return Err(Refusal::BadRequest("bad ssrc"));
+                    }
+                }
+                "destination" => {
+                    if !val.is_empty() && !val.eq_ignore_ascii_case(peer) {
+                        return Err(Refusal::Forbidden("destination other than the client"));
+                    }
+                }
+                "mode" => {
+                    let m = val.trim_matches('"');
+                    if !m.eq_ignore_ascii_case("play") {
+                        return Err(Refusal::UnsupportedTransport("only mode=PLAY is served"));
+                    }
+                }
+                _ => {}
+            }
+        }
+        usable = true;
+    }
+    if usable {
+        Ok(())
+    } else {
+        Err(Refusal::UnsupportedTransport("no RTP/AVP transport offered"))
+    }
+}
+
+fn number(s: &str, min: u32, max: u32) -> Option<u32> {
+    if s.is_empty() || s.len() > 5 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok().filter(|n| (min..=max).contains(n))
+}
+
+/// `a` or `a-b` with both in `min..=max` and `b >= a`.
+fn range(s: &str, min: u32, max: u32) -> Option<(u32, u32)> {
+    match s.split_once('-') {
+        Some((a, b)) => {
+            let (a, b) = (number(a, min, max)?, number(b, min, max)?);
+            (b >= a).then_some((a, b))
+        }
+        None => number(s, min, max).map(|a| (a, a)),
+    }
+}
+
+/// One header of an RTSP message, if present.
+pub fn header(
+    msg: &gst_rtsp::rtsp_message::RTSPMessage,
+    field: gst_rtsp::RTSPHeaderField,
+) -> Option<String> {
+    use glib::translate::{IntoGlib, ToGlibPtr};
+    let mut value: *mut std::ffi::c_char = std::ptr::null_mut();
+    // SAFETY: the bindings offer no getter. The message outlives this call, `value` points into
+    // the message and is copied before returning, and a missing header leaves it null.
+    unsafe {
+        let res = gst_rtsp::ffi::gst_rtsp_message_get_header(
+            msg.to_glib_none().0,
+            field.into_glib(),
+            &mut value,
+            0,
+        );
+        if res != gst_rtsp::ffi::GST_RTSP_OK || value.is_null() {
+            return None;
+        }
+        Some(std::ffi::CStr::from_ptr(value).to_string_lossy().into_owned())
+    }
+}
+
+/// The request URI of a request message, as sent.
+fn request_uri(msg: &gst_rtsp::rtsp_message::RTSPMessage) -> Option<String> {
+    use glib::translate::ToGlibPtr;
+    let mut method: gst_rtsp::ffi::GstRTSPMethod = 0;
+    let mut uri: *const std::ffi::c_char = std::ptr::null();
+    let mut version: gst_rtsp::ffi::GstRTSPVersion = 0;
+    // SAFETY: the bindings offer no getter; `uri` points into the message, which outlives this
+    // call, and is copied before returning. A non-request message returns an error.
+    unsafe {
+        let res = gst_rtsp::ffi::gst_rtsp_message_parse_request(
+            msg.to_glib_none().0,
+            &mut method,
+            &mut uri,
+            &mut version,
+        );
+        if res != gst_rtsp::ffi::GST_RTSP_OK || uri.is_null() {
+            return None;
+        }
+        Some(std::ffi::CStr::from_ptr(uri).to_string_lossy().into_owned())
+    }
+}
+
+/// The peer address of a client.
+fn peer_ip(client: &gst_rtsp_server::RTSPClient) -> String {
+    use glib::translate::ToGlibPtr;
+    // SAFETY: both calls only read from objects the client owns and keeps alive while the
+    // borrowed pointer is in use; the string is copied at once. A null at either step is handled.
+    unsafe {
+        let conn = gst_rtsp_server::ffi::gst_rtsp_client_get_connection(client.to_glib_none().0);
+        if conn.is_null() {
+            return String::new();
+        }
+        let ip = gst_rtsp::ffi::gst_rtsp_connection_get_ip(conn);
+        if ip.is_null() {
+            return String::new();
+        }
+        std::ffi::CStr::from_ptr(ip).to_string_lossy().into_owned()
+    }
+}
+
+/// Runs [`check_request`] on the request in `ctx`.
+fn verdict(
+    client: &gst_rtsp_server::RTSPClient,
+    ctx: &gst_rtsp_server::RTSPContext,
+    method: Method,
+) -> gst_rtsp::RTSPStatusCode {
+    let Some(msg) = ctx.request() else {
+        return gst_rtsp::RTSPStatusCode::Ok;
+    };
+    let uri = request_uri(msg).unwrap_or_default();
+    let transport = header(msg, gst_rtsp::RTSPHeaderField::Transport);
+    let session = header(msg, gst_rtsp::RTSPHeaderField::Session);
+    let peer = peer_ip(client);
+    let req = Request {
+        uri: &uri,
+        transport: transport.as_deref(),
+        session: session.as_deref(),
+        peer: &peer,
+    };
+    match check_request(method, &req) {
+        Ok(()) => gst_rtsp::RTSPStatusCode::Ok,
+        Err(refusal) => {
+            // Debug, not warn: a hostile client must not be able to flood the log.
+            tracing::debug!(peer = %peer, ?method, reason = refusal.reason(), "Refused RTSP request");
+            refusal.status()
+        }
+    }
+}
+
+/// Hooks the request checks into a newly connected client.
+pub fn install(client: &gst_rtsp_server::RTSPClient) {
+    client.connect_pre_options_request(|c, ctx| verdict(c, ctx, Method::Options));
+    client.connect_pre_describe_request(|c, ctx| verdict(c, ctx, Method::Describe));
+    client.connect_pre_setup_request(|c, ctx| verdict(c, ctx, Method::Setup));
+    client.connect_pre_play_request(|c, ctx| verdict(c, ctx, Method::Play));
+    client.connect_pre_pause_request(|c, ctx| verdict(c, ctx, Method::Pause));
+    client.connect_pre_teardown_request(|c, ctx| verdict(c, ctx, Method::Teardown));
+    client.connect_pre_get_parameter_request(|c, ctx| verdict(c, ctx, Method::GetParameter));
+    client.connect_pre_set_parameter_request(|c, ctx| verdict(c, ctx, Method::SetParameter));
+    client.connect_pre_announce_request(|c, ctx| verdict(c, ctx, Method::Record));
+    client.connect_pre_record_request(|c, ctx| verdict(c, ctx, Method::Record));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris() {
+        for ok in [
+            "*",
+            "rtsp://127.0.0.1:8554/video",
+            "rtsp://127.0.0.1:8554/video/",
+            "rtsp://127.0.0.1:8554/video/stream=0",
+            "RTSP://cam.local/video?x=1",
+            "/video",
+            "rtsp://host",
+        ] {
+            assert_eq!(check_uri(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "rtsp://h//video",
+            "rtsp://h/video/../video",
+            "rtsp://h/%2e%2e/video",
+            "rtsp://h/video%2fx",
+            "rtsp://h/video%00",
+            "rtsp://h/video%zz",
+            "rtsp://h/video%2",
+            "rtsp://h/a b",
+            "rtsp://h/./video",
+            "video",
+            "",
+            "rtsp://h/vi\\deo",
+        ] {
+            assert!(check_uri(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            check_uri(&format!("rtsp://h/{}", "a".repeat(MAX_URI))),
+            Err(Refusal::UriTooLong)
+        );
+    }
+
+    #[test]
+    fn transports() {
+        let peer = "127.0.0.1";
+        for ok in [
+            "RTP/AVP;unicast;client_port=5000-5001",
+            "RTP/AVP/TCP;unicast;interleaved=0-1",
+            "RTP/AVP/UDP;unicast;client_port=5000-5001;mode=\"PLAY\"",
+            "RTP/AVP;multicast;ttl=16",
+            "RTP/SAVP;unicast;client_port=1-2,RTP/AVP;unicast;client_port=5000-5001",
+            "RTP/AVP;unicast;client_port=5000-5001;destination=127.0.0.1",
+            "RTP/AVP;unicast;client_port=5000-5001;ssrc=DEADBEEF",
+        ] {
+            assert_eq!(check_transport(ok, peer), Ok(()), "{ok}");
+        }
+        let cases: &[(&str, fn(Refusal) -> bool)] = &[
+            ("RTP/AVP/TCP;interleaved=256-257", |r| matches!(r, Refusal::BadRequest(_))),
+            ("RTP/AVP/TCP;interleaved=-1", |r| matches!(r, Refusal::BadRequest(_))),
+            ("RTP/AVP/TCP;interleaved=5-3", |r| matches!(r, Refusal::BadRequest(_))),
+            ("RTP/AVP;client_port=0-1", |r| matches!(r, Refusal::BadRequest(_))),
+            ("RTP/AVP;client_port=65536-65537", |r| matches!(r, Refusal::BadRequest(_))),
+            ("RTP/AVP;client_port=+5", |r| matches!(r, Refusal::BadRequest(_))),
+            ("RTP/AVP;client_port=5000-5001;destination=10.1.2.3", |r| {
+                matches!(r, Refusal::Forbidden(_))
+            }),
+            ("RTP/SAVP;unicast;client_port=5000-5001", |r| {
+                matches!(r, Refusal::UnsupportedTransport(_))
+            }),
+            ("", |r| matches!(r, Refusal::UnsupportedTransport(_))),
+            ("RTP/AVP;unicast;client_port=5000-5001;mode=record", |r| {
+                matches!(r, Refusal::UnsupportedTransport(_))
+            }),
+            ("RTP/AVP;ssrc=123456789", |r| matches!(r, Refusal::BadRequest(_))),
+            ("RTP/AVP;interleaved=0-1", |r| matches!(r, Refusal::BadRequest(_))),
+        ];
+        for (t, want) in cases {
+            let got = check_transport(t, peer).unwrap_err();
+            assert!(want(got), "{t}: {got:?}");
+        }
+        assert!(check_transport(&";".repeat(MAX_HEADER + 1), peer).is_err());
+    }
+
+    #[test]
+    fn sessions() {
+        assert_eq!(check_session("AbC-12.3_$+;timeout=60"), Ok(()));
+        for bad in ["", ";timeout=5", "a b", "x\u{1}", &"a".repeat(129)] {
+            assert!(check_session(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn requests() {
+        let base = Request {
+            uri: "rtsp://127.0.0.1/video/stream=0",
+            transport: Some("RTP/AVP/TCP;unicast;interleaved=0-1"),
+            session: None,
+            peer: "127.0.0.1",
+        };
+        assert_eq!(check_request(Method::Setup, &base), Ok(()));
+        let no_transport = Request {
+            transport: None,
+            ..base.clone()
+        };
+        assert!(check_request(Method::Setup, &no_transport).is_err());
+        assert_eq!(check_request(Method::Play, &no_transport), Ok(()));
+        assert!(check_request(Method::Record, &base).is_err());
+        let bad_session = Request {
+            session: Some("x y"),
+            ..base
+        };
+        assert!(check_request(Method::Play, &bad_session).is_err());
+    }
+}
