@@ -117,7 +117,7 @@ impl DaemonBuilder {
         );
         if wait_streaming {
             assert!(
-                d.wait_log("Streaming", Duration::from_secs(20)),
+                d.wait_log("Streaming source=", Duration::from_secs(20)),
                 "daemon did not start streaming:\n{}",
                 d.log()
             );
@@ -139,7 +139,9 @@ pub struct Daemon {
 impl Daemon {
     /// Spawns `cmd`, collecting stderr and stdout lines (ANSI colours stripped).
     pub fn spawn(mut cmd: Command, rtsp_port: u16, http_port: u16) -> Daemon {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
         cmd.env("NO_COLOR", "1");
         let mut child = cmd.spawn().expect("spawn camstream");
         let logs = Arc::new(Mutex::new(Vec::new()));
@@ -398,12 +400,10 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
 
 /// Finds a sample in Prometheus text: `sample` is a metric name, optionally with labels.
 pub fn metric_value(text: &str, sample: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            (name == sample).then(|| value.parse().ok()).flatten()
-        })
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == sample).then(|| value.parse().ok()).flatten()
+    })
 }
 
 static GST_INIT: Once = Once::new();
@@ -486,7 +486,8 @@ impl Viewer {
                         *last.lock().unwrap() = Some(now);
                         if let Some(caps) = sample.caps()
                             && let Some(st) = caps.structure(0)
-                            && let (Ok(w), Ok(h)) = (st.get::<i32>("width"), st.get::<i32>("height"))
+                            && let (Ok(w), Ok(h)) =
+                                (st.get::<i32>("width"), st.get::<i32>("height"))
                         {
                             *size.lock().unwrap() = Some((w, h));
                         }
@@ -597,12 +598,8 @@ pub fn ffprobe(url: &str, transport: &str) -> serde_json::Value {
         ])
         .output()
         .expect("ffprobe runs (install ffmpeg)");
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
-        panic!(
-            "ffprobe failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("ffprobe failed: {}", String::from_utf8_lossy(&out.stderr)))
 }
 
 /// Sends raw bytes to the RTSP port and returns what came back before close or `timeout`.
@@ -610,7 +607,8 @@ pub fn raw_exchange(port: u16, data: &[u8], timeout: Duration) -> Vec<u8> {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
         return Vec::new();
     };
-    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let _ = s.write_all(data);
     let deadline = Instant::now() + timeout;
     let mut out = Vec::new();
@@ -619,8 +617,9 @@ pub fn raw_exchange(port: u16, data: &[u8], timeout: Duration) -> Vec<u8> {
         match s.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
-                || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
             Err(_) => break,
         }
     }
