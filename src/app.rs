@@ -110,8 +110,13 @@ async fn notify_systemd(
     let interval = Notifier::watchdog_interval().map(|d| d / 2);
     let mut tick = tokio::time::interval(interval.unwrap_or(Duration::from_secs(3600)));
     let describe = |s: &Status| match &s.state {
-        State::Backoff { attempt, reason, .. } => {
-            format!("camera down ({}), restart attempt {attempt}", reason.as_str())
+        State::Backoff {
+            attempt, reason, ..
+        } => {
+            format!(
+                "camera down ({}), restart attempt {attempt}",
+                reason.as_str()
+            )
         }
         other => format!("{}; {} restarts", other.name(), s.restarts),
     };
@@ -186,9 +191,9 @@ pub async fn run(config: Config) -> Result<u8, AppError> {
     // Bound before anything else starts so a taken port fails fast, with exit code 2.
     let http_listener = if config.http.enabled {
         let addr = SocketAddr::new(config.http.address, config.http.port);
-        let listener = http::bind(addr).await.map_err(|e| {
-            ConfigError::Invalid(format!("http.port = {}: {e}", config.http.port))
-        })?;
+        let listener = http::bind(addr)
+            .await
+            .map_err(|e| ConfigError::Invalid(format!("http.port = {}: {e}", config.http.port)))?;
         Some(listener)
     } else {
         None

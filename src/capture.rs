@@ -358,10 +358,7 @@ pub fn describe(config: &Config, source: &Source, encoder: Encoder) -> String {
 pub fn encoder_fragment(config: &Config, encoder: Encoder) -> String {
     let e = &config.encoder;
     let gop = e.keyframe_interval;
-    let level = config
-        .effective_level()
-        .map(|l| l.as_str())
-        .unwrap_or("4");
+    let level = config.effective_level().map(|l| l.as_str()).unwrap_or("4");
     match encoder {
         Encoder::X264 => format!(
             "x264enc name={ENCODER_NAME} tune=zerolatency speed-preset=ultrafast bframes=0 \
@@ -422,12 +419,12 @@ pub fn test_encode(config: &Config, encoder: Encoder) -> Result<(), String> {
 /// Warnings about settings an encoder ignores, for the log.
 pub fn encoder_caveats(config: &Config, encoder: Encoder) -> Option<String> {
     match encoder {
-        Encoder::Openh264 if config.encoder.profile != Profile264::ConstrainedBaseline => Some(
-            format!(
+        Encoder::Openh264 if config.encoder.profile != Profile264::ConstrainedBaseline => {
+            Some(format!(
                 "openh264enc encodes constrained-baseline only; encoder.profile = {} is ignored",
                 config.encoder.profile.caps_name()
-            ),
-        ),
+            ))
+        }
         _ => None,
     }
 }

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use axum::Router;
 use axum::extract::{Query, Request, State as AxumState};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
-use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
@@ -25,7 +25,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::capture::FrameStats;
 use crate::config::Config;
 use crate::rtsp::{Heartbeat, Viewers};
-use crate::snapshot::{GopCache, Snapshotter, SNAPSHOT_TIMEOUT, scaled_height};
+use crate::snapshot::{GopCache, SNAPSHOT_TIMEOUT, Snapshotter, scaled_height};
 use crate::supervisor::{self, State, Status};
 
 /// Why the sidecar could not start.

@@ -61,7 +61,10 @@ impl Metrics {
         describe_gauge!(VIEWERS, "RTSP clients playing now");
         describe_counter!(CONNECTIONS, "RTSP client connections accepted");
         describe_counter!(FRAMES, "Encoded frames produced by the capture pipeline");
-        describe_counter!(KEYFRAMES, "Encoded keyframes produced by the capture pipeline");
+        describe_counter!(
+            KEYFRAMES,
+            "Encoded keyframes produced by the capture pipeline"
+        );
         describe_counter!(BYTES, "Encoded bytes produced by the capture pipeline");
         describe_gauge!(FPS, "Encoded frames per second over the last second");
         describe_gauge!(LAST_FRAME_AGE, "Seconds since the last encoded frame");

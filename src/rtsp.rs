@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use gst::glib;
 use gst::prelude::*;
 use gst_rtsp_server::prelude::*;
-use gst_rtsp_server::{gst_rtsp, RTSPFilterResult};
+use gst_rtsp_server::{RTSPFilterResult, gst_rtsp};
 use serde::Serialize;
 
 use crate::config::{RtspConfig, Transport};
@@ -155,7 +155,10 @@ fn peer_ip(client: &gst_rtsp_server::RTSPClient) -> String {
 }
 
 /// One header of an RTSP message, if present.
-fn header(msg: &gst_rtsp::rtsp_message::RTSPMessage, field: gst_rtsp::RTSPHeaderField) -> Option<String> {
+fn header(
+    msg: &gst_rtsp::rtsp_message::RTSPMessage,
+    field: gst_rtsp::RTSPHeaderField,
+) -> Option<String> {
     use glib::translate::{IntoGlib, ToGlibPtr};
     let mut value: *mut std::ffi::c_char = std::ptr::null_mut();
     // SAFETY: the bindings offer no getter. The message outlives this call, `value` points into
@@ -170,7 +173,11 @@ fn header(msg: &gst_rtsp::rtsp_message::RTSPMessage, field: gst_rtsp::RTSPHeader
         if res != gst_rtsp::ffi::GST_RTSP_OK || value.is_null() {
             return None;
         }
-        Some(std::ffi::CStr::from_ptr(value).to_string_lossy().into_owned())
+        Some(
+            std::ffi::CStr::from_ptr(value)
+                .to_string_lossy()
+                .into_owned(),
+        )
     }
 }
 
@@ -219,9 +226,7 @@ fn build_factory(
 ) -> gst_rtsp_server::RTSPMediaFactory {
     let factory = gst_rtsp_server::RTSPMediaFactory::new();
     // config-interval=-1: SPS/PPS before every IDR in-band too, for clients that ignore the SDP.
-    factory.set_launch(
-        "( appsrc name=src ! rtph264pay name=pay0 pt=96 config-interval=-1 )",
-    );
+    factory.set_launch("( appsrc name=src ! rtph264pay name=pay0 pt=96 config-interval=-1 )");
     factory.set_shared(true);
     factory.set_suspend_mode(gst_rtsp_server::RTSPSuspendMode::None);
     factory.set_latency(0);
@@ -235,7 +240,10 @@ fn build_factory(
     }
     factory.connect_media_configure(move |_, media| {
         let element = media.element();
-        match element.parent().and_then(|p| p.downcast::<gst::Pipeline>().ok()) {
+        match element
+            .parent()
+            .and_then(|p| p.downcast::<gst::Pipeline>().ok())
+        {
             Some(pipeline) => time.apply(&pipeline),
             None => tracing::warn!("RTSP media has no pipeline; its clock cannot be shared"),
         }
@@ -294,7 +302,11 @@ fn on_client(
             v.update(key, |viewer| viewer.transport = t.to_string());
         }
     });
-    let (v, f, m) = (Arc::downgrade(viewers), Arc::downgrade(fanout), metrics.clone());
+    let (v, f, m) = (
+        Arc::downgrade(viewers),
+        Arc::downgrade(fanout),
+        metrics.clone(),
+    );
     client.connect_play_request(move |_, _| {
         // The response is already on its way; the IDR asked for now reaches the new viewer
         // one frame interval later instead of at the next scheduled keyframe.
@@ -383,7 +395,8 @@ impl RtspServer {
                     );
                     cleanup.attach(Some(&ctx));
                     let port = server.bound_port().max(0) as u16;
-                    let _ = ready_tx.send(Ok((server.clone(), main_loop.clone(), ctx.clone(), port)));
+                    let _ =
+                        ready_tx.send(Ok((server.clone(), main_loop.clone(), ctx.clone(), port)));
                     main_loop.run();
                     cleanup.destroy();
                     // SourceId::remove would look in the default context, not ours.
@@ -444,7 +457,10 @@ impl RtspServer {
             main_loop.quit();
         });
         let deadline = Instant::now() + timeout;
-        if self.done.recv_timeout(deadline.saturating_duration_since(Instant::now())).is_ok()
+        if self
+            .done
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
             && let Some(t) = self.thread.take()
         {
             let _ = t.join();

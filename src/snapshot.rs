@@ -113,11 +113,7 @@ impl Snapshotter {
 }
 
 /// Decodes a GOP and encodes its last picture as JPEG at `width` × `height`.
-fn decode_last(
-    buffers: Vec<gst::Buffer>,
-    width: u32,
-    height: u32,
-) -> Result<Jpeg, SnapshotError> {
+fn decode_last(buffers: Vec<gst::Buffer>, width: u32, height: u32) -> Result<Jpeg, SnapshotError> {
     let fail = |e: &dyn std::fmt::Display| SnapshotError::Failed(e.to_string());
     let pipeline = gst::parse::launch(
         "appsrc name=src format=time caps=video/x-h264,stream-format=byte-stream,alignment=au \
@@ -150,7 +146,9 @@ fn decode_last(
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut newest = None;
         while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_nseconds(
-            deadline.saturating_duration_since(Instant::now()).as_nanos() as u64,
+            deadline
+                .saturating_duration_since(Instant::now())
+                .as_nanos() as u64,
         )) {
             newest = Some(sample);
         }
@@ -208,7 +206,11 @@ mod tests {
         .unwrap()
         .downcast::<gst::Pipeline>()
         .unwrap();
-        let sink = p.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+        let sink = p
+            .by_name("sink")
+            .unwrap()
+            .downcast::<gst_app::AppSink>()
+            .unwrap();
         p.set_state(gst::State::Playing).unwrap();
         let mut out = Vec::new();
         while let Some(s) = sink.try_pull_sample(gst::ClockTime::from_seconds(5)) {

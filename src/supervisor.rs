@@ -265,13 +265,12 @@ impl Supervisor {
         };
         let config = self.config.clone();
         // Device discovery can take a moment; keep it off the async workers.
-        let source = match tokio::task::spawn_blocking(move || capture::resolve_source(&config))
-            .await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return open_failed(e.to_string()),
-            Err(e) => return open_failed(format!("source discovery panicked: {e}")),
-        };
+        let source =
+            match tokio::task::spawn_blocking(move || capture::resolve_source(&config)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return open_failed(e.to_string()),
+                Err(e) => return open_failed(format!("source discovery panicked: {e}")),
+            };
         let source_name = source.to_string();
         self.publish(|s| s.source = Some(source_name.clone()));
         let description = capture::describe(&self.config, &source, self.encoder);
@@ -318,10 +317,9 @@ impl Supervisor {
         let frames_before = self.stats.frames();
         let t0 = Instant::now();
         let mut streaming_since: Option<Instant> = None;
-        let mut tick = tokio::time::interval((stall / 5).clamp(
-            Duration::from_millis(20),
-            Duration::from_millis(250),
-        ));
+        let mut tick = tokio::time::interval(
+            (stall / 5).clamp(Duration::from_millis(20), Duration::from_millis(250)),
+        );
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
         let failure = loop {
