@@ -15,7 +15,7 @@ struct Finding {
 
 /// Runs every probe, prints the report to stdout, and returns whether all passed.
 pub fn run(config: &Config) -> bool {
-    match toml::to_string_pretty(config) {
+    match toml::to_string_pretty(&config.redacted()) {
         Ok(t) => println!("# Effective configuration\n{t}"),
         Err(e) => println!("# Effective configuration could not be printed: {e}"),
     }

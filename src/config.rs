@@ -33,6 +33,10 @@ pub struct Config {
     pub rtsp: RtspConfig,
     /// HTTP sidecar settings.
     pub http: HttpConfig,
+    /// RTSP viewer authentication.
+    pub auth: AuthConfig,
+    /// RTSPS (RTSP over TLS).
+    pub tls: TlsConfig,
     /// Restart policy of the capture pipeline.
     pub supervisor: SupervisorConfig,
     /// Logging.
@@ -47,6 +51,8 @@ impl Default for Config {
             encoder: EncoderConfig::default(),
             rtsp: RtspConfig::default(),
             http: HttpConfig::default(),
+            auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
             supervisor: SupervisorConfig::default(),
             log: LogConfig::default(),
         }
@@ -229,6 +235,16 @@ pub struct RtspConfig {
     pub transports: Vec<Transport>,
     /// Seconds without RTSP or RTCP keep-alive after which a session expires. Default 60.
     pub session_timeout_s: u32,
+    /// Viewers (clients with a session) at once; the next SETUP gets 503. Default 64.
+    pub max_viewers: u32,
+    /// RTSP connections at once; more are closed on accept. Default 128.
+    pub max_connections: u32,
+    /// RTSP sessions at once (gst-rtsp-server's pool). Default 128.
+    pub max_sessions: u32,
+    /// Largest request body (Content-Length) accepted, in bytes. Default 4096.
+    pub max_request_bytes: u32,
+    /// Seconds a connection without a session may stay silent before it is closed. Default 30.
+    pub idle_timeout_s: u32,
 }
 
 impl Default for RtspConfig {
@@ -239,6 +255,11 @@ impl Default for RtspConfig {
             mount: "/video".into(),
             transports: vec![Transport::Tcp, Transport::Udp],
             session_timeout_s: 60,
+            max_viewers: 64,
+            max_connections: 128,
+            max_sessions: 128,
+            max_request_bytes: 4096,
+            idle_timeout_s: 30,
         }
     }
 }
@@ -253,6 +274,19 @@ pub struct HttpConfig {
     pub address: IpAddr,
     /// TCP port. Default 8080.
     pub port: u16,
+    /// Bearer token required for `/api/*` and `/snapshot.jpg`. Default empty: no token.
+    pub token: Secret,
+    /// File holding the bearer token (e.g. a mounted Secret); overrides `token`. Default empty.
+    pub token_file: String,
+    /// Also require the token for `/healthz` and `/readyz`. Default false.
+    pub protect_probes: bool,
+    /// Also require the token for `/metrics`. Default false.
+    pub protect_metrics: bool,
+    /// Separate listener for `/api/*` and `/snapshot.jpg` (e.g. "127.0.0.1"); with it, the main
+    /// listener serves only probes and metrics. Default empty: one listener for all.
+    pub api_address: String,
+    /// Port of the separate API listener; required with `api_address`. Default 0.
+    pub api_port: u16,
 }
 
 impl Default for HttpConfig {
@@ -261,8 +295,117 @@ impl Default for HttpConfig {
             enabled: true,
             address: IpAddr::from([0, 0, 0, 0]),
             port: 8080,
+            token: Secret::default(),
+            token_file: String::new(),
+            protect_probes: false,
+            protect_metrics: false,
+            api_address: String::new(),
+            api_port: 0,
         }
     }
+}
+
+/// A string that is never shown: `Debug` prints `<redacted>` (the status API and `check` redact
+/// it by key name too).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "<redacted>" })
+    }
+}
+
+impl Secret {
+    /// Whether no value is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// An RTSP authentication scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMethod {
+    /// HTTP Digest (RFC 2617): the password never crosses the wire.
+    Digest,
+    /// HTTP Basic: the password crosses the wire, readable without TLS.
+    Basic,
+}
+
+/// One viewer account.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UserConfig {
+    /// User name (no ':').
+    pub username: String,
+    /// Password.
+    pub password: Secret,
+    /// File holding the password (trailing newline ignored); overrides `password`.
+    pub password_file: String,
+}
+
+/// `[auth]`: who may watch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Enforce authentication when users are configured. Default true (`RTSP_AUTH=false` turns
+    /// it off).
+    pub enabled: bool,
+    /// Schemes offered. Default `["digest"]`.
+    pub methods: Vec<AuthMethod>,
+    /// A single user's name (`RTSP_USERNAME`). Default empty.
+    pub username: String,
+    /// That user's password (`RTSP_PASSWORD`). Default empty.
+    pub password: Secret,
+    /// File holding that user's password; overrides `password`. Default empty.
+    pub password_file: String,
+    /// More users, as `[[auth.users]]` tables. Default none.
+    pub users: Vec<UserConfig>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            enabled: true,
+            methods: vec![AuthMethod::Digest],
+            username: String::new(),
+            password: Secret::default(),
+            password_file: String::new(),
+            users: Vec::new(),
+        }
+    }
+}
+
+/// `[tls]`: RTSPS. With a certificate, every RTSP connection is TLS and media goes over TCP.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate (chain) file. Default empty: no TLS.
+    pub cert_file: String,
+    /// PEM private key file. Default empty.
+    pub key_file: String,
+}
+
+impl TlsConfig {
+    /// Whether TLS is configured.
+    pub fn enabled(&self) -> bool {
+        !self.cert_file.is_empty()
+    }
+}
+
+/// Reads a secret from a file, dropping one trailing newline.
+fn read_secret(key: &str, path: &str) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::Invalid(format!("{key} = {path:?} cannot be read: {e}"))
+    })?;
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    let text = text.strip_suffix('\r').unwrap_or(text);
+    if text.is_empty() {
+        return Err(ConfigError::Invalid(format!("{key} = {path:?} is empty")));
+    }
+    Ok(text.to_string())
 }
 
 /// `[supervisor]`: how a failed capture pipeline is restarted.
@@ -422,15 +565,51 @@ const STRING_KEYS: &[&str] = &[
     "encoder.level",
     "rtsp.mount",
     "log.level",
+    "http.token",
+    "http.token_file",
+    "http.api_address",
+    "tls.cert_file",
+    "tls.key_file",
 ];
 
 /// Parses a string the way figment parses environment values, except for string-typed keys.
 fn parse_value(path: &str, raw: &str) -> Value {
-    if STRING_KEYS.contains(&path) || path.starts_with("auth.") && !path.ends_with("enabled") {
+    let auth_string = path.starts_with("auth.") && !matches!(path, "auth.enabled" | "auth.methods");
+    if STRING_KEYS.contains(&path) || auth_string {
         return Value::from(raw.to_string());
     }
     raw.parse::<Value>()
         .unwrap_or_else(|_| Value::from(raw.to_string()))
+}
+
+/// Maps the seeds' `RTSP_AUTH`, `RTSP_USERNAME` and `RTSP_PASSWORD`. `RTSP_AUTH` takes a
+/// boolean, or the methods to offer ("digest", "basic", "digest,basic").
+fn legacy_auth(env: &BTreeMap<String, String>, dict: &mut Dict) {
+    if let Some(v) = env.get("RTSP_USERNAME").filter(|v| !v.is_empty()) {
+        insert_path(dict, "auth.username", Value::from(v.clone()));
+    }
+    if let Some(v) = env.get("RTSP_PASSWORD").filter(|v| !v.is_empty()) {
+        insert_path(dict, "auth.password", Value::from(v.clone()));
+    }
+    let Some(v) = env.get("RTSP_AUTH").map(|v| v.trim().to_ascii_lowercase()) else {
+        return;
+    };
+    match v.as_str() {
+        "" => {}
+        "1" | "true" | "yes" | "on" => insert_path(dict, "auth.enabled", Value::from(true)),
+        "0" | "false" | "no" | "off" | "none" => {
+            insert_path(dict, "auth.enabled", Value::from(false))
+        }
+        methods => {
+            insert_path(dict, "auth.enabled", Value::from(true));
+            let list: Vec<Value> = methods
+                .split([',', ' '])
+                .filter(|m| !m.is_empty())
+                .map(|m| Value::from(m.to_string()))
+                .collect();
+            insert_path(dict, "auth.methods", Value::from(list));
+        }
+    }
 }
 
 /// Where the configuration comes from: everything except the process environment, which is
@@ -481,8 +660,9 @@ pub fn figment(sources: &Sources, env: &BTreeMap<String, String>) -> Result<Figm
             insert_path(&mut legacy, key, parse_value(key, v));
         }
     }
+    legacy_auth(env, &mut legacy);
     fig = fig.merge(Layer {
-        name: "legacy environment variables (STREAM_*, H264_*, CAPTURE_DEVICE, VIDEO_DEVICE)",
+        name: "legacy environment variables (STREAM_*, H264_*, CAPTURE_DEVICE, VIDEO_DEVICE, RTSP_*)",
         dict: legacy,
     });
 
@@ -567,7 +747,82 @@ fn redact(value: &mut serde_json::Value) {
     }
 }
 
+/// A viewer account with its password resolved.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// User name.
+    pub username: String,
+    /// Password.
+    pub password: Secret,
+}
+
 impl Config {
+    /// The viewer accounts in force (empty when authentication is off), with password files read.
+    pub fn users(&self) -> Result<Vec<Credentials>, ConfigError> {
+        let a = &self.auth;
+        let single = UserConfig {
+            username: a.username.clone(),
+            password: a.password.clone(),
+            password_file: a.password_file.clone(),
+        };
+        let mut out: Vec<Credentials> = Vec::new();
+        let all = std::iter::once(("auth", &single))
+            .chain(a.users.iter().map(|u| ("auth.users", u)));
+        for (key, u) in all {
+            let has_password = !u.password.is_empty() || !u.password_file.is_empty();
+            if u.username.is_empty() {
+                if has_password {
+                    return Err(ConfigError::Invalid(format!(
+                        "{key}: a password is set without a username"
+                    )));
+                }
+                if key == "auth" {
+                    continue;
+                }
+                return Err(ConfigError::Invalid(format!("{key}: an entry has no username")));
+            }
+            if u.username.contains(':') || u.username.chars().any(char::is_control) {
+                return Err(ConfigError::Invalid(format!(
+                    "{key}: username {:?} contains ':' or a control character",
+                    u.username
+                )));
+            }
+            let password = if !u.password_file.is_empty() {
+                read_secret(&format!("{key}.password_file"), &u.password_file)?
+            } else if !u.password.is_empty() {
+                u.password.0.clone()
+            } else {
+                return Err(ConfigError::Invalid(format!(
+                    "{key}: user {:?} has no password (set password or password_file)",
+                    u.username
+                )));
+            };
+            if out.iter().any(|c| c.username == u.username) {
+                return Err(ConfigError::Invalid(format!(
+                    "{key}: user {:?} is configured twice",
+                    u.username
+                )));
+            }
+            out.push(Credentials {
+                username: u.username.clone(),
+                password: Secret(password),
+            });
+        }
+        if !a.enabled {
+            out.clear();
+        }
+        Ok(out)
+    }
+
+    /// The HTTP bearer token in force, if any, with `token_file` read.
+    pub fn http_token(&self) -> Result<Option<Secret>, ConfigError> {
+        let h = &self.http;
+        if !h.token_file.is_empty() {
+            return read_secret("http.token_file", &h.token_file).map(|t| Some(Secret(t)));
+        }
+        Ok((!h.token.is_empty()).then(|| h.token.clone()))
+    }
+
     /// The configuration as JSON with every secret replaced by "<redacted>".
     pub fn redacted(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
@@ -722,6 +977,51 @@ impl Config {
                 sup.start_timeout_ms
             ));
         }
+        for (key, v) in [
+            ("rtsp.max_viewers", r.max_viewers),
+            ("rtsp.max_connections", r.max_connections),
+            ("rtsp.max_sessions", r.max_sessions),
+            ("rtsp.idle_timeout_s", r.idle_timeout_s),
+        ] {
+            if v == 0 {
+                return bad(format!("{key} = 0 must be at least 1"));
+            }
+        }
+        if r.max_request_bytes < 256 {
+            return bad(format!(
+                "rtsp.max_request_bytes = {} is below 256",
+                r.max_request_bytes
+            ));
+        }
+        if self.auth.methods.is_empty() {
+            return bad("auth.methods is empty; offer digest, basic or both".into());
+        }
+        self.users()?;
+        self.http_token()?;
+        let t = &self.tls;
+        if t.cert_file.is_empty() != t.key_file.is_empty() {
+            return bad("tls.cert_file and tls.key_file go together: set both or neither".into());
+        }
+        for (key, path) in [("tls.cert_file", &t.cert_file), ("tls.key_file", &t.key_file)] {
+            if !path.is_empty() && !Path::new(path).is_file() {
+                return bad(format!("{key} = {path:?} does not exist"));
+            }
+        }
+        if t.enabled() && !r.transports.contains(&Transport::Tcp) {
+            return bad("with TLS, media goes over TCP only: rtsp.transports must include tcp".into());
+        }
+        let h = &self.http;
+        if !h.api_address.is_empty() {
+            if h.api_address.parse::<IpAddr>().is_err() {
+                return bad(format!("http.api_address = {:?} is not an IP address", h.api_address));
+            }
+            if h.api_port == 0 || h.api_port == h.port || h.api_port == r.port {
+                return bad(format!(
+                    "http.api_port = {} must be set and differ from http.port and rtsp.port",
+                    h.api_port
+                ));
+            }
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return bad(format!(
                 "log.level = {:?} is not a level (error, warn, info, debug, trace) or filter",
@@ -857,6 +1157,65 @@ mod tests {
         };
         let e = load(&sources, &BTreeMap::new()).unwrap_err().to_string();
         assert!(e.contains("/nonexistent/camstream.toml"), "{e}");
+    }
+
+    #[test]
+    fn seed_auth_variables() {
+        let c = load_str(
+            "",
+            &[("RTSP_AUTH", "true"), ("RTSP_USERNAME", "cam"), ("RTSP_PASSWORD", "1234")],
+            &[],
+        )
+        .unwrap();
+        let users = c.users().unwrap();
+        assert_eq!(users.len(), 1);
+        assert_eq!(users[0].username, "cam");
+        assert_eq!(users[0].password.0, "1234", "numeric passwords stay strings");
+        let c = load_str(
+            "",
+            &[("RTSP_AUTH", "false"), ("RTSP_USERNAME", "cam"), ("RTSP_PASSWORD", "x")],
+            &[],
+        )
+        .unwrap();
+        assert!(c.users().unwrap().is_empty());
+        let c = load_str("", &[("RTSP_AUTH", "basic,digest")], &[]).unwrap();
+        assert_eq!(c.auth.methods, [AuthMethod::Basic, AuthMethod::Digest]);
+    }
+
+    #[test]
+    fn password_files_and_bad_users() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        let toml = format!(
+            "[[auth.users]]\nusername = \"a\"\npassword_file = {:?}\n",
+            pw.to_str().unwrap()
+        );
+        let c = load_str(&toml, &[], &[]).unwrap();
+        assert_eq!(c.users().unwrap()[0].password.0, "s3cret");
+        for (toml, needle) in [
+            ("[auth]\npassword = \"x\"\n", "without a username"),
+            ("[auth]\nusername = \"a\"\n", "no password"),
+            ("[auth]\nusername = \"a:b\"\npassword = \"x\"\n", "contains ':'"),
+            ("[auth]\nusername = \"a\"\npassword_file = \"/nonexistent\"\n", "cannot be read"),
+            ("[tls]\ncert_file = \"/nonexistent.pem\"\nkey_file = \"/k\"\n", "tls.cert_file"),
+            ("[tls]\ncert_file = \"/x\"\n", "go together"),
+        ] {
+            let e = load_str(toml, &[], &[]).unwrap_err().to_string();
+            assert!(e.contains(needle), "{toml:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn secrets_never_show() {
+        let c = load_str(
+            "[auth]\nusername = \"a\"\npassword = \"hunter2\"\n[http]\ntoken = \"tok3n\"\n",
+            &[],
+            &[],
+        )
+        .unwrap();
+        let shown = format!("{c:?} {}", c.redacted());
+        assert!(!shown.contains("hunter2") && !shown.contains("tok3n"), "{shown}");
     }
 
     #[test]
