@@ -198,6 +198,19 @@ pub async fn run(config: Config) -> Result<u8, AppError> {
     } else {
         None
     };
+    let api_listener = if config.http.enabled && !config.http.api_address.is_empty() {
+        let ip = config.http.api_address.parse().map_err(|_| {
+            ConfigError::Invalid(format!("http.api_address = {:?}", config.http.api_address))
+        })?;
+        let addr = SocketAddr::new(ip, config.http.api_port);
+        let listener = http::bind(addr).await.map_err(|e| {
+            ConfigError::Invalid(format!("http.api_port = {}: {e}", config.http.api_port))
+        })?;
+        Some(listener)
+    } else {
+        None
+    };
+    let http_token = config.http_token()?;
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| AppError::Metrics(e.to_string()))?;
@@ -208,14 +221,19 @@ pub async fn run(config: Config) -> Result<u8, AppError> {
     let time = SharedTime::now();
     let gop = Arc::new(GopCache::default());
 
-    let rtsp = RtspServer::start(&config.rtsp, fanout.clone(), time.clone(), metrics.clone())?;
+    let rtsp = RtspServer::start(&config, fanout.clone(), time.clone(), metrics.clone())?;
     let shown = if config.rtsp.address.is_unspecified() {
         "127.0.0.1".to_string()
     } else {
         config.rtsp.address.to_string()
     };
     tracing::info!(
-        url = %format!("rtsp://{shown}:{}{}", rtsp.port(), config.rtsp.mount),
+        url = %format!(
+            "{}://{shown}:{}{}",
+            if config.tls.enabled() { "rtsps" } else { "rtsp" },
+            rtsp.port(),
+            config.rtsp.mount
+        ),
         "RTSP server listening"
     );
 
@@ -256,22 +274,37 @@ pub async fn run(config: Config) -> Result<u8, AppError> {
             }
         })
     };
-    let http_task = http_listener.map(|listener| {
-        tracing::info!(address = %SocketAddr::new(config.http.address, config.http.port), "HTTP sidecar listening");
-        let app = http::router(http::Shared {
-            config: config.clone(),
-            status: status_rx.clone(),
-            stats,
-            heartbeat: rtsp.heartbeat(),
-            rtsp_listening: rtsp_listening.clone(),
-            viewers: rtsp.viewers(),
-            prometheus,
-            gop,
-            snapshots: Arc::new(Snapshotter::default()),
-            started: Instant::now(),
-        });
-        tokio::spawn(http::serve(listener, app, shutdown_rx.clone()))
-    });
+    let shared = http::Shared {
+        config: config.clone(),
+        status: status_rx.clone(),
+        stats,
+        heartbeat: rtsp.heartbeat(),
+        rtsp_listening: rtsp_listening.clone(),
+        viewers: rtsp.viewers(),
+        prometheus,
+        gop,
+        snapshots: Arc::new(Snapshotter::default()),
+        started: Instant::now(),
+        token: http_token,
+    };
+    let main_part = if api_listener.is_some() {
+        http::Part::Public
+    } else {
+        http::Part::All
+    };
+    let mut http_tasks = Vec::new();
+    for (listener, part) in [(http_listener, main_part), (api_listener, http::Part::Api)] {
+        let Some(listener) = listener else { continue };
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(address = %addr, endpoints = ?part, "HTTP sidecar listening");
+        }
+        let app = http::router(shared.clone(), part);
+        http_tasks.push(tokio::spawn(http::serve(
+            listener,
+            app,
+            shutdown_rx.clone(),
+        )));
+    }
     let systemd = notifier.clone().map(|n| {
         tokio::spawn(notify_systemd(
             n,
@@ -312,7 +345,7 @@ pub async fn run(config: Config) -> Result<u8, AppError> {
     tokio::task::spawn_blocking(move || rtsp.stop(Duration::from_millis(400)))
         .await
         .ok();
-    if let Some(t) = http_task {
+    for t in http_tasks {
         let _ = tokio::time::timeout(Duration::from_millis(400), t).await;
     }
     tracing::info!(exit_code = code, "camstream stopped");

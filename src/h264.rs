@@ -147,7 +147,7 @@ mod tests {
         assert_eq!(d(1280, 720, 30), "3.1");
         assert_eq!(d(1280, 720, 60), "3.2");
         assert_eq!(d(1920, 1080, 30), "4");
-        assert_eq!(d(320, 240, 15), "1.3");
+        assert_eq!(d(320, 240, 15), "1.2");
         assert!(derive_level(8192, 8192, 120).is_none());
     }
 

@@ -77,19 +77,79 @@ pub struct Shared {
     pub snapshots: Arc<Snapshotter>,
     /// Process start.
     pub started: Instant,
+    /// Bearer token for protected endpoints, if configured.
+    pub token: Option<crate::config::Secret>,
 }
 
-/// Builds the router (public so tests can drive it in-process).
-pub fn router(shared: Shared) -> Router {
-    Router::new()
+/// Which endpoints a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Everything (one listener).
+    All,
+    /// Probes and metrics only (when the API has its own listener).
+    Public,
+    /// `/api/*` and `/snapshot.jpg` only.
+    Api,
+}
+
+/// Builds the router for one listener.
+pub fn router(shared: Shared, part: Part) -> Router {
+    let h = &shared.config.http;
+    let protect = |r: Router<Shared>, on: bool| match (&shared.token, on) {
+        (Some(t), true) => r.route_layer(middleware::from_fn_with_state(t.clone(), require_token)),
+        _ => r,
+    };
+    let probes = Router::new()
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/readyz", get(readyz));
+    let metrics_route = Router::new().route("/metrics", get(metrics));
+    let api = Router::new()
         .route("/api/v1/status", get(status))
-        .route("/snapshot.jpg", get(snapshot))
-        .fallback(not_found)
+        .route("/snapshot.jpg", get(snapshot));
+    let mut r = Router::new();
+    if part != Part::Api {
+        r = r
+            .merge(protect(probes, h.protect_probes))
+            .merge(protect(metrics_route, h.protect_metrics));
+    }
+    if part != Part::Public {
+        r = r.merge(protect(api, true));
+    }
+    r.fallback(not_found)
         .layer(middleware::from_fn(guard))
         .with_state(shared)
+}
+
+/// Byte-wise comparison whose time does not depend on where the first difference is.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, x) in a.iter().enumerate() {
+        diff |= usize::from(x ^ b.get(i).copied().unwrap_or(!x));
+    }
+    diff == 0
+}
+
+/// Requires `Authorization: Bearer <token>`.
+async fn require_token(
+    AxumState(token): AxumState<crate::config::Secret>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        Some(g) if same_secret(g.as_bytes(), token.0.as_bytes()) => next.run(req).await,
+        _ => {
+            let mut r = error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            r
+        }
+    }
 }
 
 /// Rejects oversized query strings and bounds every request's time.

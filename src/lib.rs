@@ -5,6 +5,7 @@
 //! health, metrics and status. See `docs/` for operators and `shared/design.md` for the design.
 
 pub mod app;
+pub mod auth;
 pub mod backoff;
 pub mod capture;
 pub mod check;

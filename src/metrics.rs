@@ -31,6 +31,10 @@ pub mod names {
     pub const RTP_BYTES: &str = "camstream_rtp_bytes_sent_total";
     /// Build and run-time information, value 1.
     pub const BUILD_INFO: &str = "camstream_build_info";
+    /// Refused RTSP logins (credentials given but wrong).
+    pub const AUTH_FAILURES: &str = "camstream_auth_failures_total";
+    /// RTSP connections or viewers refused or closed by a limit, label `reason`.
+    pub const RTSP_REJECTED: &str = "camstream_rtsp_rejected_total";
 }
 
 /// Supervisor states as exposed in `camstream_pipeline_state{state=...}`.
@@ -50,7 +54,12 @@ pub struct Metrics {
     last_frame_age: Gauge,
     states: Vec<Gauge>,
     restarts: Vec<(RestartReason, Counter)>,
+    auth_failures: Counter,
+    rejected: Vec<(&'static str, Counter)>,
 }
+
+/// Reasons in `camstream_rtsp_rejected_total{reason=...}`.
+pub const REJECT_REASONS: &[&str] = &["max_viewers", "max_connections", "idle_timeout"];
 
 impl Metrics {
     /// Describes and registers every metric with the installed recorder (no-ops without one).
@@ -71,6 +80,11 @@ impl Metrics {
         describe_counter!(RTP_PACKETS, "RTP packets sent to all viewers");
         describe_counter!(RTP_BYTES, "RTP bytes sent to all viewers");
         describe_gauge!(BUILD_INFO, "Build and run-time information (value 1)");
+        describe_counter!(AUTH_FAILURES, "RTSP logins refused (wrong credentials)");
+        describe_counter!(
+            RTSP_REJECTED,
+            "RTSP connections or viewers refused by a limit, by reason"
+        );
         let restarts = RestartReason::ALL
             .iter()
             .map(|r| (*r, metrics::counter!(RESTARTS, "reason" => r.as_str())))
@@ -91,6 +105,23 @@ impl Metrics {
             last_frame_age: gauge!(LAST_FRAME_AGE),
             states,
             restarts,
+            auth_failures: metrics::counter!(AUTH_FAILURES),
+            rejected: REJECT_REASONS
+                .iter()
+                .map(|r| (*r, metrics::counter!(RTSP_REJECTED, "reason" => *r)))
+                .collect(),
+        }
+    }
+
+    /// Counts a refused login.
+    pub fn auth_failure(&self) {
+        self.auth_failures.increment(1);
+    }
+
+    /// Counts a connection or viewer refused by a limit.
+    pub fn rtsp_rejected(&self, reason: &str) {
+        if let Some((_, c)) = self.rejected.iter().find(|(r, _)| *r == reason) {
+            c.increment(1);
         }
     }
 

@@ -17,7 +17,8 @@ use gst_rtsp_server::prelude::*;
 use gst_rtsp_server::{RTSPFilterResult, gst_rtsp};
 use serde::Serialize;
 
-use crate::config::{RtspConfig, Transport};
+use crate::auth::{self, AuthError, LogLimiter};
+use crate::config::{Config, RtspConfig, Transport};
 use crate::fanout::Fanout;
 use crate::metrics::Metrics;
 
@@ -37,6 +38,9 @@ pub enum RtspError {
     /// The GLib thread ended before reporting.
     #[error("the RTSP thread died while starting")]
     ThreadDied,
+    /// Access control could not be set up.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
 }
 
 /// One connected RTSP client, as the status API shows it.
@@ -50,6 +54,11 @@ pub struct Viewer {
     pub connected_at_unix: u64,
     /// Whether it is playing now.
     pub playing: bool,
+    /// Whether it holds a session (has done SETUP); such clients count against the viewer cap.
+    pub has_session: bool,
+    /// When it last sent a request (idle connections are closed).
+    #[serde(skip)]
+    pub last_request: Instant,
 }
 
 /// Connected clients, keyed by the client object's address (stable while it lives).
@@ -77,6 +86,16 @@ impl Viewers {
     /// Number of connected clients.
     pub fn connected(&self) -> usize {
         self.clients.lock().unwrap().len()
+    }
+
+    /// Clients holding a session, other than `except`.
+    fn with_session(&self, except: usize) -> usize {
+        self.clients
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(k, v)| **k != except && v.has_session)
+            .count()
     }
 
     fn update(&self, key: usize, f: impl FnOnce(&mut Viewer)) {
@@ -136,7 +155,7 @@ fn protocols(transports: &[Transport]) -> gst_rtsp::RTSPLowerTrans {
 }
 
 /// The peer address of a client.
-fn peer_ip(client: &gst_rtsp_server::RTSPClient) -> String {
+pub(crate) fn peer_ip(client: &gst_rtsp_server::RTSPClient) -> String {
     use glib::translate::ToGlibPtr;
     // SAFETY: the bindings do not expose the connection; both calls only read from objects the
     // client owns and keeps alive while the borrowed pointer is in use, and the returned string
@@ -155,7 +174,7 @@ fn peer_ip(client: &gst_rtsp_server::RTSPClient) -> String {
 }
 
 /// One header of an RTSP message, if present.
-fn header(
+pub(crate) fn header(
     msg: &gst_rtsp::rtsp_message::RTSPMessage,
     field: gst_rtsp::RTSPHeaderField,
 ) -> Option<String> {
@@ -220,6 +239,7 @@ fn count_rtp(media_bin: &gst::Bin, metrics: Metrics) {
 
 fn build_factory(
     config: &RtspConfig,
+    tls: bool,
     fanout: Arc<Fanout>,
     time: SharedTime,
     metrics: Metrics,
@@ -230,7 +250,12 @@ fn build_factory(
     factory.set_shared(true);
     factory.set_suspend_mode(gst_rtsp_server::RTSPSuspendMode::None);
     factory.set_latency(0);
-    factory.set_protocols(protocols(&config.transports));
+    // Over TLS only interleaved TCP is protected; UDP media would leak the picture.
+    factory.set_protocols(if tls {
+        gst_rtsp::RTSPLowerTrans::TCP
+    } else {
+        protocols(&config.transports)
+    });
     if config.transports.contains(&Transport::Multicast) {
         let pool = gst_rtsp_server::RTSPAddressPool::new();
         if let Err(e) = pool.add_range("239.255.42.0", "239.255.42.255", 5000, 5999, 16) {
@@ -269,15 +294,25 @@ fn build_factory(
     factory
 }
 
-fn on_client(
-    client: &gst_rtsp_server::RTSPClient,
-    viewers: &Arc<Viewers>,
-    fanout: &Arc<Fanout>,
-    metrics: &Metrics,
-    session_timeout: u32,
-) {
+/// What every client handler needs.
+struct ClientCtx {
+    viewers: Arc<Viewers>,
+    fanout: Arc<Fanout>,
+    metrics: Metrics,
+    limits: RtspConfig,
+}
+
+fn on_client(client: &gst_rtsp_server::RTSPClient, c: &ClientCtx) {
+    let (viewers, fanout, metrics) = (&c.viewers, &c.fanout, &c.metrics);
+    let session_timeout = c.limits.session_timeout_s;
     let key = client.as_ptr() as usize;
     let address = peer_ip(client);
+    if viewers.connected() >= c.limits.max_connections as usize {
+        tracing::warn!(peer = %address, max = c.limits.max_connections, "Connection limit reached; closing");
+        metrics.rtsp_rejected("max_connections");
+        client.close();
+        return;
+    }
     tracing::info!(peer = %address, "Client connected");
     crate::guard::install(client);
     metrics.client_connected();
@@ -291,15 +326,65 @@ fn on_client(
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
             playing: false,
+            has_session: false,
+            last_request: Instant::now(),
         },
     );
+    // Any request counts as activity for the idle timeout.
+    let touch = move |v: &std::sync::Weak<Viewers>| {
+        if let Some(v) = v.upgrade() {
+            v.update(key, |viewer| viewer.last_request = Instant::now());
+        }
+    };
+    macro_rules! on_request {
+        ($($connect:ident),*) => {$(
+            let v = Arc::downgrade(viewers);
+            client.$connect(move |_, _| touch(&v));
+        )*};
+    }
+    on_request!(
+        connect_options_request,
+        connect_describe_request,
+        connect_get_parameter_request,
+        connect_set_parameter_request
+    );
+    let (v, m, max, peer) = (
+        Arc::downgrade(viewers),
+        metrics.clone(),
+        c.limits.max_viewers,
+        address.clone(),
+    );
+    client.connect_pre_setup_request(move |_, _| {
+        let Some(v) = v.upgrade() else {
+            return gst_rtsp::RTSPStatusCode::Ok;
+        };
+        let mine = v
+            .clients
+            .lock()
+            .unwrap()
+            .get(&key)
+            .is_some_and(|c| c.has_session);
+        if !mine && v.with_session(key) >= max as usize {
+            tracing::warn!(peer = %peer, max, "Viewer limit reached; refusing SETUP");
+            m.rtsp_rejected("max_viewers");
+            return gst_rtsp::RTSPStatusCode::ServiceUnavailable;
+        }
+        gst_rtsp::RTSPStatusCode::Ok
+    });
     client.connect_new_session(move |_, session| {
         session.set_timeout(session_timeout);
     });
     let v = Arc::downgrade(viewers);
     client.connect_setup_request(move |_, ctx| {
-        if let (Some(v), Some(t)) = (v.upgrade(), transport_of(ctx)) {
-            v.update(key, |viewer| viewer.transport = t.to_string());
+        if let Some(v) = v.upgrade() {
+            let t = transport_of(ctx);
+            v.update(key, |viewer| {
+                viewer.has_session = true;
+                viewer.last_request = Instant::now();
+                if let Some(t) = t {
+                    viewer.transport = t.to_string();
+                }
+            });
         }
     });
     let (v, f, m) = (
@@ -314,19 +399,34 @@ fn on_client(
             f.request_keyframe();
         }
         if let Some(v) = v.upgrade() {
-            v.update(key, |viewer| viewer.playing = true);
+            v.update(key, |viewer| {
+                viewer.playing = true;
+                viewer.last_request = Instant::now();
+            });
             m.set_viewers(v.playing());
         }
     });
     let (v, m) = (Arc::downgrade(viewers), metrics.clone());
-    let stop = move |_: &gst_rtsp_server::RTSPClient, _: &gst_rtsp_server::RTSPContext| {
+    client.connect_pause_request(move |_, _| {
         if let Some(v) = v.upgrade() {
-            v.update(key, |viewer| viewer.playing = false);
+            v.update(key, |viewer| {
+                viewer.playing = false;
+                viewer.last_request = Instant::now();
+            });
             m.set_viewers(v.playing());
         }
-    };
-    client.connect_pause_request(stop.clone());
-    client.connect_teardown_request(stop);
+    });
+    let (v, m) = (Arc::downgrade(viewers), metrics.clone());
+    client.connect_teardown_request(move |_, _| {
+        if let Some(v) = v.upgrade() {
+            v.update(key, |viewer| {
+                viewer.playing = false;
+                viewer.has_session = false;
+                viewer.last_request = Instant::now();
+            });
+            m.set_viewers(v.playing());
+        }
+    });
     let (v, m) = (Arc::downgrade(viewers), metrics.clone());
     client.connect_closed(move |_| {
         tracing::info!(peer = %address, "Client disconnected");
@@ -337,15 +437,50 @@ fn on_client(
     });
 }
 
+/// Closes connections that hold no session and have sent no request for `idle`.
+fn close_idle(server: &gst_rtsp_server::RTSPServer, c: &ClientCtx, idle: Duration) {
+    let mut idle_clients = Vec::new();
+    server.client_filter(Some(&mut |_, client| {
+        let key = client.as_ptr() as usize;
+        let is_idle = c
+            .viewers
+            .clients
+            .lock()
+            .unwrap()
+            .get(&key)
+            .is_some_and(|v| !v.has_session && v.last_request.elapsed() >= idle);
+        if is_idle {
+            idle_clients.push(client.clone());
+        }
+        RTSPFilterResult::Keep
+    }));
+    for client in idle_clients {
+        tracing::info!(peer = %peer_ip(&client), "Closing idle connection");
+        c.metrics.rtsp_rejected("idle_timeout");
+        client.close();
+    }
+}
+
 impl RtspServer {
     /// Binds the server and starts its GLib thread. Returns once the port is bound (or not).
     pub fn start(
-        config: &RtspConfig,
+        full: &Config,
         fanout: Arc<Fanout>,
         time: SharedTime,
         metrics: Metrics,
     ) -> Result<Self, RtspError> {
-        let config = config.clone();
+        let config = full.rtsp.clone();
+        let tls = full.tls.enabled();
+        let limiter = Arc::new(LogLimiter::new(5, Duration::from_secs(60)));
+        let m = metrics.clone();
+        let on_failure: auth::FailureHook = Arc::new(move |peer: &str, user: &str| {
+            m.auth_failure();
+            if let Some(suppressed) = limiter.allow(Instant::now()) {
+                tracing::warn!(peer, user, suppressed, "RTSP login refused");
+            }
+        });
+        // Built here (not on the GLib thread) so a bad certificate fails start-up with its reason.
+        let access = auth::build(full, on_failure)?;
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         let viewers = Arc::new(Viewers::default());
@@ -359,16 +494,28 @@ impl RtspServer {
                     let server = gst_rtsp_server::RTSPServer::new();
                     server.set_address(&config.address.to_string());
                     server.set_service(&config.port.to_string());
-                    let factory = build_factory(&config, fanout.clone(), time, metrics.clone());
+                    server.set_content_length_limit(config.max_request_bytes);
+                    if let Some(pool) = server.session_pool() {
+                        pool.set_max_sessions(config.max_sessions);
+                    }
+                    let factory =
+                        build_factory(&config, tls, fanout.clone(), time, metrics.clone());
+                    if let Some(a) = &access {
+                        auth::allow_viewers(&factory);
+                        server.set_auth(Some(a));
+                    }
                     server
                         .mount_points()
                         .expect("a new server has mount points")
                         .add_factory(&config.mount, factory);
-                    let timeout = config.session_timeout_s;
-                    let (v, f, m) = (thread_viewers.clone(), fanout.clone(), metrics.clone());
-                    server.connect_client_connected(move |_, client| {
-                        on_client(client, &v, &f, &m, timeout);
+                    let ctx_data = Arc::new(ClientCtx {
+                        viewers: thread_viewers.clone(),
+                        fanout: fanout.clone(),
+                        metrics: metrics.clone(),
+                        limits: config.clone(),
                     });
+                    let c = ctx_data.clone();
+                    server.connect_client_connected(move |_, client| on_client(client, &c));
                     let source = match server.attach(Some(&ctx)) {
                         Ok(id) => id,
                         Err(e) => {
@@ -380,15 +527,20 @@ impl RtspServer {
                             return;
                         }
                     };
-                    // gst-rtsp-server never expires sessions by itself.
+                    // gst-rtsp-server expires neither sessions nor silent connections by itself.
                     let pool = server.session_pool();
+                    let weak_server = server.downgrade();
+                    let idle = Duration::from_secs(u64::from(config.idle_timeout_s));
                     let cleanup = glib::timeout_source_new_seconds(
-                        2,
+                        1,
                         None,
                         glib::Priority::DEFAULT,
                         move || {
                             if let Some(pool) = &pool {
                                 pool.cleanup();
+                            }
+                            if let Some(server) = weak_server.upgrade() {
+                                close_idle(&server, &ctx_data, idle);
                             }
                             glib::ControlFlow::Continue
                         },
