@@ -313,7 +313,11 @@ pub struct Secret(pub String);
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_empty() { "\"\"" } else { "<redacted>" })
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "<redacted>"
+        })
     }
 }
 
@@ -397,9 +401,8 @@ impl TlsConfig {
 
 /// Reads a secret from a file, dropping one trailing newline.
 fn read_secret(key: &str, path: &str) -> Result<String, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError::Invalid(format!("{key} = {path:?} cannot be read: {e}"))
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::Invalid(format!("{key} = {path:?} cannot be read: {e}")))?;
     let text = text.strip_suffix('\n').unwrap_or(&text);
     let text = text.strip_suffix('\r').unwrap_or(text);
     if text.is_empty() {
@@ -766,8 +769,8 @@ impl Config {
             password_file: a.password_file.clone(),
         };
         let mut out: Vec<Credentials> = Vec::new();
-        let all = std::iter::once(("auth", &single))
-            .chain(a.users.iter().map(|u| ("auth.users", u)));
+        let all =
+            std::iter::once(("auth", &single)).chain(a.users.iter().map(|u| ("auth.users", u)));
         for (key, u) in all {
             let has_password = !u.password.is_empty() || !u.password_file.is_empty();
             if u.username.is_empty() {
@@ -779,7 +782,9 @@ impl Config {
                 if key == "auth" {
                     continue;
                 }
-                return Err(ConfigError::Invalid(format!("{key}: an entry has no username")));
+                return Err(ConfigError::Invalid(format!(
+                    "{key}: an entry has no username"
+                )));
             }
             if u.username.contains(':') || u.username.chars().any(char::is_control) {
                 return Err(ConfigError::Invalid(format!(
@@ -1002,18 +1007,26 @@ impl Config {
         if t.cert_file.is_empty() != t.key_file.is_empty() {
             return bad("tls.cert_file and tls.key_file go together: set both or neither".into());
         }
-        for (key, path) in [("tls.cert_file", &t.cert_file), ("tls.key_file", &t.key_file)] {
+        for (key, path) in [
+            ("tls.cert_file", &t.cert_file),
+            ("tls.key_file", &t.key_file),
+        ] {
             if !path.is_empty() && !Path::new(path).is_file() {
                 return bad(format!("{key} = {path:?} does not exist"));
             }
         }
         if t.enabled() && !r.transports.contains(&Transport::Tcp) {
-            return bad("with TLS, media goes over TCP only: rtsp.transports must include tcp".into());
+            return bad(
+                "with TLS, media goes over TCP only: rtsp.transports must include tcp".into(),
+            );
         }
         let h = &self.http;
         if !h.api_address.is_empty() {
             if h.api_address.parse::<IpAddr>().is_err() {
-                return bad(format!("http.api_address = {:?} is not an IP address", h.api_address));
+                return bad(format!(
+                    "http.api_address = {:?} is not an IP address",
+                    h.api_address
+                ));
             }
             if h.api_port == 0 || h.api_port == h.port || h.api_port == r.port {
                 return bad(format!(
@@ -1163,17 +1176,28 @@ mod tests {
     fn seed_auth_variables() {
         let c = load_str(
             "",
-            &[("RTSP_AUTH", "true"), ("RTSP_USERNAME", "cam"), ("RTSP_PASSWORD", "1234")],
+            &[
+                ("RTSP_AUTH", "true"),
+                ("RTSP_USERNAME", "cam"),
+                ("RTSP_PASSWORD", "1234"),
+            ],
             &[],
         )
         .unwrap();
         let users = c.users().unwrap();
         assert_eq!(users.len(), 1);
         assert_eq!(users[0].username, "cam");
-        assert_eq!(users[0].password.0, "1234", "numeric passwords stay strings");
+        assert_eq!(
+            users[0].password.0, "1234",
+            "numeric passwords stay strings"
+        );
         let c = load_str(
             "",
-            &[("RTSP_AUTH", "false"), ("RTSP_USERNAME", "cam"), ("RTSP_PASSWORD", "x")],
+            &[
+                ("RTSP_AUTH", "false"),
+                ("RTSP_USERNAME", "cam"),
+                ("RTSP_PASSWORD", "x"),
+            ],
             &[],
         )
         .unwrap();
@@ -1196,9 +1220,18 @@ mod tests {
         for (toml, needle) in [
             ("[auth]\npassword = \"x\"\n", "without a username"),
             ("[auth]\nusername = \"a\"\n", "no password"),
-            ("[auth]\nusername = \"a:b\"\npassword = \"x\"\n", "contains ':'"),
-            ("[auth]\nusername = \"a\"\npassword_file = \"/nonexistent\"\n", "cannot be read"),
-            ("[tls]\ncert_file = \"/nonexistent.pem\"\nkey_file = \"/k\"\n", "tls.cert_file"),
+            (
+                "[auth]\nusername = \"a:b\"\npassword = \"x\"\n",
+                "contains ':'",
+            ),
+            (
+                "[auth]\nusername = \"a\"\npassword_file = \"/nonexistent\"\n",
+                "cannot be read",
+            ),
+            (
+                "[tls]\ncert_file = \"/nonexistent.pem\"\nkey_file = \"/k\"\n",
+                "tls.cert_file",
+            ),
             ("[tls]\ncert_file = \"/x\"\n", "go together"),
         ] {
             let e = load_str(toml, &[], &[]).unwrap_err().to_string();
@@ -1215,7 +1248,10 @@ mod tests {
         )
         .unwrap();
         let shown = format!("{c:?} {}", c.redacted());
-        assert!(!shown.contains("hunter2") && !shown.contains("tok3n"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("tok3n"),
+            "{shown}"
+        );
     }
 
     #[test]
