@@ -5,10 +5,22 @@
 //! The checks are plain functions over strings ([`check_uri`], [`check_transport`],
 //! [`check_request`]) so they can be unit-tested and fuzzed; [`install`] wires them into a
 //! client's `pre-*-request` signals, which refuse a request by returning a status other than OK.
+//!
+//! Some input never reaches those signals: gst-rtsp-server reads request heads one byte per
+//! system call on the RTSP thread, so a client that streams an endless header line or thousands
+//! of header lines keeps that thread busy for seconds and starves every other client (and the
+//! liveness check). A watcher thread ([`FLOOD_BYTES`]) cuts such a connection off at the socket,
+//! which works even while the RTSP thread is stuck reading it.
+
+use std::collections::HashMap;
+use std::net::TcpStream;
+use std::os::fd::AsFd;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 use gst::glib;
-use gst_rtsp_server::gst_rtsp;
 use gst_rtsp_server::prelude::*;
+use gst_rtsp_server::{gio, gst_rtsp};
 
 /// Longest request URI accepted, in bytes. Real clients send well under 200.
 pub const MAX_URI: usize = 1024;
@@ -26,6 +38,8 @@ pub enum Refusal {
     UnsupportedTransport(&'static str),
     /// The request URI is longer than [`MAX_URI`] (414).
     UriTooLong,
+    /// A version other than RTSP/1.0 (505).
+    Version,
 }
 
 impl Refusal {
@@ -36,6 +50,7 @@ impl Refusal {
             Refusal::Forbidden(_) => gst_rtsp::RTSPStatusCode::Forbidden,
             Refusal::UnsupportedTransport(_) => gst_rtsp::RTSPStatusCode::UnsupportedTransport,
             Refusal::UriTooLong => gst_rtsp::RTSPStatusCode::RequestUriTooLarge,
+            Refusal::Version => gst_rtsp::RTSPStatusCode::RtspVersionNotSupported,
         }
     }
 
@@ -44,6 +59,7 @@ impl Refusal {
         match self {
             Refusal::BadRequest(r) | Refusal::Forbidden(r) | Refusal::UnsupportedTransport(r) => r,
             Refusal::UriTooLong => "request URI too long",
+            Refusal::Version => "not RTSP/1.0",
         }
     }
 }
@@ -80,6 +96,10 @@ pub struct Request<'a> {
     pub transport: Option<&'a str>,
     /// The Session header, if any.
     pub session: Option<&'a str>,
+    /// The CSeq header, if any.
+    pub cseq: Option<&'a str>,
+    /// Whether the request line said RTSP/1.0.
+    pub version_1_0: bool,
     /// The peer's IP address as the connection sees it.
     pub peer: &'a str,
 }
@@ -88,6 +108,21 @@ pub struct Request<'a> {
 pub fn check_request(method: Method, req: &Request<'_>) -> Result<(), Refusal> {
     if method == Method::Record {
         return Err(Refusal::BadRequest("camstream does not accept recordings"));
+    }
+    if !req.version_1_0 {
+        // gst-rtsp-server 1.22 aborts ("free(): invalid size") when an RTSP/2.0 OPTIONS is
+        // refused from its pre-request signal, so OPTIONS of any version is left to it; it
+        // answers them harmlessly.
+        if method == Method::Options {
+            return Ok(());
+        }
+        return Err(Refusal::Version);
+    }
+    // The library reads a non-numeric CSeq as 0 and answers it; a client that sends one is
+    // broken or probing.
+    match req.cseq {
+        Some(c) if !c.is_empty() && c.len() <= 10 && c.bytes().all(|b| b.is_ascii_digit()) => {}
+        _ => return Err(Refusal::BadRequest("CSeq missing or not a number")),
     }
     check_uri(req.uri)?;
     if let Some(s) = req.session {
@@ -131,7 +166,9 @@ pub fn check_uri(uri: &str) -> Result<(), Refusal> {
         return Ok(());
     }
     if uri.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'\\') {
-        return Err(Refusal::BadRequest("control character, space or backslash in URI"));
+        return Err(Refusal::BadRequest(
+            "control character, space or backslash in URI",
+        ));
     }
     let path = match split_scheme(uri) {
         Some(rest) => match rest.find('/') {
@@ -139,7 +176,11 @@ pub fn check_uri(uri: &str) -> Result<(), Refusal> {
             None => "/",
         },
         None if uri.starts_with('/') => uri,
-        None => return Err(Refusal::BadRequest("URI is neither rtsp:// nor an absolute path")),
+        None => {
+            return Err(Refusal::BadRequest(
+                "URI is neither rtsp:// nor an absolute path",
+            ));
+        }
     };
     let path = path.split(['?', '#']).next().unwrap_or("");
     let decoded = percent_decode(path)?;
@@ -258,7 +299,9 @@ pub fn check_transport(value: &str, peer: &str) -> Result<(), Refusal> {
     if usable {
         Ok(())
     } else {
-        Err(Refusal::UnsupportedTransport("no RTP/AVP transport offered"))
+        Err(Refusal::UnsupportedTransport(
+            "no RTP/AVP transport offered",
+        ))
     }
 }
 
@@ -299,12 +342,16 @@ pub fn header(
         if res != gst_rtsp::ffi::GST_RTSP_OK || value.is_null() {
             return None;
         }
-        Some(std::ffi::CStr::from_ptr(value).to_string_lossy().into_owned())
+        Some(
+            std::ffi::CStr::from_ptr(value)
+                .to_string_lossy()
+                .into_owned(),
+        )
     }
 }
 
-/// The request URI of a request message, as sent.
-fn request_uri(msg: &gst_rtsp::rtsp_message::RTSPMessage) -> Option<String> {
+/// The request URI of a request message, as sent, and whether its version is RTSP/1.0.
+fn request_line(msg: &gst_rtsp::rtsp_message::RTSPMessage) -> Option<(String, bool)> {
     use glib::translate::ToGlibPtr;
     let mut method: gst_rtsp::ffi::GstRTSPMethod = 0;
     let mut uri: *const std::ffi::c_char = std::ptr::null();
@@ -321,7 +368,8 @@ fn request_uri(msg: &gst_rtsp::rtsp_message::RTSPMessage) -> Option<String> {
         if res != gst_rtsp::ffi::GST_RTSP_OK || uri.is_null() {
             return None;
         }
-        Some(std::ffi::CStr::from_ptr(uri).to_string_lossy().into_owned())
+        let uri = std::ffi::CStr::from_ptr(uri).to_string_lossy().into_owned();
+        Some((uri, version == gst_rtsp::ffi::GST_RTSP_VERSION_1_0))
     }
 }
 
@@ -352,14 +400,17 @@ fn verdict(
     let Some(msg) = ctx.request() else {
         return gst_rtsp::RTSPStatusCode::Ok;
     };
-    let uri = request_uri(msg).unwrap_or_default();
+    let (uri, version_1_0) = request_line(msg).unwrap_or_default();
     let transport = header(msg, gst_rtsp::RTSPHeaderField::Transport);
     let session = header(msg, gst_rtsp::RTSPHeaderField::Session);
+    let cseq = header(msg, gst_rtsp::RTSPHeaderField::Cseq);
     let peer = peer_ip(client);
     let req = Request {
         uri: &uri,
         transport: transport.as_deref(),
         session: session.as_deref(),
+        cseq: cseq.as_deref(),
+        version_1_0,
         peer: &peer,
     };
     match check_request(method, &req) {
@@ -372,8 +423,101 @@ fn verdict(
     }
 }
 
-/// Hooks the request checks into a newly connected client.
+/// Unread bytes in a client's socket at which it counts as flooding. A real client's request
+/// is a few hundred bytes and its RTCP a few hundred a second; 32 KiB sitting unread means the
+/// RTSP thread is busy reading this client byte by byte.
+pub const FLOOD_BYTES: usize = 32 * 1024;
+/// How often the watcher looks; a client is cut off at its second consecutive flooding look.
+const FLOOD_PERIOD: Duration = Duration::from_millis(200);
+
+/// Whether a client has flooded for long enough to be cut off: `strikes` consecutive looks
+/// found at least [`FLOOD_BYTES`] unread.
+pub fn flooding(unread: usize, strikes: &mut u8) -> bool {
+    if unread >= FLOOD_BYTES {
+        *strikes = strikes.saturating_add(1);
+    } else {
+        *strikes = 0;
+    }
+    *strikes >= 2
+}
+
+struct Watched {
+    /// A duplicate of the client's socket: its own descriptor number cannot be reused while we
+    /// hold it, so a shutdown can never hit an unrelated file.
+    socket: TcpStream,
+    peer: String,
+    strikes: u8,
+}
+
+/// Client sockets under watch, keyed by the client object's address.
+fn watched() -> &'static Mutex<HashMap<usize, Watched>> {
+    static WATCHED: OnceLock<Mutex<HashMap<usize, Watched>>> = OnceLock::new();
+    WATCHED.get_or_init(|| {
+        let spawned = std::thread::Builder::new()
+            .name("rtsp-guard".into())
+            .spawn(watch_loop);
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "Cannot start the RTSP flood watcher");
+        }
+        Mutex::new(HashMap::new())
+    })
+}
+
+fn watch_loop() {
+    let mut buf = vec![0u8; FLOOD_BYTES];
+    loop {
+        std::thread::sleep(FLOOD_PERIOD);
+        let mut map = watched().lock().unwrap();
+        map.retain(|_, w| {
+            // The library keeps its sockets non-blocking, and the duplicate shares that flag,
+            // so this peek never waits.
+            let unread = w.socket.peek(&mut buf).unwrap_or(0);
+            if flooding(unread, &mut w.strikes) {
+                tracing::warn!(peer = %w.peer, "Cut off an RTSP client flooding the server with request bytes");
+                let _ = w.socket.shutdown(std::net::Shutdown::Both);
+                return false;
+            }
+            true
+        });
+    }
+}
+
+/// Puts a client's socket under the flood watch until the client closes.
+fn watch_client(client: &gst_rtsp_server::RTSPClient) {
+    use glib::translate::{FromGlibPtrNone, ToGlibPtr};
+    // SAFETY: the connection and its socket belong to the client, which is alive for this
+    // call; from_glib_none takes our own reference to the socket before we duplicate it.
+    let socket = unsafe {
+        let conn = gst_rtsp_server::ffi::gst_rtsp_client_get_connection(client.to_glib_none().0);
+        if conn.is_null() {
+            return;
+        }
+        let sock = gst_rtsp::ffi::gst_rtsp_connection_get_read_socket(conn);
+        if sock.is_null() {
+            return;
+        }
+        gio::Socket::from_glib_none(sock)
+    };
+    let Ok(fd) = socket.as_fd().try_clone_to_owned() else {
+        return;
+    };
+    let key = client.as_ptr() as usize;
+    let entry = Watched {
+        socket: TcpStream::from(fd),
+        peer: peer_ip(client),
+        strikes: 0,
+    };
+    watched().lock().unwrap().insert(key, entry);
+    // Our duplicate would keep the TCP connection open after the library closes its own
+    // descriptor, so it must go as soon as the client does.
+    client.connect_closed(move |_| {
+        watched().lock().unwrap().remove(&key);
+    });
+}
+
+/// Hooks the request checks and the flood watch into a newly connected client.
 pub fn install(client: &gst_rtsp_server::RTSPClient) {
+    watch_client(client);
     client.connect_pre_options_request(|c, ctx| verdict(c, ctx, Method::Options));
     client.connect_pre_describe_request(|c, ctx| verdict(c, ctx, Method::Describe));
     client.connect_pre_setup_request(|c, ctx| verdict(c, ctx, Method::Setup));
@@ -440,12 +584,24 @@ mod tests {
             assert_eq!(check_transport(ok, peer), Ok(()), "{ok}");
         }
         let cases: &[(&str, fn(Refusal) -> bool)] = &[
-            ("RTP/AVP/TCP;interleaved=256-257", |r| matches!(r, Refusal::BadRequest(_))),
-            ("RTP/AVP/TCP;interleaved=-1", |r| matches!(r, Refusal::BadRequest(_))),
-            ("RTP/AVP/TCP;interleaved=5-3", |r| matches!(r, Refusal::BadRequest(_))),
-            ("RTP/AVP;client_port=0-1", |r| matches!(r, Refusal::BadRequest(_))),
-            ("RTP/AVP;client_port=65536-65537", |r| matches!(r, Refusal::BadRequest(_))),
-            ("RTP/AVP;client_port=+5", |r| matches!(r, Refusal::BadRequest(_))),
+            ("RTP/AVP/TCP;interleaved=256-257", |r| {
+                matches!(r, Refusal::BadRequest(_))
+            }),
+            ("RTP/AVP/TCP;interleaved=-1", |r| {
+                matches!(r, Refusal::BadRequest(_))
+            }),
+            ("RTP/AVP/TCP;interleaved=5-3", |r| {
+                matches!(r, Refusal::BadRequest(_))
+            }),
+            ("RTP/AVP;client_port=0-1", |r| {
+                matches!(r, Refusal::BadRequest(_))
+            }),
+            ("RTP/AVP;client_port=65536-65537", |r| {
+                matches!(r, Refusal::BadRequest(_))
+            }),
+            ("RTP/AVP;client_port=+5", |r| {
+                matches!(r, Refusal::BadRequest(_))
+            }),
             ("RTP/AVP;client_port=5000-5001;destination=10.1.2.3", |r| {
                 matches!(r, Refusal::Forbidden(_))
             }),
@@ -456,8 +612,12 @@ mod tests {
             ("RTP/AVP;unicast;client_port=5000-5001;mode=record", |r| {
                 matches!(r, Refusal::UnsupportedTransport(_))
             }),
-            ("RTP/AVP;ssrc=123456789", |r| matches!(r, Refusal::BadRequest(_))),
-            ("RTP/AVP;interleaved=0-1", |r| matches!(r, Refusal::BadRequest(_))),
+            ("RTP/AVP;ssrc=123456789", |r| {
+                matches!(r, Refusal::BadRequest(_))
+            }),
+            ("RTP/AVP;interleaved=0-1", |r| {
+                matches!(r, Refusal::BadRequest(_))
+            }),
         ];
         for (t, want) in cases {
             let got = check_transport(t, peer).unwrap_err();
@@ -480,9 +640,28 @@ mod tests {
             uri: "rtsp://127.0.0.1/video/stream=0",
             transport: Some("RTP/AVP/TCP;unicast;interleaved=0-1"),
             session: None,
+            cseq: Some("3"),
+            version_1_0: true,
             peer: "127.0.0.1",
         };
         assert_eq!(check_request(Method::Setup, &base), Ok(()));
+        for cseq in [None, Some(""), Some("abc"), Some("-1"), Some("12345678901")] {
+            let r = Request {
+                cseq,
+                ..base.clone()
+            };
+            assert!(check_request(Method::Options, &r).is_err(), "{cseq:?}");
+        }
+        let v2 = Request {
+            version_1_0: false,
+            ..base.clone()
+        };
+        assert_eq!(check_request(Method::Describe, &v2), Err(Refusal::Version));
+        let v2_options = Request {
+            cseq: Some("x"),
+            ..v2.clone()
+        };
+        assert_eq!(check_request(Method::Options, &v2_options), Ok(()));
         let no_transport = Request {
             transport: None,
             ..base.clone()
@@ -495,5 +674,14 @@ mod tests {
             ..base
         };
         assert!(check_request(Method::Play, &bad_session).is_err());
+    }
+
+    #[test]
+    fn flood_needs_two_consecutive_looks() {
+        let mut strikes = 0;
+        assert!(!flooding(FLOOD_BYTES, &mut strikes));
+        assert!(!flooding(10, &mut strikes));
+        assert!(!flooding(FLOOD_BYTES, &mut strikes));
+        assert!(flooding(FLOOD_BYTES + 1, &mut strikes));
     }
 }
