@@ -93,7 +93,7 @@ async fn publish_flow(
         let age = stats
             .last_frame_age()
             .map(|d| d.as_secs_f64())
-            .unwrap_or(f64::INFINITY);
+            .unwrap_or(-1.0);
         metrics.set_flow(fps, age);
         last = now;
     }

@@ -425,6 +425,15 @@ pub fn encoder_caveats(config: &Config, encoder: Encoder) -> Option<String> {
                 config.encoder.profile.caps_name()
             ))
         }
+        // ultrafast turns off CABAC and 8x8 transforms, which is what keeps x264 cheap enough for
+        // a small board; the stream then only uses Constrained Baseline tools.
+        Encoder::X264 if config.encoder.profile != Profile264::ConstrainedBaseline => {
+            Some(format!(
+                "x264enc with speed-preset=ultrafast produces a Constrained Baseline stream; \
+             encoder.profile = {} applies to the hardware encoder",
+                config.encoder.profile.caps_name()
+            ))
+        }
         _ => None,
     }
 }

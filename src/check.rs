@@ -19,6 +19,11 @@ pub fn run(config: &Config) -> bool {
         Ok(t) => println!("# Effective configuration\n{t}"),
         Err(e) => println!("# Effective configuration could not be printed: {e}"),
     }
+    match config.effective_level() {
+        Ok(l) if config.encoder.level.is_empty() => println!("# H.264 level {l} (derived)\n"),
+        Ok(l) => println!("# H.264 level {l} (configured)\n"),
+        Err(_) => {}
+    }
     let findings = probe(config);
     println!("# Checks");
     for f in &findings {
@@ -47,8 +52,34 @@ fn element(name: &str) -> Finding {
     }
 }
 
+/// Whether a TCP port can be bound now.
+fn port(what: &str, addr: std::net::SocketAddr) -> Finding {
+    match std::net::TcpListener::bind(addr) {
+        Ok(_) => Finding {
+            ok: true,
+            what: what.into(),
+            detail: format!("{addr} is free"),
+        },
+        Err(e) => Finding {
+            ok: false,
+            what: what.into(),
+            detail: format!("{addr} cannot be bound: {e}"),
+        },
+    }
+}
+
 fn probe(config: &Config) -> Vec<Finding> {
     let mut out = Vec::new();
+    out.push(port(
+        "rtsp.port",
+        std::net::SocketAddr::new(config.rtsp.address, config.rtsp.port),
+    ));
+    if config.http.enabled {
+        out.push(port(
+            "http.port",
+            std::net::SocketAddr::new(config.http.address, config.http.port),
+        ));
+    }
     for name in ["appsrc", "appsink", "h264parse", "rtph264pay"] {
         out.push(element(name));
     }

@@ -423,7 +423,8 @@ pub struct SupervisorConfig {
     pub multiplier: f64,
     /// Random spread of each delay as a fraction, 0 to 1 (0.2 = ±20 %). Default 0.2.
     pub jitter: f64,
-    /// Failures in a row before the process exits non-zero; 0 = never give up. Default 0.
+    /// Restarts allowed in a row: the process exits non-zero on failure max_retries + 1;
+    /// 0 = never give up. Default 0.
     pub max_retries: u32,
     /// No encoded frame for this long (ms) counts as a stall and restarts the camera. Default 5000.
     pub stall_timeout_ms: u64,
@@ -557,6 +558,31 @@ fn insert_path(dict: &mut Dict, path: &str, value: Value) {
     }
 }
 
+/// Whether a variable name (after `CAMSTREAM_`) has the shape of a Kubernetes service link, as
+/// made for a Service named e.g. `camstream-http`: `HTTP_SERVICE_HOST`, `HTTP_PORT_8080_TCP`.
+fn is_service_link(rest: &str) -> bool {
+    rest.contains("_SERVICE_")
+        || rest.ends_with("_PORT")
+        || rest.split("_PORT_").nth(1).is_some_and(|t| {
+            t.split('_')
+                .next()
+                .is_some_and(|n| n.parse::<u16>().is_ok())
+        })
+}
+
+/// The top-level sections, for recognising near-miss environment variables.
+const SECTIONS: &[&str] = &[
+    "source",
+    "video",
+    "encoder",
+    "rtsp",
+    "http",
+    "auth",
+    "tls",
+    "supervisor",
+    "log",
+];
+
 /// Keys whose values are always strings, so "4" or "0x10" given on the command line or in the
 /// environment stay text (a device name, a level, a password) instead of turning into numbers.
 const STRING_KEYS: &[&str] = &[
@@ -654,6 +680,8 @@ pub fn figment(sources: &Sources, env: &BTreeMap<String, String>) -> Result<Figm
             source,
         })?;
         let named = Toml::string(&text);
+        // Absolute, so an error under systemd names the file unambiguously.
+        let path = std::path::absolute(&path).unwrap_or(path);
         fig = fig.merge(FileLayer { path, inner: named });
     }
 
@@ -676,7 +704,22 @@ pub fn figment(sources: &Sources, env: &BTreeMap<String, String>) -> Result<Figm
         let Some(rest) = k.strip_prefix("CAMSTREAM_") else {
             continue;
         };
-        if rest.is_empty() {
+        if !rest.contains("__") {
+            // Every setting is section__key. Kubernetes adds CAMSTREAM_PORT,
+            // CAMSTREAM_SERVICE_HOST & co. for a Service named camstream, and scripts keep their
+            // own CAMSTREAM_* variables: those are not ours. A near miss of a real setting is.
+            let section = rest.split('_').next().unwrap_or("").to_ascii_lowercase();
+            if SECTIONS.contains(&section.as_str())
+                && rest.len() > section.len()
+                && !is_service_link(rest)
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "environment variable {k} is not a setting: sections and keys are separated \
+                     by a double underscore, e.g. CAMSTREAM_{}__{}",
+                    section.to_ascii_uppercase(),
+                    &rest[section.len() + 1..]
+                )));
+            }
             continue;
         }
         let path = rest.to_ascii_lowercase().replace("__", ".");
@@ -1252,6 +1295,30 @@ mod tests {
             !shown.contains("hunter2") && !shown.contains("tok3n"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn kubernetes_service_links_are_not_settings() {
+        let c = load_str(
+            "",
+            &[
+                ("CAMSTREAM_PORT", "tcp://10.0.0.1:8554"),
+                ("CAMSTREAM_SERVICE_HOST", "10.0.0.1"),
+                ("CAMSTREAM_PORT_8554_TCP_ADDR", "10.0.0.1"),
+                ("CAMSTREAM_BIN", "/usr/local/bin/camstream"),
+                ("CAMSTREAM_HTTP_SERVICE_HOST", "10.0.0.2"),
+                ("CAMSTREAM_HTTP_PORT", "tcp://10.0.0.2:8080"),
+                ("CAMSTREAM_HTTP_PORT_8080_TCP_PROTO", "tcp"),
+            ],
+            &[],
+        );
+        assert!(c.is_ok(), "{:?}", c.err());
+        // A single underscore where a double one belongs is caught, unless the name has the
+        // shape of a service link (CAMSTREAM_RTSP_PORT would be one for a Service camstream-rtsp).
+        let e = load_str("", &[("CAMSTREAM_VIDEO_WIDTH", "1")], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("CAMSTREAM_VIDEO__WIDTH"), "{e}");
     }
 
     #[test]

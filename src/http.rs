@@ -236,10 +236,20 @@ async fn metrics(AxumState(s): AxumState<Shared>) -> Response {
 async fn status(AxumState(s): AxumState<Shared>) -> Response {
     let st = s.status.borrow().clone();
     let (_, age_ms) = flowing(&s);
+    let backoff = match &st.state {
+        State::Backoff {
+            attempt,
+            reason,
+            delay_ms,
+        } => json!({ "attempt": attempt, "reason": reason, "delay_ms": delay_ms }),
+        _ => serde_json::Value::Null,
+    };
     let body = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "gstreamer": gst::version_string().to_string(),
-        "state": st.state,
+        "state": st.state.name(),
+        "backoff": backoff,
+        "h264_level": s.config.effective_level().ok().map(|l| l.as_str()),
         "uptime_s": s.started.elapsed().as_secs(),
         "source": st.source,
         "encoder": st.encoder,

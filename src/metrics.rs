@@ -23,11 +23,11 @@ pub mod names {
     pub const BYTES: &str = "camstream_encoded_bytes_total";
     /// Frames per second measured over the last second.
     pub const FPS: &str = "camstream_frames_per_second";
-    /// Seconds since the last encoded frame.
+    /// Seconds since the last encoded frame; -1 before the first.
     pub const LAST_FRAME_AGE: &str = "camstream_last_frame_age_seconds";
-    /// RTP packets sent, all viewers together.
+    /// RTP packets out of the shared payloader (each is sent to every playing viewer).
     pub const RTP_PACKETS: &str = "camstream_rtp_packets_sent_total";
-    /// RTP bytes sent, all viewers together.
+    /// RTP bytes out of the shared payloader.
     pub const RTP_BYTES: &str = "camstream_rtp_bytes_sent_total";
     /// Build and run-time information, value 1.
     pub const BUILD_INFO: &str = "camstream_build_info";
@@ -77,8 +77,14 @@ impl Metrics {
         describe_counter!(BYTES, "Encoded bytes produced by the capture pipeline");
         describe_gauge!(FPS, "Encoded frames per second over the last second");
         describe_gauge!(LAST_FRAME_AGE, "Seconds since the last encoded frame");
-        describe_counter!(RTP_PACKETS, "RTP packets sent to all viewers");
-        describe_counter!(RTP_BYTES, "RTP bytes sent to all viewers");
+        describe_counter!(
+            RTP_PACKETS,
+            "RTP packets out of the shared payloader (each goes to every playing viewer)"
+        );
+        describe_counter!(
+            RTP_BYTES,
+            "RTP bytes out of the shared payloader (each goes to every playing viewer)"
+        );
         describe_gauge!(BUILD_INFO, "Build and run-time information (value 1)");
         describe_counter!(AUTH_FAILURES, "RTSP logins refused (wrong credentials)");
         describe_counter!(

@@ -332,7 +332,7 @@ impl Supervisor {
                         gst::MessageView::Error(e) => {
                             let message = describe_error(&e);
                             if streaming_since.is_some() {
-                                tracing::error!(error = %e.error(), debug = ?e.debug(), "Pipeline crashed");
+                                tracing::error!(error = %e.error(), debug = e.debug().as_deref().unwrap_or(""), "Pipeline crashed");
                             } else {
                                 tracing::error!(error = %message, "Camera failed to open");
                             }
@@ -343,7 +343,7 @@ impl Supervisor {
                             break Failure { reason: RestartReason::Eos, message: "the source ended (EOS)".into(), streamed_for: streaming_since.map(|t| t.elapsed()) };
                         }
                         gst::MessageView::Warning(w) => {
-                            tracing::warn!(warning = %w.error(), debug = ?w.debug(), "Capture pipeline warning");
+                            tracing::warn!(warning = %w.error(), debug = w.debug().as_deref().unwrap_or(""), "Capture pipeline warning");
                         }
                         _ => {}
                     }
@@ -379,6 +379,8 @@ impl Supervisor {
             }
         };
         self.fanout.set_producer(None);
+        // A snapshot during the restart must say "no frame", not show the last good picture.
+        self.gop.clear();
         stop_pipeline(pipeline).await;
         Some(failure)
     }

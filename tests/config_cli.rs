@@ -140,8 +140,22 @@ fn check_names_a_missing_element_and_its_package() {
 
 #[test]
 fn check_passes_for_the_test_pattern_and_shows_layers() {
+    let (rtsp, http) = (
+        common::free_port().to_string(),
+        common::free_port().to_string(),
+    );
     let o = run(
-        &["check", "--source", "test", "--encoder", "x264"],
+        &[
+            "check",
+            "--source",
+            "test",
+            "--encoder",
+            "x264",
+            "--rtsp-port",
+            &rtsp,
+            "--http-port",
+            &http,
+        ],
         &[("STREAM_WIDTH", "640"), ("STREAM_HEIGHT", "480")],
     );
     let t = text(&o);
@@ -151,6 +165,7 @@ fn check_passes_for_the_test_pattern_and_shows_layers() {
         "{t}"
     );
     assert!(t.contains("test encode"), "{t}");
+    assert!(t.contains("H.264 level 3 (derived)"), "{t}");
     assert!(t.contains("all ") && t.contains("checks passed"), "{t}");
 }
 

@@ -70,7 +70,8 @@ fn status_shows_state_viewers_and_config() {
     let v = Viewer::start(&d.url(), Proto::Udp);
     assert!(v.wait_frames(5, Duration::from_secs(20)));
     let s = d.get("/api/v1/status").json();
-    assert_eq!(s["state"]["state"], "streaming", "{s}");
+    assert_eq!(s["state"], "streaming", "{s}");
+    assert_eq!(s["h264_level"], "1.3", "{s}");
     assert_eq!(s["encoder"], "x264enc");
     assert!(s["source"].as_str().unwrap().contains("test pattern"));
     assert_eq!(s["config"]["video"]["width"], 320);
