@@ -11,6 +11,10 @@
 //! of header lines keeps that thread busy for seconds and starves every other client (and the
 //! liveness check). A watcher thread ([`FLOOD_BYTES`]) cuts such a connection off at the socket,
 //! which works even while the RTSP thread is stuck reading it.
+//!
+//! The same watcher drops a TCP viewer that has stopped reading: gst-rtsp-server keeps such a
+//! client connected forever and queues media for it, so its socket stays full and its backlog
+//! holds memory. A send queue that is full and has not moved for [`SEND_STALL`] is cut off.
 
 use std::collections::HashMap;
 use std::net::TcpStream;
@@ -430,6 +434,45 @@ pub const FLOOD_BYTES: usize = 32 * 1024;
 /// How often the watcher looks; a client is cut off at its second consecutive flooding look.
 const FLOOD_PERIOD: Duration = Duration::from_millis(200);
 
+/// Unsent bytes in a client's socket at which a send queue that does not move counts as
+/// stalled; an idle control connection has none.
+pub const STALL_BYTES: usize = 16 * 1024;
+/// How long a full send queue may stand still before the client is dropped. Real viewers on a
+/// poor link still drain something every few hundred milliseconds.
+pub const SEND_STALL: Duration = Duration::from_secs(5);
+
+/// Tracks whether a client's send queue is standing still; returns true when it has been full
+/// and unchanged for [`SEND_STALL`] (counted in looks of the watcher's period).
+pub fn send_stalled(unsent: usize, last: &mut usize, still: &mut u32) -> bool {
+    if unsent >= STALL_BYTES && unsent == *last {
+        *still = still.saturating_add(1);
+    } else {
+        *still = 0;
+    }
+    *last = unsent;
+    Duration::from_millis(FLOOD_PERIOD.as_millis() as u64 * u64::from(*still)) >= SEND_STALL
+}
+
+/// Bytes in a socket's send queue not yet acknowledged by the peer (Linux `SIOCOUTQ`).
+#[cfg(target_os = "linux")]
+fn unsent(socket: &TcpStream) -> usize {
+    use std::os::fd::AsRawFd;
+    unsafe extern "C" {
+        fn ioctl(fd: std::ffi::c_int, request: std::ffi::c_ulong, ...) -> std::ffi::c_int;
+    }
+    const SIOCOUTQ: std::ffi::c_ulong = 0x5411;
+    let mut n: std::ffi::c_int = 0;
+    // SAFETY: SIOCOUTQ writes one int through the pointer, which is valid for the call; the
+    // descriptor is our own duplicate and open.
+    let rc = unsafe { ioctl(socket.as_raw_fd(), SIOCOUTQ, &mut n as *mut std::ffi::c_int) };
+    if rc == 0 { n.max(0) as usize } else { 0 }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn unsent(_: &TcpStream) -> usize {
+    0
+}
+
 /// Whether a client has flooded for long enough to be cut off: `strikes` consecutive looks
 /// found at least [`FLOOD_BYTES`] unread.
 pub fn flooding(unread: usize, strikes: &mut u8) -> bool {
@@ -447,6 +490,8 @@ struct Watched {
     socket: TcpStream,
     peer: String,
     strikes: u8,
+    last_unsent: usize,
+    still: u32,
 }
 
 /// Client sockets under watch, keyed by the client object's address.
@@ -474,6 +519,11 @@ fn watch_loop() {
             let unread = w.socket.peek(&mut buf).unwrap_or(0);
             if flooding(unread, &mut w.strikes) {
                 tracing::warn!(peer = %w.peer, "Cut off an RTSP client flooding the server with request bytes");
+                let _ = w.socket.shutdown(std::net::Shutdown::Both);
+                return false;
+            }
+            if send_stalled(unsent(&w.socket), &mut w.last_unsent, &mut w.still) {
+                tracing::warn!(peer = %w.peer, "Dropped an RTSP client that stopped reading");
                 let _ = w.socket.shutdown(std::net::Shutdown::Both);
                 return false;
             }
@@ -506,6 +556,8 @@ fn watch_client(client: &gst_rtsp_server::RTSPClient) {
         socket: TcpStream::from(fd),
         peer: peer_ip(client),
         strikes: 0,
+        last_unsent: 0,
+        still: 0,
     };
     watched().lock().unwrap().insert(key, entry);
     // Our duplicate would keep the TCP connection open after the library closes its own
@@ -683,5 +735,27 @@ mod tests {
         assert!(!flooding(10, &mut strikes));
         assert!(!flooding(FLOOD_BYTES, &mut strikes));
         assert!(flooding(FLOOD_BYTES + 1, &mut strikes));
+    }
+
+    #[test]
+    fn send_stall_needs_a_full_queue_standing_still() {
+        let looks = (SEND_STALL.as_millis() / FLOOD_PERIOD.as_millis()) as usize;
+        let (mut last, mut still) = (0, 0);
+        // Draining, however slowly, never counts.
+        for i in 0..looks * 3 {
+            assert!(!send_stalled(STALL_BYTES + i % 2, &mut last, &mut still));
+        }
+        // An empty queue never counts.
+        for _ in 0..looks * 3 {
+            assert!(!send_stalled(0, &mut last, &mut still));
+        }
+        let mut fired = None;
+        for i in 0..looks * 2 {
+            if send_stalled(200_000, &mut last, &mut still) {
+                fired = Some(i);
+                break;
+            }
+        }
+        assert_eq!(fired, Some(looks));
     }
 }
