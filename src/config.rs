@@ -20,7 +20,7 @@ use crate::h264::{self, Level};
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/camstream/camstream.toml";
 
 /// Everything camstream can be told.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Where pictures come from.
@@ -41,22 +41,6 @@ pub struct Config {
     pub supervisor: SupervisorConfig,
     /// Logging.
     pub log: LogConfig,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            source: SourceConfig::default(),
-            video: VideoConfig::default(),
-            encoder: EncoderConfig::default(),
-            rtsp: RtspConfig::default(),
-            http: HttpConfig::default(),
-            auth: AuthConfig::default(),
-            tls: TlsConfig::default(),
-            supervisor: SupervisorConfig::default(),
-            log: LogConfig::default(),
-        }
-    }
 }
 
 /// Which kind of source feeds the encoder.

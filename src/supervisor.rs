@@ -302,7 +302,7 @@ impl Supervisor {
             let detail = bus
                 .pop_filtered(&[gst::MessageType::Error])
                 .and_then(|m| match m.view() {
-                    gst::MessageView::Error(e) => Some(describe_error(&e)),
+                    gst::MessageView::Error(e) => Some(describe_error(e)),
                     _ => None,
                 })
                 .unwrap_or_else(|| "the pipeline refused to start".into());
@@ -330,7 +330,7 @@ impl Supervisor {
                     };
                     match msg.view() {
                         gst::MessageView::Error(e) => {
-                            let message = describe_error(&e);
+                            let message = describe_error(e);
                             if streaming_since.is_some() {
                                 tracing::error!(error = %e.error(), debug = e.debug().as_deref().unwrap_or(""), "Pipeline crashed");
                             } else {
