@@ -185,7 +185,7 @@ pub async fn run(config: Config) -> Result<u8, AppError> {
         .map_err(|e| AppError::Gst(e.to_string()))??;
     tracing::info!(encoder = encoder.element(), reason = %why, "Encoder selected");
     if let Some(caveat) = capture::encoder_caveats(&config, encoder) {
-        tracing::warn!("{caveat}");
+        tracing::info!("{caveat}");
     }
 
     // Bound before anything else starts so a taken port fails fast, with exit code 2.
