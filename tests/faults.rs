@@ -153,3 +153,24 @@ fn sigterm_with_a_viewer_exits_zero_within_two_seconds() {
     // The viewer's connection was closed by the server.
     assert!(wait_until(Duration::from_secs(5), || v.errored() || v.saw_eos()));
 }
+
+#[test]
+fn attempts_reset_after_a_stable_period() {
+    // Streams 2 s (30 frames at 15 fps) before each error: longer than the stable period, so
+    // every restart is attempt 1 and the delay never grows.
+    let d = daemon()
+        .set("source.kind", "pipeline")
+        .set("source.pipeline", ERRORS)
+        .set("supervisor.stable_period_ms", 1000)
+        .start();
+    assert!(d.wait_log_count("Restarting in", 3, Duration::from_secs(30)), "{}", d.log());
+    assert_eq!(d.count_log("(attempt 1)"), d.count_log("Restarting in"), "{}", d.log());
+    drop(d);
+    // With a stable period longer than the streaming spells, attempts accumulate.
+    let d = daemon()
+        .set("source.kind", "pipeline")
+        .set("source.pipeline", ERRORS)
+        .set("supervisor.stable_period_ms", 60000)
+        .start();
+    assert!(d.wait_log("(attempt 3)", Duration::from_secs(30)), "{}", d.log());
+}
