@@ -279,15 +279,13 @@ pub fn check_transport(value: &str, peer: &str) -> Result<(), Refusal> {
                 "ttl" => {
                     number(val, 0, 255).ok_or(Refusal::BadRequest("bad ttl"))?;
                 }
-                "ssrc" => {
-                    if val.is_empty() || val.len() > 8 || u32::from_str_radix(val, 16).is_err() {
-                        return Err(Refusal::BadRequest("bad ssrc"));
-                    }
+                "ssrc"
+                    if val.is_empty() || val.len() > 8 || u32::from_str_radix(val, 16).is_err() =>
+                {
+                    return Err(Refusal::BadRequest("bad ssrc"));
                 }
-                "destination" => {
-                    if !val.is_empty() && !val.eq_ignore_ascii_case(peer) {
-                        return Err(Refusal::Forbidden("destination other than the client"));
-                    }
+                "destination" if !val.is_empty() && !val.eq_ignore_ascii_case(peer) => {
+                    return Err(Refusal::Forbidden("destination other than the client"));
                 }
                 "mode" => {
                     let m = val.trim_matches('"');
@@ -582,6 +580,89 @@ pub fn install(client: &gst_rtsp_server::RTSPClient) {
     client.connect_pre_record_request(|c, ctx| verdict(c, ctx, Method::Record));
 }
 
+/// Runs the guard over one raw request head, as the fuzz target and its stable smoke test do,
+/// and checks what an accepted request must satisfy. Panics on a violated invariant.
+pub fn fuzz_request(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+    let line = lines.next().unwrap_or("");
+    let mut parts = line.splitn(3, ' ');
+    let method = match parts.next().unwrap_or("") {
+        "OPTIONS" => Method::Options,
+        "DESCRIBE" => Method::Describe,
+        "SETUP" => Method::Setup,
+        "PLAY" => Method::Play,
+        "PAUSE" => Method::Pause,
+        "TEARDOWN" => Method::Teardown,
+        "GET_PARAMETER" => Method::GetParameter,
+        "SET_PARAMETER" => Method::SetParameter,
+        _ => Method::Record,
+    };
+    let uri = parts.next().unwrap_or("");
+    let version_1_0 = parts.next() == Some("RTSP/1.0");
+    let (mut transport, mut session, mut cseq) = (None, None, None);
+    for l in lines {
+        let Some((k, v)) = l.split_once(':') else {
+            continue;
+        };
+        let v = v.trim();
+        match k.trim().to_ascii_lowercase().as_str() {
+            "transport" => transport = Some(v),
+            "session" => session = Some(v),
+            "cseq" => cseq = Some(v),
+            _ => {}
+        }
+    }
+    let req = Request {
+        uri,
+        transport,
+        session,
+        cseq,
+        version_1_0,
+        peer: "127.0.0.1",
+    };
+    let verdict = check_request(method, &req);
+    if let Err(r) = verdict {
+        // Every refusal is an error status the client can read.
+        assert!(r.status() != gst_rtsp::RTSPStatusCode::Ok && !r.reason().is_empty());
+    }
+    if verdict.is_ok() && version_1_0 {
+        assert!(uri.len() <= MAX_URI, "accepted an overlong URI");
+        assert!(
+            !uri.bytes().any(|b| b < b' '),
+            "accepted a control character"
+        );
+        if uri != "*" {
+            let rest = split_scheme(uri).unwrap_or(uri);
+            let path = if uri.starts_with('/') {
+                uri
+            } else {
+                rest.find('/').map_or("/", |i| &rest[i..])
+            };
+            let path = path.split(['?', '#']).next().unwrap_or("");
+            let decoded = percent_decode(path).expect("accepted a malformed escape");
+            let segments: Vec<&[u8]> = decoded.split(|&b| b == b'/').collect();
+            assert!(
+                !segments.iter().any(|s| *s == b".." || *s == b"."),
+                "accepted a dot segment: {uri:?}"
+            );
+        }
+        if method == Method::Setup {
+            let t = transport.expect("accepted SETUP without Transport");
+            assert!(
+                !t.to_ascii_lowercase().contains("destination=10."),
+                "accepted a third-party destination: {t:?}"
+            );
+        }
+    }
+    if let Some(t) = transport {
+        let _ = check_transport(t, "127.0.0.1");
+    }
+    if let Some(s) = session {
+        let _ = check_session(s);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -635,7 +716,8 @@ mod tests {
         ] {
             assert_eq!(check_transport(ok, peer), Ok(()), "{ok}");
         }
-        let cases: &[(&str, fn(Refusal) -> bool)] = &[
+        type Want = fn(Refusal) -> bool;
+        let cases: &[(&str, Want)] = &[
             ("RTP/AVP/TCP;interleaved=256-257", |r| {
                 matches!(r, Refusal::BadRequest(_))
             }),

@@ -7,7 +7,7 @@
 mod common;
 mod reliability_util;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 

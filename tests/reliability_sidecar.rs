@@ -56,7 +56,7 @@ fn slow_loris_times_out_without_touching_rtsp() {
             }
             let _ = s.write_all(b"a");
             s.set_nonblocking(true).unwrap();
-            if matches!(s.read(&mut buf), Ok(_)) || matches!(s.write(b"a"), Err(_)) {
+            if s.read(&mut buf).is_ok() || s.write(b"a").is_err() {
                 closed_at[i] = Some(t0.elapsed());
             }
             s.set_nonblocking(false).unwrap();

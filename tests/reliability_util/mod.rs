@@ -294,7 +294,7 @@ pub fn udp_pair() -> (UdpSocket, UdpSocket, u16) {
     for _ in 0..100 {
         let a = UdpSocket::bind("127.0.0.1:0").unwrap();
         let p = a.local_addr().unwrap().port();
-        if p % 2 == 0
+        if p.is_multiple_of(2)
             && let Ok(b) = UdpSocket::bind(("127.0.0.1", p + 1))
         {
             return (a, b, p);

@@ -1,0 +1,6 @@
+//! Fuzzes camstream's RTSP request guard (src/guard.rs) with raw request heads.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    camstream::guard::fuzz_request(data);
+});
