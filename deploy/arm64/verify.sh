@@ -3,7 +3,8 @@
 #
 # Cross-compiles camstream for aarch64-unknown-linux-gnu against Debian bookworm's arm64
 # GStreamer, runs the arm64 binary under qemu-user with a test pattern, and checks with the
-# host's ffprobe that it serves H.264 at the configured size over RTSP/TCP.
+# host's ffprobe that it serves H.264 at the configured size over RTSP/TCP, that /readyz
+# answers 200, and that SIGTERM ends it with exit code 0.
 #
 # Why a private sysroot instead of `apt-get install libfoo-dev:arm64`: in bookworm several of
 # the packages we need are not Multi-Arch: same (libgstrtspserver-1.0-0,
@@ -209,6 +210,18 @@ TOML
     tail -n 50 "$WORK/daemon.log" >&2
     die "expected h264,320,240 from $url, got '${out}'"
   fi
+
+  # The HTTP sidecar runs on the same arm64 build; /readyz turns 200 once frames flow.
+  local ready_deadline=$((SECONDS + 60)) code=""
+  until [[ $code == 200 ]]; do
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$http_port/readyz" || true)
+    if ((SECONDS > ready_deadline)); then
+      tail -n 30 "$WORK/daemon.log" >&2
+      die "/readyz on port $http_port answered '$code', not 200, for 60 s"
+    fi
+    [[ $code == 200 ]] || sleep 1
+  done
+  log "/readyz: 200"
 
   kill -TERM "$DAEMON_PID"
   local stop_deadline=$((SECONDS + 20)) rc=0
