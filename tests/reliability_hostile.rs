@@ -177,6 +177,16 @@ fn cases() -> Vec<Case> {
             run: |d| req(d, "DESCRIBE\r\nCSeq: 1\r\n\r\n"),
         },
         Case {
+            name: "non-ASCII bytes after the scheme (found by fuzzing)",
+            expect: Expect::Refused,
+            run: |d| {
+                let mut r = b"DESCRIBE rtsp:".to_vec();
+                r.extend_from_slice(&[0xff; 64]);
+                r.extend_from_slice(b" RTSP/1.0\r\nCSeq: 1\r\n\r\n");
+                raw_bytes(d, &r)
+            },
+        },
+        Case {
             name: "relative URI",
             expect: Expect::Refused,
             run: |d| req(d, "DESCRIBE video RTSP/1.0\r\nCSeq: 1\r\n\r\n"),
