@@ -177,6 +177,11 @@ fn cases() -> Vec<Case> {
             run: |d| req(d, "DESCRIBE\r\nCSeq: 1\r\n\r\n"),
         },
         Case {
+            name: "non-ASCII absolute path (crashed an early guard; found by fuzzing)",
+            expect: Expect::Refused,
+            run: |d| raw_bytes(d, b"DESCRIBE /\xff\xff\xff RTSP/1.0\r\nCSeq: 1\r\n\r\n"),
+        },
+        Case {
             name: "non-ASCII bytes after the scheme (found by fuzzing)",
             expect: Expect::Refused,
             run: |d| {
@@ -833,6 +838,7 @@ fn hostile_rtsp_input_is_refused_and_harms_nobody() {
     let mut report = Vec::new();
     let mut failures = Vec::new();
     for case in &cases {
+        eprintln!("case: {}", case.name);
         let t0 = Instant::now();
         let outcome = (case.run)(&d);
         let took = t0.elapsed();

@@ -73,12 +73,19 @@ pub struct Raw {
 impl Raw {
     /// Connects to the daemon's RTSP port.
     pub fn connect(d: &Daemon) -> Raw {
-        Self::connect_port(d.rtsp_port, &d.url())
+        match TcpStream::connect(("127.0.0.1", d.rtsp_port)) {
+            Ok(s) => Self::with_stream(s, &d.url()),
+            Err(e) => panic!("connect RTSP: {e}\n{}", tail(&d.log(), 30)),
+        }
     }
 
     /// Connects to `port`.
     pub fn connect_port(port: u16, url: &str) -> Raw {
         let s = TcpStream::connect(("127.0.0.1", port)).expect("connect RTSP");
+        Self::with_stream(s, url)
+    }
+
+    fn with_stream(s: TcpStream, url: &str) -> Raw {
         s.set_nodelay(true).ok();
         Raw {
             s,
