@@ -237,6 +237,35 @@ fn count_rtp(media_bin: &gst::Bin, metrics: Metrics) {
     );
 }
 
+/// Makes every sink of a media pipeline send as soon as data arrives. The capture already paces
+/// frames; a syncing RTP sink would hold each packet until its timestamp plus the latency
+/// forwarded from the capture (about a frame interval), adding ~20-30 ms for nothing.
+/// rtsp-stream creates its sinks when transports are set up and sets their `sync` after adding
+/// them, so it is turned off on the first buffer too.
+fn unsync_sinks(pipeline: &gst::Pipeline) {
+    pipeline.connect_deep_element_added(|_, _, element| {
+        if !element.element_flags().contains(gst::ElementFlags::SINK)
+            || !element.has_property("sync")
+        {
+            return;
+        }
+        element.set_property("sync", false);
+        let Some(pad) = element.static_pad("sink") else {
+            return;
+        };
+        let weak = element.downgrade();
+        pad.add_probe(
+            gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+            move |_, _| {
+                if let Some(e) = weak.upgrade() {
+                    e.set_property("sync", false);
+                }
+                gst::PadProbeReturn::Remove
+            },
+        );
+    });
+}
+
 fn build_factory(
     config: &RtspConfig,
     tls: bool,
@@ -269,7 +298,10 @@ fn build_factory(
             .parent()
             .and_then(|p| p.downcast::<gst::Pipeline>().ok())
         {
-            Some(pipeline) => time.apply(&pipeline),
+            Some(pipeline) => {
+                time.apply(&pipeline);
+                unsync_sinks(&pipeline);
+            }
             None => tracing::warn!("RTSP media has no pipeline; its clock cannot be shared"),
         }
         let Some(bin) = element.downcast_ref::<gst::Bin>() else {
