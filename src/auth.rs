@@ -64,9 +64,12 @@ mod imp {
             if !ok
                 && let Some(req) = ctx.request()
                 && let Some(value) =
-                    crate::rtsp::header(req, gst_rtsp::RTSPHeaderField::Authorization)
+                    crate::rtsp_ffi::header(req, gst_rtsp::RTSPHeaderField::Authorization)
             {
-                let peer = ctx.client().map(crate::rtsp::peer_ip).unwrap_or_default();
+                let peer = ctx
+                    .client()
+                    .map(crate::rtsp_ffi::peer_ip)
+                    .unwrap_or_default();
                 let hook = self.on_failure.lock().unwrap().clone();
                 if let Some(hook) = hook {
                     hook(&peer, &user_tried(&value));

@@ -26,6 +26,8 @@ use gst::glib;
 use gst_rtsp_server::prelude::*;
 use gst_rtsp_server::{gio, gst_rtsp};
 
+use crate::rtsp_ffi::{header, peer_ip};
+
 /// Longest request URI accepted, in bytes. Real clients send well under 200.
 pub const MAX_URI: usize = 1024;
 /// Longest Transport, Session or other checked header value accepted, in bytes.
@@ -336,33 +338,6 @@ fn range(s: &str, min: u32, max: u32) -> Option<(u32, u32)> {
     }
 }
 
-/// One header of an RTSP message, if present.
-pub fn header(
-    msg: &gst_rtsp::rtsp_message::RTSPMessage,
-    field: gst_rtsp::RTSPHeaderField,
-) -> Option<String> {
-    use glib::translate::{IntoGlib, ToGlibPtr};
-    let mut value: *mut std::ffi::c_char = std::ptr::null_mut();
-    // SAFETY: the bindings offer no getter. The message outlives this call, `value` points into
-    // the message and is copied before returning, and a missing header leaves it null.
-    unsafe {
-        let res = gst_rtsp::ffi::gst_rtsp_message_get_header(
-            msg.to_glib_none().0,
-            field.into_glib(),
-            &mut value,
-            0,
-        );
-        if res != gst_rtsp::ffi::GST_RTSP_OK || value.is_null() {
-            return None;
-        }
-        Some(
-            std::ffi::CStr::from_ptr(value)
-                .to_string_lossy()
-                .into_owned(),
-        )
-    }
-}
-
 /// The request URI of a request message, as sent, and whether its version is RTSP/1.0.
 fn request_line(msg: &gst_rtsp::rtsp_message::RTSPMessage) -> Option<(String, bool)> {
     use glib::translate::ToGlibPtr;
@@ -383,24 +358,6 @@ fn request_line(msg: &gst_rtsp::rtsp_message::RTSPMessage) -> Option<(String, bo
         }
         let uri = std::ffi::CStr::from_ptr(uri).to_string_lossy().into_owned();
         Some((uri, version == gst_rtsp::ffi::GST_RTSP_VERSION_1_0))
-    }
-}
-
-/// The peer address of a client.
-fn peer_ip(client: &gst_rtsp_server::RTSPClient) -> String {
-    use glib::translate::ToGlibPtr;
-    // SAFETY: both calls only read from objects the client owns and keeps alive while the
-    // borrowed pointer is in use; the string is copied at once. A null at either step is handled.
-    unsafe {
-        let conn = gst_rtsp_server::ffi::gst_rtsp_client_get_connection(client.to_glib_none().0);
-        if conn.is_null() {
-            return String::new();
-        }
-        let ip = gst_rtsp::ffi::gst_rtsp_connection_get_ip(conn);
-        if ip.is_null() {
-            return String::new();
-        }
-        std::ffi::CStr::from_ptr(ip).to_string_lossy().into_owned()
     }
 }
 

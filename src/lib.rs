@@ -18,6 +18,7 @@ pub mod http;
 pub mod metrics;
 pub mod notify;
 pub mod rtsp;
+pub mod rtsp_ffi;
 pub mod snapshot;
 pub mod supervisor;
 pub mod telemetry;

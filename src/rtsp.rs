@@ -21,6 +21,7 @@ use crate::auth::{self, AuthError, LogLimiter};
 use crate::config::{Config, RtspConfig, Transport};
 use crate::fanout::Fanout;
 use crate::metrics::Metrics;
+use crate::rtsp_ffi::{header, peer_ip};
 
 /// Why the RTSP server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -152,52 +153,6 @@ fn protocols(transports: &[Transport]) -> gst_rtsp::RTSPLowerTrans {
         };
     }
     p
-}
-
-/// The peer address of a client.
-pub(crate) fn peer_ip(client: &gst_rtsp_server::RTSPClient) -> String {
-    use glib::translate::ToGlibPtr;
-    // SAFETY: the bindings do not expose the connection; both calls only read from objects the
-    // client owns and keeps alive while the borrowed pointer is in use, and the returned string
-    // is copied before the client can go away. A null at either step is handled.
-    unsafe {
-        let conn = gst_rtsp_server::ffi::gst_rtsp_client_get_connection(client.to_glib_none().0);
-        if conn.is_null() {
-            return String::new();
-        }
-        let ip = gst_rtsp::ffi::gst_rtsp_connection_get_ip(conn);
-        if ip.is_null() {
-            return String::new();
-        }
-        std::ffi::CStr::from_ptr(ip).to_string_lossy().into_owned()
-    }
-}
-
-/// One header of an RTSP message, if present.
-pub(crate) fn header(
-    msg: &gst_rtsp::rtsp_message::RTSPMessage,
-    field: gst_rtsp::RTSPHeaderField,
-) -> Option<String> {
-    use glib::translate::{IntoGlib, ToGlibPtr};
-    let mut value: *mut std::ffi::c_char = std::ptr::null_mut();
-    // SAFETY: the bindings offer no getter. The message outlives this call, `value` points into
-    // the message and is copied before returning, and a missing header leaves it null.
-    unsafe {
-        let res = gst_rtsp::ffi::gst_rtsp_message_get_header(
-            msg.to_glib_none().0,
-            field.into_glib(),
-            &mut value,
-            0,
-        );
-        if res != gst_rtsp::ffi::GST_RTSP_OK || value.is_null() {
-            return None;
-        }
-        Some(
-            std::ffi::CStr::from_ptr(value)
-                .to_string_lossy()
-                .into_owned(),
-        )
-    }
 }
 
 /// The lower transport a SETUP asks for.
@@ -527,6 +482,9 @@ impl RtspServer {
                     server.set_address(&config.address.to_string());
                     server.set_service(&config.port.to_string());
                     server.set_content_length_limit(config.max_request_bytes);
+                    // The library's default backlog of 5 makes a burst of reconnecting viewers
+                    // wait for SYN retries (a second each) or be lost.
+                    server.set_backlog(config.max_connections.min(4096) as i32);
                     if let Some(pool) = server.session_pool() {
                         pool.set_max_sessions(config.max_sessions);
                     }

@@ -109,10 +109,9 @@ fn silent_connections_time_out_and_the_cap_holds() {
 
 /// A burst of clients (viewers reconnecting after a network blip) must be accepted at once.
 /// gst-rtsp-server's default listen backlog is 5: every seventh sequential connect in a burst
-/// waits for a one-second SYN retry, so 100 connects take about 15 s. Needs
-/// `server.set_backlog(..)` in src/rtsp.rs; run with `--ignored` until then.
+/// waits for a one-second SYN retry, so 100 connects take about 15 s; camstream raises it to
+/// `rtsp.max_connections`.
 #[test]
-#[ignore = "fails until src/rtsp.rs raises the listen backlog (gst-rtsp-server default: 5)"]
 fn connection_burst_is_accepted_promptly() {
     let d = daemon().set("rtsp.max_connections", 1000).start();
     let t0 = Instant::now();
