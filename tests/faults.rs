@@ -163,8 +163,17 @@ fn attempts_reset_after_a_stable_period() {
         .set("source.pipeline", ERRORS)
         .set("supervisor.stable_period_ms", 1000)
         .start();
-    assert!(d.wait_log_count("Restarting in", 3, Duration::from_secs(30)), "{}", d.log());
-    assert_eq!(d.count_log("(attempt 1)"), d.count_log("Restarting in"), "{}", d.log());
+    assert!(
+        d.wait_log_count("Restarting in", 3, Duration::from_secs(30)),
+        "{}",
+        d.log()
+    );
+    assert_eq!(
+        d.count_log("(attempt 1)"),
+        d.count_log("Restarting in"),
+        "{}",
+        d.log()
+    );
     drop(d);
     // With a stable period longer than the streaming spells, attempts accumulate.
     let d = daemon()
@@ -172,5 +181,9 @@ fn attempts_reset_after_a_stable_period() {
         .set("source.pipeline", ERRORS)
         .set("supervisor.stable_period_ms", 60000)
         .start();
-    assert!(d.wait_log("(attempt 3)", Duration::from_secs(30)), "{}", d.log());
+    assert!(
+        d.wait_log("(attempt 3)", Duration::from_secs(30)),
+        "{}",
+        d.log()
+    );
 }
