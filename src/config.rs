@@ -777,6 +777,22 @@ fn redact(value: &mut serde_json::Value) {
     }
 }
 
+/// Fails with the key and the allowed range when `value` is outside `lo..=hi` (or NaN).
+fn in_range<T: PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: T,
+    lo: T,
+    hi: T,
+) -> Result<(), ConfigError> {
+    if value >= lo && value <= hi {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(format!(
+            "{key} = {value} is out of range ({lo} to {hi})"
+        )))
+    }
+}
+
 /// A viewer account with its password resolved.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
@@ -898,31 +914,17 @@ impl Config {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         let v = &self.video;
         for (key, val) in [("video.width", v.width), ("video.height", v.height)] {
-            if !(16..=4096).contains(&val) {
-                return bad(format!("{key} = {val} is out of range (16 to 4096)"));
-            }
+            in_range(key, val, 16, 4096)?;
             if val % 2 != 0 {
                 return bad(format!(
                     "{key} = {val} is odd; H.264 with 4:2:0 chroma needs even sizes"
                 ));
             }
         }
-        if !(1..=120).contains(&v.fps) {
-            return bad(format!("video.fps = {} is out of range (1 to 120)", v.fps));
-        }
+        in_range("video.fps", v.fps, 1, 120)?;
         let e = &self.encoder;
-        if !(100..=20_000).contains(&e.bitrate_kbps) {
-            return bad(format!(
-                "encoder.bitrate_kbps = {} is out of range (100 to 20000)",
-                e.bitrate_kbps
-            ));
-        }
-        if !(1..=1000).contains(&e.keyframe_interval) {
-            return bad(format!(
-                "encoder.keyframe_interval = {} is out of range (1 to 1000 frames)",
-                e.keyframe_interval
-            ));
-        }
+        in_range("encoder.bitrate_kbps", e.bitrate_kbps, 100, 20_000)?;
+        in_range("encoder.keyframe_interval", e.keyframe_interval, 1, 1000)?;
         self.effective_level()?;
         if e.kind == EncoderKind::V4l2
             && (v.width > 1920 || v.height > 1088 || v.fps > 30 && v.width * v.height > 1280 * 720)
@@ -985,18 +987,8 @@ impl Config {
                 sup.initial_backoff_ms, sup.max_backoff_ms
             ));
         }
-        if !(sup.multiplier >= 1.0 && sup.multiplier <= 100.0) {
-            return bad(format!(
-                "supervisor.multiplier = {} is out of range (1 to 100)",
-                sup.multiplier
-            ));
-        }
-        if !(0.0..=1.0).contains(&sup.jitter) {
-            return bad(format!(
-                "supervisor.jitter = {} is out of range (0 to 1)",
-                sup.jitter
-            ));
-        }
+        in_range("supervisor.multiplier", sup.multiplier, 1.0, 100.0)?;
+        in_range("supervisor.jitter", sup.jitter, 0.0, 1.0)?;
         if sup.stall_timeout_ms < 100 {
             return bad(format!(
                 "supervisor.stall_timeout_ms = {} is below 100 ms",
