@@ -57,21 +57,60 @@ pub struct Viewer {
     pub playing: bool,
     /// Whether it holds a session (has done SETUP); such clients count against the viewer cap.
     pub has_session: bool,
+    /// RTP bytes sent to it: what the shared payloader produced while it was playing (a slow
+    /// TCP viewer whose backlog was dropped received less).
+    pub bytes_sent: u64,
     /// When it last sent a request (idle connections are closed).
     #[serde(skip)]
     pub last_request: Instant,
+    /// The payloader's byte count when it last started playing.
+    #[serde(skip)]
+    play_mark: Option<u64>,
 }
 
 /// Connected clients, keyed by the client object's address (stable while it lives).
 #[derive(Debug, Default)]
 pub struct Viewers {
     clients: Mutex<HashMap<usize, Viewer>>,
+    /// RTP bytes out of the shared payloader since start-up.
+    rtp_bytes: std::sync::atomic::AtomicU64,
 }
 
 impl Viewers {
-    /// All connected clients.
+    /// All connected clients, with their bytes sent up to now.
     pub fn list(&self) -> Vec<Viewer> {
-        self.clients.lock().unwrap().values().cloned().collect()
+        let now = self.rtp_bytes();
+        self.clients
+            .lock()
+            .unwrap()
+            .values()
+            .map(|v| {
+                let mut v = v.clone();
+                if let Some(mark) = v.play_mark {
+                    v.bytes_sent += now.saturating_sub(mark);
+                }
+                v
+            })
+            .collect()
+    }
+
+    fn rtp_bytes(&self) -> u64 {
+        self.rtp_bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Marks a client as playing or not, keeping its byte count.
+    fn set_playing(&self, key: usize, playing: bool) {
+        let now = self.rtp_bytes();
+        self.update(key, |v| {
+            if let Some(mark) = v.play_mark.take() {
+                v.bytes_sent += now.saturating_sub(mark);
+            }
+            if playing {
+                v.play_mark = Some(now);
+            }
+            v.playing = playing;
+            v.last_request = Instant::now();
+        });
     }
 
     /// Number of clients playing.
@@ -169,7 +208,7 @@ fn transport_of(ctx: &gst_rtsp_server::RTSPContext) -> Option<&'static str> {
 
 /// Counts RTP packets and bytes leaving the payloader. The payloader pushes buffer lists, so a
 /// buffer-only probe would miss most packets.
-fn count_rtp(media_bin: &gst::Bin, metrics: Metrics) {
+fn count_rtp(media_bin: &gst::Bin, metrics: Metrics, viewers: std::sync::Weak<Viewers>) {
     let Some(pay) = media_bin.by_name("pay0") else {
         return;
     };
@@ -179,13 +218,17 @@ fn count_rtp(media_bin: &gst::Bin, metrics: Metrics) {
     pad.add_probe(
         gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
         move |_, info| {
-            match &info.data {
-                Some(gst::PadProbeData::Buffer(b)) => metrics.rtp_sent(1, b.size() as u64),
+            let (packets, bytes) = match &info.data {
+                Some(gst::PadProbeData::Buffer(b)) => (1, b.size()),
                 Some(gst::PadProbeData::BufferList(l)) => {
-                    let bytes: usize = l.iter().map(|b| b.size()).sum();
-                    metrics.rtp_sent(l.len() as u64, bytes as u64);
+                    (l.len(), l.iter().map(|b| b.size()).sum())
                 }
-                _ => {}
+                _ => return gst::PadProbeReturn::Ok,
+            };
+            metrics.rtp_sent(packets as u64, bytes as u64);
+            if let Some(v) = viewers.upgrade() {
+                v.rtp_bytes
+                    .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
             }
             gst::PadProbeReturn::Ok
         },
@@ -227,6 +270,7 @@ fn build_factory(
     fanout: Arc<Fanout>,
     time: SharedTime,
     metrics: Metrics,
+    viewers: std::sync::Weak<Viewers>,
 ) -> gst_rtsp_server::RTSPMediaFactory {
     let factory = gst_rtsp_server::RTSPMediaFactory::new();
     // config-interval=-1: SPS/PPS before every IDR in-band too, for clients that ignore the SDP.
@@ -262,7 +306,7 @@ fn build_factory(
         let Some(bin) = element.downcast_ref::<gst::Bin>() else {
             return;
         };
-        count_rtp(bin, metrics.clone());
+        count_rtp(bin, metrics.clone(), viewers.clone());
         let Some(appsrc) = bin
             .by_name("src")
             .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
@@ -314,7 +358,9 @@ fn on_client(client: &gst_rtsp_server::RTSPClient, c: &ClientCtx) {
                 .unwrap_or(0),
             playing: false,
             has_session: false,
+            bytes_sent: 0,
             last_request: Instant::now(),
+            play_mark: None,
         },
     );
     // Any request counts as activity for the idle timeout.
@@ -386,31 +432,22 @@ fn on_client(client: &gst_rtsp_server::RTSPClient, c: &ClientCtx) {
             f.request_keyframe();
         }
         if let Some(v) = v.upgrade() {
-            v.update(key, |viewer| {
-                viewer.playing = true;
-                viewer.last_request = Instant::now();
-            });
+            v.set_playing(key, true);
             m.set_viewers(v.playing());
         }
     });
     let (v, m) = (Arc::downgrade(viewers), metrics.clone());
     client.connect_pause_request(move |_, _| {
         if let Some(v) = v.upgrade() {
-            v.update(key, |viewer| {
-                viewer.playing = false;
-                viewer.last_request = Instant::now();
-            });
+            v.set_playing(key, false);
             m.set_viewers(v.playing());
         }
     });
     let (v, m) = (Arc::downgrade(viewers), metrics.clone());
     client.connect_teardown_request(move |_, _| {
         if let Some(v) = v.upgrade() {
-            v.update(key, |viewer| {
-                viewer.playing = false;
-                viewer.has_session = false;
-                viewer.last_request = Instant::now();
-            });
+            v.set_playing(key, false);
+            v.update(key, |viewer| viewer.has_session = false);
             m.set_viewers(v.playing());
         }
     });
@@ -488,8 +525,14 @@ impl RtspServer {
                     if let Some(pool) = server.session_pool() {
                         pool.set_max_sessions(config.max_sessions);
                     }
-                    let factory =
-                        build_factory(&config, tls, fanout.clone(), time, metrics.clone());
+                    let factory = build_factory(
+                        &config,
+                        tls,
+                        fanout.clone(),
+                        time,
+                        metrics.clone(),
+                        Arc::downgrade(&thread_viewers),
+                    );
                     if let Some(a) = &access {
                         auth::allow_viewers(&factory);
                         server.set_auth(Some(a));

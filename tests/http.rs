@@ -81,6 +81,14 @@ fn status_shows_state_viewers_and_config() {
     assert_eq!(viewers[0]["address"], "127.0.0.1");
     assert_eq!(viewers[0]["transport"], "udp");
     assert_eq!(viewers[0]["playing"], true);
+    // Bytes sent grow while it plays: at 500 kbit/s, well over 10 kB within a few seconds.
+    let sent = |d: &common::Daemon| {
+        d.get("/api/v1/status").json()["viewers"][0]["bytes_sent"]
+            .as_u64()
+            .unwrap()
+    };
+    let b0 = sent(&d);
+    assert!(wait_until(Duration::from_secs(10), || sent(&d) > b0 + 10_000));
     assert!(s["uptime_s"].is_u64());
 }
 
