@@ -137,7 +137,11 @@ fn max_retries_exits_non_zero() {
         .expect("daemon should give up");
     assert!(!status.success(), "exit status {status:?}");
     assert_eq!(status.code(), Some(1));
-    assert!(d.log().contains("Max retries exceeded"), "{}", d.log());
+    assert!(
+        d.wait_log("Max retries exceeded", Duration::from_secs(5)),
+        "{}",
+        d.log()
+    );
     assert_eq!(d.count_log("Pipeline crashed"), 3, "{}", d.log());
 }
 
