@@ -94,13 +94,13 @@ impl DaemonBuilder {
     }
 
     /// Starts the daemon and waits until RTSP listens (and, unless `no_wait`, frames flow).
+    /// Both servers bind port 0 and the test reads the ports back from the daemon's log: a port
+    /// picked by the test and released could be taken by anyone before the daemon binds it.
     pub fn start(self) -> Daemon {
-        let rtsp_port = free_port();
-        let http_port = free_port();
         let mut cmd = Command::new(BIN);
         cmd.args(&self.args);
-        cmd.arg("--set").arg(format!("rtsp.port={rtsp_port}"));
-        cmd.arg("--set").arg(format!("http.port={http_port}"));
+        cmd.arg("--set").arg("rtsp.port=0");
+        cmd.arg("--set").arg("http.port=0");
         for (k, v) in &self.sets {
             cmd.arg("--set").arg(format!("{k}={v}"));
         }
@@ -109,12 +109,33 @@ impl DaemonBuilder {
             cmd.env(k, v);
         }
         let wait_streaming = self.wait_streaming;
-        let d = Daemon::spawn(cmd, rtsp_port, http_port);
+        let mut d = Daemon::spawn(cmd, 0, 0);
         assert!(
             d.wait_log("RTSP server listening", Duration::from_secs(20)),
             "daemon did not start listening:\n{}",
             d.log()
         );
+        // The HTTP listeners are logged just after RTSP (they are bound before it, so a daemon
+        // with the sidecar on always logs them).
+        let http_on = !self
+            .sets
+            .iter()
+            .any(|(k, v)| k == "http.enabled" && v == "false");
+        if http_on {
+            assert!(
+                d.wait_log("HTTP sidecar listening", Duration::from_secs(10)),
+                "no HTTP listener logged:\n{}",
+                d.log()
+            );
+        }
+        let log = d.log();
+        d.rtsp_port = port_after(&log, "RTSP server listening", "url=").expect("RTSP port in log");
+        // The main HTTP listener (probes); a separate API listener logs endpoints=Api.
+        d.http_port = log
+            .lines()
+            .filter(|l| l.contains("HTTP sidecar listening") && !l.contains("endpoints=Api"))
+            .find_map(|l| port_after(l, "HTTP sidecar listening", "address="))
+            .unwrap_or(0);
         if wait_streaming {
             assert!(
                 d.wait_log("Streaming source=", Duration::from_secs(20)),
@@ -124,6 +145,19 @@ impl DaemonBuilder {
         }
         d
     }
+}
+
+/// The port in the first log line containing `line`, from the `field` after it
+/// (`url=rtsp://127.0.0.1:PORT/video` or `address=127.0.0.1:PORT`).
+fn port_after(log: &str, line: &str, field: &str) -> Option<u16> {
+    let l = log.lines().find(|l| l.contains(line))?;
+    let value = l.split(field).nth(1)?.split_whitespace().next()?;
+    let after_host = value.rsplit_once(':')?.1;
+    after_host
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// A running daemon; killed on drop.
