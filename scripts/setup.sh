@@ -11,7 +11,7 @@ packages=(
 )
 if [ "${1:-}" = "--test" ]; then
   # Real clients and checkers the test suite drives.
-  packages+=(ffmpeg prometheus curl openssl)
+  packages+=(ffmpeg prometheus curl openssl procps)
 fi
 
 missing=()

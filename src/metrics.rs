@@ -31,6 +31,8 @@ pub mod names {
     pub const RTP_BYTES: &str = "camstream_rtp_bytes_sent_total";
     /// Build and run-time information, value 1.
     pub const BUILD_INFO: &str = "camstream_build_info";
+    /// RTSP sessions alive in the server's pool (expired ones are swept every second).
+    pub const SESSIONS: &str = "camstream_rtsp_sessions";
     /// Refused RTSP logins (credentials given but wrong).
     pub const AUTH_FAILURES: &str = "camstream_auth_failures_total";
     /// RTSP connections or viewers refused or closed by a limit, label `reason`.
@@ -55,6 +57,7 @@ pub struct Metrics {
     states: Vec<Gauge>,
     restarts: Vec<(RestartReason, Counter)>,
     auth_failures: Counter,
+    sessions: Gauge,
     rejected: Vec<(&'static str, Counter)>,
 }
 
@@ -86,6 +89,7 @@ impl Metrics {
             "RTP bytes out of the shared payloader (each goes to every playing viewer)"
         );
         describe_gauge!(BUILD_INFO, "Build and run-time information (value 1)");
+        describe_gauge!(SESSIONS, "RTSP sessions alive in the server's pool");
         describe_counter!(AUTH_FAILURES, "RTSP logins refused (wrong credentials)");
         describe_counter!(
             RTSP_REJECTED,
@@ -112,11 +116,17 @@ impl Metrics {
             states,
             restarts,
             auth_failures: metrics::counter!(AUTH_FAILURES),
+            sessions: gauge!(SESSIONS),
             rejected: REJECT_REASONS
                 .iter()
                 .map(|r| (*r, metrics::counter!(RTSP_REJECTED, "reason" => *r)))
                 .collect(),
         }
+    }
+
+    /// Sets the number of RTSP sessions alive.
+    pub fn set_sessions(&self, n: u32) {
+        self.sessions.set(f64::from(n));
     }
 
     /// Counts a refused login.

@@ -571,6 +571,7 @@ impl RtspServer {
                         move || {
                             if let Some(pool) = &pool {
                                 pool.cleanup();
+                                ctx_data.metrics.set_sessions(pool.n_sessions());
                             }
                             if let Some(server) = weak_server.upgrade() {
                                 close_idle(&server, &ctx_data, idle);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{Daemon, Proto, Viewer, daemon};
 use reliability_util::{
-    Raw, alive, assert_rising, clients_listed, eventually, tail, viewers_active,
+    Raw, alive, assert_rising, clients_listed, eventually, sessions, tail, viewers_active,
 };
 
 /// One cycle; where it stops depends on `i` so every close point is exercised.
@@ -78,7 +78,12 @@ fn churn(cycles: usize) -> Figures {
         eventually(Duration::from_secs(20), || settled(&d)),
         "warm-up did not settle"
     );
-    std::thread::sleep(Duration::from_secs(8)); // let warm-up UDP sessions expire too
+    // Warm-up UDP sessions expire after session_timeout_s: wait until only the viewer's is left.
+    assert!(
+        eventually(Duration::from_secs(30), || sessions(&d) == 1.0),
+        "warm-up sessions never expired: {}",
+        sessions(&d)
+    );
     let (rss0, fds0, thr0) = (d.rss_kib(), d.fd_count(), d.thread_count());
 
     let t0 = Instant::now();
@@ -100,6 +105,11 @@ fn churn(cycles: usize) -> Figures {
         "clients {} / playing {} never returned to 1",
         clients_listed(&d),
         viewers_active(&d)
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || sessions(&d) == 1.0),
+        "sessions never returned to the viewer's one: {}",
+        sessions(&d)
     );
     assert!(
         eventually(Duration::from_secs(20), || d.fd_count() <= fds0 + 8),

@@ -279,6 +279,11 @@ pub fn viewers_active(d: &Daemon) -> f64 {
     d.metric("camstream_viewers_active").unwrap_or(-1.0)
 }
 
+/// RTSP sessions alive in the server's pool.
+pub fn sessions(d: &Daemon) -> f64 {
+    d.metric("camstream_rtsp_sessions").unwrap_or(-1.0)
+}
+
 /// Connected clients in the status API.
 pub fn clients_listed(d: &Daemon) -> usize {
     let r = d.get("/api/v1/status");
