@@ -7,6 +7,9 @@
 //! `target/bench/camstream-bench.json`. The method is written up in docs/performance.md.
 
 mod rawclient;
+// The tests' RTSP wire helpers, so the benchmark and the tests parse RTSP the same way.
+#[path = "../../tests/common/rtsp_wire.rs"]
+mod rtsp_wire;
 mod servers;
 mod stamp;
 mod viewer;

@@ -28,25 +28,8 @@ impl Proto {
     }
 }
 
-/// An RTSP response.
-#[derive(Debug, Default)]
-pub struct Response {
-    /// Status code.
-    pub status: u16,
-    /// Header lines, names lower-cased.
-    pub headers: Vec<(String, String)>,
-    /// Body.
-    pub body: String,
-}
-
-impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
+pub use crate::rtsp_wire::Response;
+use crate::rtsp_wire::{self, Item};
 
 /// Counters one viewer's reader thread updates.
 #[derive(Debug, Default)]
@@ -112,45 +95,10 @@ impl Conn {
     /// Removes one complete response from the buffer, skipping any interleaved frames before it.
     fn take_response(&mut self) -> Option<Response> {
         loop {
-            if self.buf.first() == Some(&b'$') {
-                if self.buf.len() < 4 {
-                    return None;
-                }
-                let len = 4 + u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize;
-                if self.buf.len() < len {
-                    return None;
-                }
-                self.buf.drain(..len);
-                continue;
+            match rtsp_wire::take(&mut self.buf)? {
+                Item::Frame { .. } => continue,
+                Item::Response(r) => return Some(r),
             }
-            let end = self.buf.windows(4).position(|w| w == b"\r\n\r\n")?;
-            let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
-            let mut lines = head.split("\r\n");
-            let status = lines
-                .next()?
-                .split_whitespace()
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
-            let headers: Vec<(String, String)> = lines
-                .filter_map(|l| l.split_once(':'))
-                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-                .collect();
-            let body_len: usize = headers
-                .iter()
-                .find(|(k, _)| k == "content-length")
-                .and_then(|(_, v)| v.parse().ok())
-                .unwrap_or(0);
-            if self.buf.len() < end + 4 + body_len {
-                return None;
-            }
-            let body = String::from_utf8_lossy(&self.buf[end + 4..end + 4 + body_len]).into_owned();
-            self.buf.drain(..end + 4 + body_len);
-            return Some(Response {
-                status,
-                headers,
-                body,
-            });
         }
     }
 }
@@ -225,7 +173,7 @@ fn run(
         return Err(std::io::Error::other(format!("DESCRIBE {}", d.status)));
     }
     let base = d.header("content-base").unwrap_or(&url).to_string();
-    let setup_url = control_url(&base, &d.body);
+    let setup_url = control_url(&base, &d.body_text());
     let udp = match proto {
         Proto::Udp => Some(udp_pair()?),
         Proto::Tcp => None,

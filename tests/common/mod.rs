@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 
+pub mod rtsp_wire;
+
 /// Path of the daemon under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_camstream");
 

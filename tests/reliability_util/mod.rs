@@ -8,32 +8,8 @@ use std::time::{Duration, Instant};
 
 use crate::common::{Daemon, Viewer, wait_until};
 
-/// One RTSP response.
-#[derive(Debug, Clone)]
-pub struct Response {
-    /// Status code.
-    pub status: u16,
-    /// Headers, lower-cased names.
-    pub headers: Vec<(String, String)>,
-    /// Body.
-    pub body: Vec<u8>,
-}
-
-impl Response {
-    /// A header value.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The session id (without parameters).
-    pub fn session(&self) -> Option<String> {
-        self.header("session")
-            .map(|s| s.split(';').next().unwrap_or("").trim().to_string())
-    }
-}
+pub use crate::common::rtsp_wire::Response;
+use crate::common::rtsp_wire::{self, Item};
 
 /// What came back for a request.
 #[derive(Debug, Clone)]
@@ -180,44 +156,10 @@ impl Raw {
     pub fn read_response(&mut self, timeout: Duration) -> Result<Response, Outcome> {
         let deadline = Instant::now() + timeout;
         loop {
-            while self.buf.first() == Some(&b'$') {
-                if self.buf.len() < 4 {
-                    break;
-                }
-                let len = u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize;
-                if self.buf.len() < 4 + len {
-                    break;
-                }
-                self.buf.drain(..4 + len);
-                self.frames += 1;
-            }
-            if self.buf.first() != Some(&b'$')
-                && let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n")
-            {
-                let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
-                let mut lines = head.split("\r\n");
-                let status: u16 = lines
-                    .next()
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0);
-                let headers: Vec<(String, String)> = lines
-                    .filter_map(|l| l.split_once(':'))
-                    .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-                    .collect();
-                let len: usize = headers
-                    .iter()
-                    .find(|(k, _)| k == "content-length")
-                    .and_then(|(_, v)| v.parse().ok())
-                    .unwrap_or(0);
-                if self.buf.len() >= end + 4 + len {
-                    let body = self.buf[end + 4..end + 4 + len].to_vec();
-                    self.buf.drain(..end + 4 + len);
-                    return Ok(Response {
-                        status,
-                        headers,
-                        body,
-                    });
+            while let Some(item) = rtsp_wire::take(&mut self.buf) {
+                match item {
+                    Item::Frame { .. } => self.frames += 1,
+                    Item::Response(r) => return Ok(r),
                 }
             }
             self.fill(deadline)?;
