@@ -8,15 +8,15 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::capture::{self, FrameStats};
 use crate::config::{Config, ConfigError, SourceKind};
-use crate::fanout::Fanout;
 use crate::http::{self, HttpError};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
-use crate::rtsp::{Heartbeat, RtspError, RtspServer, SharedTime};
-use crate::snapshot::{GopCache, Snapshotter};
-use crate::supervisor::{self, Exit, State, Status, Supervisor};
+use crate::output::rtsp::{Heartbeat, RtspError, RtspServer, SharedTime};
+use crate::output::snapshot::{GopCache, Snapshotter};
+use crate::stream::capture::{self, FrameStats};
+use crate::stream::hub::Fanout;
+use crate::stream::supervisor::{self, Exit, State, Status, Supervisor};
 
 /// Why the daemon could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]

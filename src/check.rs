@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use crate::capture::{self, Encoder, Source, has_element, package_for};
 use crate::config::{Config, SourceKind};
+use crate::stream::capture::{self, Encoder, Source, has_element, package_for};
 
 /// One line of the report.
 struct Finding {

@@ -1,24 +1,16 @@
-//! camstream: turns a camera into a reliable RTSP stream.
+//! camstream: turns a camera into a reliable stream.
 //!
-//! One always-on, supervised capture pipeline (camera → H.264 encoder → access units) feeds a
-//! shared gst-rtsp-server media that any number of viewers play from; an HTTP sidecar exposes
-//! health, metrics and status. See `docs/` for operators and `shared/design.md` for the design.
+//! Per camera, one always-on, supervised capture pipeline (camera → H.264 encoder → access units)
+//! feeds a hub; every output (RTSP today) is a subscriber of that hub. An HTTP sidecar exposes
+//! health, metrics, status and control. `docs/architecture.md` describes the layout.
 
 pub mod app;
-pub mod auth;
-pub mod backoff;
-pub mod capture;
 pub mod check;
 pub mod cli;
 pub mod config;
-pub mod fanout;
-pub mod guard;
-pub mod h264;
 pub mod http;
 pub mod metrics;
 pub mod notify;
-pub mod rtsp;
-pub mod rtsp_ffi;
-pub mod snapshot;
-pub mod supervisor;
+pub mod output;
+pub mod stream;
 pub mod telemetry;

@@ -3,7 +3,7 @@
 
 use metrics::{Counter, Gauge, describe_counter, describe_gauge, gauge};
 
-use crate::supervisor::RestartReason;
+use crate::stream::supervisor::RestartReason;
 
 /// Every metric name, with the `camstream_` prefix.
 pub mod names {

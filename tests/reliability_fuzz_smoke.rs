@@ -8,7 +8,7 @@ mod reliability_util;
 
 use std::path::Path;
 
-use camstream::guard::fuzz_request;
+use camstream::output::rtsp::guard::fuzz_request;
 use reliability_util::noise;
 
 fn corpus() -> Vec<Vec<u8>> {

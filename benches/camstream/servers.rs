@@ -9,8 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use camstream::capture::{Encoder, Source as CaptureSource, describe, encoder_fragment};
 use camstream::config::Config;
+use camstream::stream::capture::{Encoder, Source as CaptureSource, describe, encoder_fragment};
 use gst::glib;
 use gst_rtsp_server::prelude::*;
 

@@ -2,5 +2,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    camstream::guard::fuzz_request(data);
+    camstream::output::rtsp::guard::fuzz_request(data);
 });

@@ -5,6 +5,10 @@
 //! Everything here runs on the GLib thread; callbacks never block. Other threads talk to it
 //! through [`RtspServer`], which only queues work onto that context.
 
+pub mod auth;
+pub mod ffi;
+pub mod guard;
+
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -17,11 +21,11 @@ use gst_rtsp_server::prelude::*;
 use gst_rtsp_server::{RTSPFilterResult, gst_rtsp};
 use serde::Serialize;
 
-use crate::auth::{self, AuthError, LogLimiter};
 use crate::config::{Config, RtspConfig, Transport};
-use crate::fanout::Fanout;
 use crate::metrics::Metrics;
-use crate::rtsp_ffi::{header, peer_ip};
+use crate::stream::hub::Fanout;
+use auth::{AuthError, LogLimiter};
+use ffi::{header, peer_ip};
 
 /// Why the RTSP server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -345,7 +349,7 @@ fn on_client(client: &gst_rtsp_server::RTSPClient, c: &ClientCtx) {
         return;
     }
     tracing::info!(peer = %address, "Client connected");
-    crate::guard::install(client);
+    guard::install(client);
     metrics.client_connected();
     viewers.clients.lock().unwrap().insert(
         key,

@@ -22,11 +22,11 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
-use crate::capture::FrameStats;
 use crate::config::Config;
-use crate::rtsp::{Heartbeat, Viewers};
-use crate::snapshot::{GopCache, SNAPSHOT_TIMEOUT, Snapshotter, scaled_height};
-use crate::supervisor::{self, State, Status};
+use crate::output::rtsp::{Heartbeat, Viewers};
+use crate::output::snapshot::{GopCache, SNAPSHOT_TIMEOUT, Snapshotter, scaled_height};
+use crate::stream::capture::FrameStats;
+use crate::stream::supervisor::{self, State, Status};
 
 /// Why the sidecar could not start.
 #[derive(Debug, thiserror::Error)]

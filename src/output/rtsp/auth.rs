@@ -64,11 +64,11 @@ mod imp {
             if !ok
                 && let Some(req) = ctx.request()
                 && let Some(value) =
-                    crate::rtsp_ffi::header(req, gst_rtsp::RTSPHeaderField::Authorization)
+                    crate::output::rtsp::ffi::header(req, gst_rtsp::RTSPHeaderField::Authorization)
             {
                 let peer = ctx
                     .client()
-                    .map(crate::rtsp_ffi::peer_ip)
+                    .map(crate::output::rtsp::ffi::peer_ip)
                     .unwrap_or_default();
                 let hook = self.on_failure.lock().unwrap().clone();
                 if let Some(hook) = hook {

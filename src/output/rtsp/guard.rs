@@ -26,7 +26,7 @@ use gst::glib;
 use gst_rtsp_server::prelude::*;
 use gst_rtsp_server::{gio, gst_rtsp};
 
-use crate::rtsp_ffi::{header, peer_ip};
+use crate::output::rtsp::ffi::{header, peer_ip};
 
 /// Longest request URI accepted, in bytes. Real clients send well under 200.
 pub const MAX_URI: usize = 1024;

@@ -10,13 +10,13 @@ use gst::prelude::*;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::backoff::Backoff;
-use crate::capture::{self, Encoder, FrameStats};
 use crate::config::Config;
-use crate::fanout::Fanout;
 use crate::metrics::Metrics;
-use crate::rtsp::SharedTime;
-use crate::snapshot::GopCache;
+use crate::output::rtsp::SharedTime;
+use crate::output::snapshot::GopCache;
+use crate::stream::backoff::Backoff;
+use crate::stream::capture::{self, Encoder, FrameStats};
+use crate::stream::hub::Fanout;
 
 /// Why the capture pipeline was restarted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
