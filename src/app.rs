@@ -1,22 +1,26 @@
-//! The running daemon: starts the RTSP server, the capture supervisor and the HTTP sidecar,
-//! then waits for a signal or for the supervisor to give up, and shuts everything down in order.
+//! The running daemon: binds the HTTP sidecar, starts the RTSP server and every stream, then
+//! waits for a signal (SIGTERM/SIGINT stop, SIGHUP reloads) or for a stream to give up. Shutdown
+//! is a value — one cancellation token whose children every part watches — and all parts stop in
+//! parallel within a fixed bound.
 
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ConfigError, SourceKind};
+use crate::config::{self, Config, ConfigError, Sources};
+use crate::control::{Control, ControlError};
 use crate::http::{self, HttpError};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
-use crate::output::rtsp::{Heartbeat, RtspError, RtspServer, SharedTime};
-use crate::output::snapshot::{GopCache, Snapshotter};
-use crate::stream::capture::{self, FrameStats};
-use crate::stream::hub::Fanout;
-use crate::stream::supervisor::{self, Exit, State, Status, Supervisor};
+use crate::output::rtsp::{Heartbeat, RtspError, RtspServer};
+use crate::stream::clock::SharedTime;
+use crate::stream::restart::Exit;
+use crate::stream::status::State;
 
 /// Why the daemon could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -24,9 +28,9 @@ pub enum AppError {
     /// Bad configuration (exit code 2).
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// A required element or device is missing.
+    /// A stream could not start (a missing element or device, no working encoder).
     #[error(transparent)]
-    Capture(#[from] capture::CaptureError),
+    Stream(#[from] ControlError),
     /// The RTSP server could not start.
     #[error(transparent)]
     Rtsp(#[from] RtspError),
@@ -49,6 +53,15 @@ impl AppError {
             _ => 1,
         }
     }
+}
+
+/// Where the configuration came from, so SIGHUP can read it again the same way.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    /// File and flags.
+    pub sources: Sources,
+    /// The process environment at start.
+    pub env: BTreeMap<String, String>,
 }
 
 /// Fails with a configuration error when `port` on `address` cannot be bound now.
@@ -74,96 +87,122 @@ pub fn preflight(config: &Config) -> Result<(), ConfigError> {
     )
 }
 
-/// Publishes frame rate and last-frame age once a second.
-async fn publish_flow(
-    stats: Arc<FrameStats>,
-    metrics: Metrics,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut last = (Instant::now(), stats.frames());
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = supervisor::wait_shutdown(&mut shutdown) => return,
-        }
-        let now = (Instant::now(), stats.frames());
-        let secs = now.0.duration_since(last.0).as_secs_f64().max(1e-3);
-        let fps = (now.1 - last.1) as f64 / secs;
-        let age = stats
-            .last_frame_age()
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(-1.0);
-        metrics.set_flow(fps, age);
-        last = now;
-    }
+/// One line for systemd's STATUS: every stream's state.
+fn describe(control: &Control) -> String {
+    control
+        .cameras()
+        .iter()
+        .map(|c| {
+            let st = c.status();
+            match &st.health.state {
+                State::Backoff {
+                    attempt, reason, ..
+                } => format!(
+                    "{}: camera down ({}), restart attempt {attempt}",
+                    c.name,
+                    reason.as_str()
+                ),
+                other => format!(
+                    "{}: {}; {} restarts",
+                    c.name,
+                    other.name(),
+                    st.health.restarts
+                ),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
-/// Tells systemd the supervisor state, and pings its watchdog while the GLib loop answers
+/// Tells systemd the streams' states, and pings its watchdog while the GLib loop answers
 /// (a wedged RTSP loop stops the pings, and systemd restarts the service).
 async fn notify_systemd(
     notifier: Notifier,
     heartbeat: Heartbeat,
-    mut status: watch::Receiver<Status>,
-    mut shutdown: watch::Receiver<bool>,
+    control: Arc<Control>,
+    shutdown: CancellationToken,
 ) {
     let interval = Notifier::watchdog_interval().map(|d| d / 2);
-    let mut tick = tokio::time::interval(interval.unwrap_or(Duration::from_secs(3600)));
-    let describe = |s: &Status| match &s.state {
-        State::Backoff {
-            attempt, reason, ..
-        } => {
-            format!(
-                "camera down ({}), restart attempt {attempt}",
-                reason.as_str()
-            )
-        }
-        other => format!("{}; {} restarts", other.name(), s.restarts),
-    };
-    notifier.status(&describe(&status.borrow_and_update()));
+    let mut watchdog = tokio::time::interval(interval.unwrap_or(Duration::from_secs(3600)));
+    let mut poll = tokio::time::interval(Duration::from_millis(250));
+    let mut last = String::new();
     loop {
         tokio::select! {
-            _ = tick.tick() => {
+            _ = watchdog.tick() => {
                 if interval.is_some() && heartbeat.beat(Duration::from_secs(2)).await {
                     notifier.watchdog();
                 }
             }
-            changed = status.changed() => {
-                if changed.is_err() { return; }
-                let text = describe(&status.borrow_and_update());
-                notifier.status(&text);
+            _ = poll.tick() => {
+                let text = describe(&control);
+                if text != last {
+                    notifier.status(&text);
+                    last = text;
+                }
             }
-            _ = supervisor::wait_shutdown(&mut shutdown) => return,
+            _ = shutdown.cancelled() => return,
         }
     }
 }
 
-/// Waits for SIGINT or SIGTERM; a second one ends the process at once.
-async fn wait_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("Cannot install signal handlers");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!(signal = "SIGTERM", "Shutting down"),
-        _ = int.recv() => tracing::info!(signal = "SIGINT", "Shutting down"),
+/// What a signal asks for.
+enum Signal {
+    Stop,
+    Reload,
+}
+
+/// Signal streams; a second stop signal ends the process at once.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
     }
-    tokio::spawn(async move {
+
+    async fn next(&mut self) -> Signal {
         tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+            _ = self.term.recv() => { tracing::info!(signal = "SIGTERM", "Shutting down"); Signal::Stop }
+            _ = self.int.recv() => { tracing::info!(signal = "SIGINT", "Shutting down"); Signal::Stop }
+            _ = self.hup.recv() => { tracing::info!(signal = "SIGHUP", "Reloading the configuration"); Signal::Reload }
         }
-        tracing::warn!("Second signal: exiting immediately");
-        std::process::exit(130);
-    });
+    }
+
+    /// After the first stop signal: the next one exits immediately.
+    fn arm_second(mut self) {
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = self.term.recv() => {}
+                _ = self.int.recv() => {}
+            }
+            tracing::warn!("Second signal: exiting immediately");
+            std::process::exit(130);
+        });
+    }
 }
 
-/// Runs the daemon until a signal (exit code 0) or until `max_retries` is exceeded (1).
-pub async fn run(config: Config) -> Result<u8, AppError> {
+/// Reads the configuration again; a bad file leaves the running one in force.
+fn reread(origin: &Origin) -> Option<Config> {
+    match config::load(&origin.sources, &origin.env) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::error!(error = %e, "Configuration not reloaded; the running configuration stays");
+            None
+        }
+    }
+}
+
+/// Runs the daemon until a stop signal (exit code 0) or until a stream exceeds its
+/// `max_retries` (1).
+pub async fn run(config: Config, origin: Origin) -> Result<u8, AppError> {
     gst::init().map_err(|e| AppError::Gst(e.to_string()))?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -171,22 +210,8 @@ pub async fn run(config: Config) -> Result<u8, AppError> {
         "camstream starting"
     );
     preflight(&config)?;
+    let streams = config.streams()?;
     let config = Arc::new(config);
-
-    if config.source.kind == SourceKind::Test {
-        tracing::warn!(
-            pattern = %config.source.pattern,
-            "Streaming a TEST PATTERN, not a camera (source.kind = \"test\")"
-        );
-    }
-    let cfg = config.clone();
-    let (encoder, why) = tokio::task::spawn_blocking(move || capture::select_encoder(&cfg))
-        .await
-        .map_err(|e| AppError::Gst(e.to_string()))??;
-    tracing::info!(encoder = encoder.element(), reason = %why, "Encoder selected");
-    if let Some(caveat) = capture::encoder_caveats(&config, encoder) {
-        tracing::info!("{caveat}");
-    }
 
     // Bound before anything else starts so a taken port fails fast, with exit code 2.
     let http_listener = if config.http.enabled {
@@ -215,138 +240,161 @@ pub async fn run(config: Config) -> Result<u8, AppError> {
         .install_recorder()
         .map_err(|e| AppError::Metrics(e.to_string()))?;
     let metrics = Metrics::new();
-    metrics.build_info(config.source.kind.as_str(), encoder.element());
-    let fanout = Arc::new(Fanout::new());
-    let stats = Arc::new(FrameStats::default());
+    metrics.build_info();
     let time = SharedTime::now();
-    let gop = Arc::new(GopCache::default());
 
-    let rtsp = RtspServer::start(&config, fanout.clone(), time.clone(), metrics.clone())?;
+    // The RTSP thread reports once bound; wait for it off the async workers.
+    let (c, t, m) = (config.clone(), time.clone(), metrics.clone());
+    let rtsp = tokio::task::spawn_blocking(move || RtspServer::start(&c, t, m))
+        .await
+        .map_err(|e| AppError::Gst(e.to_string()))??;
+    let rtsp = Arc::new(rtsp);
     let shown = if config.rtsp.address.is_unspecified() {
         "127.0.0.1".to_string()
     } else {
         config.rtsp.address.to_string()
     };
+    let scheme = if config.tls.enabled() {
+        "rtsps"
+    } else {
+        "rtsp"
+    };
+    let first_mount = streams.first().map(|s| s.mount_path()).unwrap_or_default();
     tracing::info!(
-        url = %format!(
-            "{}://{shown}:{}{}",
-            if config.tls.enabled() { "rtsps" } else { "rtsp" },
-            rtsp.port(),
-            config.rtsp.mount
-        ),
+        url = %format!("{scheme}://{shown}:{}{first_mount}", rtsp.port()),
         "RTSP server listening"
     );
 
-    let rtsp_listening = Arc::new(AtomicBool::new(true));
+    let shutdown = CancellationToken::new();
+    let (exit_tx, mut exit_rx) = mpsc::unbounded_channel();
+    let control = Arc::new(Control::new(
+        config.clone(),
+        rtsp.clone(),
+        time,
+        shutdown.child_token(),
+        exit_tx,
+    ));
+    for s in streams {
+        let name = s.name.clone();
+        let mount = s.mount_path();
+        control.start_stream(s).await?;
+        tracing::info!(
+            stream = %name,
+            url = %format!("{scheme}://{shown}:{}{mount}", rtsp.port()),
+            "Stream served"
+        );
+    }
+
     let notifier = Notifier::from_env();
     if let Some(n) = &notifier {
         n.ready();
     }
-
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let (status_tx, status_rx) = watch::channel(Status {
-        state: State::Starting,
-        restarts: 0,
-        last_error: None,
-        source: None,
-        encoder: encoder.element().to_string(),
-    });
-    let sup = Supervisor {
-        config: config.clone(),
-        encoder,
-        fanout: fanout.clone(),
-        stats: stats.clone(),
-        time,
-        metrics: metrics.clone(),
-        status: status_tx,
-        gop: gop.clone(),
-    };
-    let mut supervisor = tokio::spawn(sup.run(shutdown_rx.clone()));
-    let flow = tokio::spawn(publish_flow(stats.clone(), metrics, shutdown_rx.clone()));
+    let rtsp_running = Arc::new(AtomicBool::new(true));
     let upkeep = {
-        let (p, mut rx) = (prometheus.clone(), shutdown_rx.clone());
+        let (p, stop) = (prometheus.clone(), shutdown.child_token());
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(5)) => p.run_upkeep(),
-                    _ = supervisor::wait_shutdown(&mut rx) => return,
+                    _ = stop.cancelled() => return,
                 }
             }
         })
     };
     let shared = http::Shared {
-        config: config.clone(),
-        status: status_rx.clone(),
-        stats,
+        control: control.clone(),
         heartbeat: rtsp.heartbeat(),
-        rtsp_listening: rtsp_listening.clone(),
-        viewers: rtsp.viewers(),
         prometheus,
-        gop,
-        snapshots: Arc::new(Snapshotter::default()),
         started: Instant::now(),
         token: http_token,
+        rtsp_running: rtsp_running.clone(),
     };
     let main_part = if api_listener.is_some() {
         http::Part::Public
     } else {
         http::Part::All
     };
-    let mut http_tasks = Vec::new();
+    let mut tasks = vec![upkeep];
     for (listener, part) in [(http_listener, main_part), (api_listener, http::Part::Api)] {
         let Some(listener) = listener else { continue };
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(address = %addr, endpoints = ?part, "HTTP sidecar listening");
         }
         let app = http::router(shared.clone(), part);
-        http_tasks.push(tokio::spawn(http::serve(
+        tasks.push(tokio::spawn(http::serve(
             listener,
             app,
-            shutdown_rx.clone(),
+            shutdown.child_token(),
         )));
     }
-    let systemd = notifier.clone().map(|n| {
-        tokio::spawn(notify_systemd(
+    if let Some(n) = notifier.clone() {
+        tasks.push(tokio::spawn(notify_systemd(
             n,
             rtsp.heartbeat(),
-            status_rx.clone(),
-            shutdown_rx.clone(),
-        ))
-    });
+            control.clone(),
+            shutdown.child_token(),
+        )));
+    }
 
-    let code = tokio::select! {
-        _ = wait_signal() => {
-            let _ = shutdown_tx.send(true);
-            // Bounded: the whole shutdown must fit in 2 s.
-            let _ = tokio::time::timeout(Duration::from_millis(1500), &mut supervisor).await;
-            0
+    let mut signals = match Signals::install() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot install signal handlers");
+            None
         }
-        exit = &mut supervisor => {
-            let _ = shutdown_tx.send(true);
-            match exit {
-                Ok(Exit::MaxRetriesExceeded) => 1,
-                Ok(Exit::Shutdown) => 0,
-                Err(e) => {
-                    tracing::error!(error = %e, "Supervisor panicked");
-                    1
+    };
+    let code = loop {
+        let signal = async {
+            match signals.as_mut() {
+                Some(s) => s.next().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            sig = signal => match sig {
+                Signal::Stop => break 0,
+                Signal::Reload => {
+                    if let Some(new) = reread(&origin) {
+                        control.reload(new).await;
+                    }
+                }
+            },
+            Some((name, exit)) = exit_rx.recv() => {
+                if exit == Exit::MaxRetriesExceeded {
+                    tracing::error!(stream = %name, "Stream gave up; exiting");
+                    break 1;
                 }
             }
         }
     };
+    if let Some(s) = signals {
+        s.arm_second();
+    }
     if let Some(n) = &notifier {
         n.stopping();
     }
-    let _ = flow.await;
-    let _ = upkeep.await;
-    if let Some(t) = systemd {
-        let _ = t.await;
-    }
-    rtsp_listening.store(false, Ordering::Relaxed);
-    tokio::task::spawn_blocking(move || rtsp.stop(Duration::from_millis(400)))
+    rtsp_running.store(false, Ordering::Relaxed);
+    // Everything stops at once: captures, HTTP, and the RTSP server, each within its own bound
+    // and all within the 2 s a service manager is promised.
+    shutdown.cancel();
+    let names: Vec<String> = control.cameras().iter().map(|c| c.name.clone()).collect();
+    let stops = names.iter().map(|n| control.stop_stream(n));
+    let rtsp_stop = {
+        let rtsp = rtsp.clone();
+        tokio::task::spawn_blocking(move || rtsp.stop(Duration::from_millis(400)))
+    };
+    let all = async {
+        futures_util::future::join_all(stops).await;
+        for t in tasks {
+            let _ = t.await;
+        }
+        let _ = rtsp_stop.await;
+    };
+    if tokio::time::timeout(Duration::from_millis(1800), all)
         .await
-        .ok();
-    for t in http_tasks {
-        let _ = tokio::time::timeout(Duration::from_millis(400), t).await;
+        .is_err()
+    {
+        tracing::warn!("Some parts did not stop within 1.8 s; exiting anyway");
     }
     tracing::info!(exit_code = code, "camstream stopped");
     Ok(code)

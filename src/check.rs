@@ -3,8 +3,10 @@
 
 use std::path::Path;
 
-use crate::config::{Config, SourceKind};
-use crate::stream::capture::{self, Encoder, Source, has_element, package_for};
+use crate::config::{Config, SourceKind, StreamConfig};
+use crate::stream::elements::{has_element, package_for};
+use crate::stream::source::{self, Source};
+use crate::stream::{capture, encoder};
 
 /// One line of the report.
 struct Finding {
@@ -19,12 +21,21 @@ pub fn run(config: &Config) -> bool {
         Ok(t) => println!("# Effective configuration\n{t}"),
         Err(e) => println!("# Effective configuration could not be printed: {e}"),
     }
-    match config.effective_level() {
-        Ok(l) if config.encoder.level.is_empty() => println!("# H.264 level {l} (derived)\n"),
-        Ok(l) => println!("# H.264 level {l} (configured)\n"),
-        Err(_) => {}
+    let streams = config.streams().unwrap_or_default();
+    for s in &streams {
+        match s.level() {
+            Ok(l) if s.encoder.level.is_empty() => {
+                println!("# {}: H.264 level {l} (derived)", s.name)
+            }
+            Ok(l) => println!("# {}: H.264 level {l} (configured)", s.name),
+            Err(_) => {}
+        }
     }
-    let findings = probe(config);
+    println!();
+    let mut findings = probe(config);
+    for s in &streams {
+        findings.extend(probe_stream(s));
+    }
     println!("# Checks");
     for f in &findings {
         let mark = if f.ok { "ok  " } else { "FAIL" };
@@ -83,7 +94,14 @@ fn probe(config: &Config) -> Vec<Finding> {
     for name in ["appsrc", "appsink", "h264parse", "rtph264pay"] {
         out.push(element(name));
     }
-    let src = &config.source;
+    out
+}
+
+/// Probes one stream: its source elements and camera, and its encoder with a test encode.
+fn probe_stream(stream: &StreamConfig) -> Vec<Finding> {
+    let name = &stream.name;
+    let mut out = Vec::new();
+    let src = &stream.source;
     match src.kind {
         SourceKind::Test => out.push(element("videotestsrc")),
         SourceKind::Libcamera => out.push(element("libcamerasrc")),
@@ -96,85 +114,100 @@ fn probe(config: &Config) -> Vec<Finding> {
         }
         SourceKind::Auto => {}
     }
+    if !stream.renditions.is_empty() {
+        out.extend(["tee", "queue", "videoscale", "videorate"].map(element));
+    }
     out.push(match src.kind {
         SourceKind::Test => Finding {
             ok: true,
-            what: "camera".into(),
+            what: format!("{name}: camera"),
             detail: "none needed: streaming a TEST PATTERN".into(),
         },
+        // Only the source part: a board without x264 must not fail a check of its camera.
         SourceKind::Pipeline => {
-            let d = capture::describe(
-                config,
-                &Source::Pipeline {
-                    fragment: src.pipeline.clone(),
-                },
-                Encoder::X264,
+            let d = format!(
+                "{} ! fakesink",
+                source::describe(
+                    &Source::Pipeline {
+                        fragment: src.pipeline.clone(),
+                    },
+                    &stream.video
+                )
             );
-            match capture::build(&d) {
+            match gst::parse::launch_full(&d, None, gst::ParseFlags::FATAL_ERRORS) {
                 Ok(_) => Finding {
                     ok: true,
-                    what: "source pipeline".into(),
+                    what: format!("{name}: source pipeline"),
                     detail: "parses".into(),
                 },
                 Err(e) => Finding {
                     ok: false,
-                    what: "source pipeline".into(),
-                    detail: e.to_string(),
+                    what: format!("{name}: source pipeline"),
+                    detail: format!("{e} (pipeline: {d})"),
                 },
             }
         }
         SourceKind::V4l2 if !src.device.is_empty() => Finding {
             ok: Path::new(&src.device).exists(),
-            what: "camera device".into(),
+            what: format!("{name}: camera device"),
             detail: if Path::new(&src.device).exists() {
                 format!("{} present", src.device)
             } else {
                 format!("{} does not exist", src.device)
             },
         },
-        _ => match capture::resolve_source(config) {
+        _ => match source::resolve(src) {
             Ok(s) => Finding {
                 ok: true,
-                what: "camera".into(),
+                what: format!("{name}: camera"),
                 detail: format!("found {s}"),
             },
             Err(e) => Finding {
                 ok: false,
-                what: "camera".into(),
+                what: format!("{name}: camera"),
                 detail: e.to_string(),
             },
         },
     });
-    match capture::select_encoder(config) {
-        Ok((enc, why)) => {
+    match encoder::select(stream) {
+        Ok(sel) => {
+            let enc = sel.encoder;
             out.push(Finding {
                 ok: true,
-                what: format!("encoder {}", enc.element()),
-                detail: why,
+                what: format!("{name}: encoder {}", enc.element()),
+                detail: sel.reason(),
             });
-            out.push(match capture::test_encode(config, enc) {
+            out.push(match encoder::test_encode(stream, enc) {
                 Ok(()) => Finding {
                     ok: true,
-                    what: "test encode".into(),
+                    what: format!("{name}: test encode"),
                     detail: format!(
                         "5 frames at {}x{} through {}",
-                        config.video.width,
-                        config.video.height,
+                        stream.video.width,
+                        stream.video.height,
                         enc.element()
                     ),
                 },
                 Err(e) => Finding {
                     ok: false,
-                    what: "test encode".into(),
+                    what: format!("{name}: test encode"),
                     detail: e,
                 },
             });
+            if let Some(c) = encoder::caveats(stream, enc) {
+                out.push(Finding {
+                    ok: true,
+                    what: format!("{name}: note"),
+                    detail: c,
+                });
+            }
         }
         Err(e) => out.push(Finding {
             ok: false,
-            what: "encoder".into(),
+            what: format!("{name}: encoder"),
             detail: e.to_string(),
         }),
     }
+    let _ = capture::SINK_NAME;
     out
 }

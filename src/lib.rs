@@ -8,6 +8,7 @@ pub mod app;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod http;
 pub mod metrics;
 pub mod notify;

@@ -14,8 +14,8 @@ fn main() -> ExitCode {
     let env: BTreeMap<String, String> = std::env::vars().collect();
     let loaded = cli
         .sources()
-        .and_then(|sources| config::load(&sources, &env));
-    let config = match loaded {
+        .and_then(|sources| config::load(&sources, &env).map(|c| (c, sources)));
+    let (config, sources) = match loaded {
         Ok(c) => c,
         Err(e) => {
             eprintln!("camstream: {e}");
@@ -47,7 +47,8 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let result = runtime.block_on(app::run(config));
+    let origin = app::Origin { sources, env };
+    let result = runtime.block_on(app::run(config, origin));
     // Do not wait for blocking tasks stuck in a wedged driver.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     match result {

@@ -1,13 +1,16 @@
-//! Prometheus metrics: names, help texts, and handles created once at start-up and moved into
-//! the hot paths, so counting a frame or a packet is an atomic add with no registry look-up.
+//! Prometheus metrics: every name and help text (a leaf: every layer takes its names from here),
+//! and the RTSP server's handles, created once and moved into the hot paths so counting a packet
+//! is an atomic add with no registry look-up. A stream's own handles live in `stream::metrics`.
 
 use metrics::{Counter, Gauge, describe_counter, describe_gauge, gauge};
 
-use crate::stream::supervisor::RestartReason;
-
 /// Every metric name, with the `camstream_` prefix.
 pub mod names {
-    /// Capture pipeline restarts, label `reason`.
+    /// Buffers an output's hub queue dropped because it was full, labels `stream`, `output`.
+    pub const OUTPUT_DROPPED: &str = "camstream_output_dropped_buffers_total";
+    /// Buffers pushed into an output's hub queue, labels `stream`, `output`.
+    pub const OUTPUT_PUSHED: &str = "camstream_output_pushed_buffers_total";
+    /// Capture pipeline restarts, labels `stream`, `reason`.
     pub const RESTARTS: &str = "camstream_pipeline_restarts_total";
     /// 1 for the supervisor's current state, label `state`.
     pub const STATE: &str = "camstream_pipeline_state";
@@ -39,23 +42,10 @@ pub mod names {
     pub const RTSP_REJECTED: &str = "camstream_rtsp_rejected_total";
 }
 
-/// Supervisor states as exposed in `camstream_pipeline_state{state=...}`.
-pub const STATES: &[&str] = &["starting", "streaming", "backoff", "stopped"];
-
 /// Handles to every metric; cheap to clone.
 #[derive(Clone)]
 pub struct Metrics {
-    frames: Counter,
-    keyframes: Counter,
-    bytes: Counter,
-    rtp_packets: Counter,
-    rtp_bytes: Counter,
     connections: Counter,
-    viewers: Gauge,
-    fps: Gauge,
-    last_frame_age: Gauge,
-    states: Vec<Gauge>,
-    restarts: Vec<(RestartReason, Counter)>,
     auth_failures: Counter,
     sessions: Gauge,
     rejected: Vec<(&'static str, Counter)>,
@@ -68,7 +58,15 @@ impl Metrics {
     /// Describes and registers every metric with the installed recorder (no-ops without one).
     pub fn new() -> Self {
         use names::*;
-        describe_counter!(RESTARTS, "Capture pipeline restarts, by reason");
+        describe_counter!(
+            OUTPUT_DROPPED,
+            "Buffers an output's queue dropped because it was full, by stream and output"
+        );
+        describe_counter!(
+            OUTPUT_PUSHED,
+            "Buffers pushed into an output's queue, by stream and output"
+        );
+        describe_counter!(RESTARTS, "Capture pipeline restarts, by stream and reason");
         describe_gauge!(STATE, "1 for the capture supervisor's current state");
         describe_gauge!(VIEWERS, "RTSP clients playing now");
         describe_counter!(CONNECTIONS, "RTSP client connections accepted");
@@ -95,26 +93,8 @@ impl Metrics {
             RTSP_REJECTED,
             "RTSP connections or viewers refused by a limit, by reason"
         );
-        let restarts = RestartReason::ALL
-            .iter()
-            .map(|r| (*r, metrics::counter!(RESTARTS, "reason" => r.as_str())))
-            .collect();
-        let states = STATES
-            .iter()
-            .map(|s| gauge!(STATE, "state" => *s))
-            .collect();
         Metrics {
-            frames: metrics::counter!(FRAMES),
-            keyframes: metrics::counter!(KEYFRAMES),
-            bytes: metrics::counter!(BYTES),
-            rtp_packets: metrics::counter!(RTP_PACKETS),
-            rtp_bytes: metrics::counter!(RTP_BYTES),
             connections: metrics::counter!(CONNECTIONS),
-            viewers: gauge!(VIEWERS),
-            fps: gauge!(FPS),
-            last_frame_age: gauge!(LAST_FRAME_AGE),
-            states,
-            restarts,
             auth_failures: metrics::counter!(AUTH_FAILURES),
             sessions: gauge!(SESSIONS),
             rejected: REJECT_REASONS
@@ -141,60 +121,49 @@ impl Metrics {
         }
     }
 
-    /// Counts one encoded frame (streaming thread).
-    pub fn frame(&self, size: usize, keyframe: bool) {
-        self.frames.increment(1);
-        self.bytes.increment(size as u64);
-        if keyframe {
-            self.keyframes.increment(1);
-        }
+    /// Counts an accepted RTSP connection.
+    pub fn client_connected(&self) {
+        self.connections.increment(1);
     }
 
+    /// Publishes build information.
+    pub fn build_info(&self) {
+        let labels = [
+            ("version", env!("CARGO_PKG_VERSION").to_string()),
+            ("gstreamer_version", gst::version_string().to_string()),
+        ];
+        gauge!(names::BUILD_INFO, &labels).set(1.0);
+    }
+
+    /// Handles for one mount's RTP output and viewers.
+    pub fn mount(&self, stream: &str) -> MountMetrics {
+        let l = [("stream", stream.to_string())];
+        MountMetrics {
+            rtp_packets: metrics::counter!(names::RTP_PACKETS, &l),
+            rtp_bytes: metrics::counter!(names::RTP_BYTES, &l),
+            viewers: gauge!(names::VIEWERS, &l),
+        }
+    }
+}
+
+/// Handles for one RTSP mount, labelled `stream`.
+#[derive(Clone)]
+pub struct MountMetrics {
+    rtp_packets: Counter,
+    rtp_bytes: Counter,
+    viewers: Gauge,
+}
+
+impl MountMetrics {
     /// Counts RTP output (streaming thread).
     pub fn rtp_sent(&self, packets: u64, bytes: u64) {
         self.rtp_packets.increment(packets);
         self.rtp_bytes.increment(bytes);
     }
 
-    /// Counts an accepted RTSP connection.
-    pub fn client_connected(&self) {
-        self.connections.increment(1);
-    }
-
-    /// Sets the number of playing viewers.
+    /// Sets the number of viewers playing this mount.
     pub fn set_viewers(&self, n: usize) {
         self.viewers.set(n as f64);
-    }
-
-    /// Sets the measured frame rate and last-frame age.
-    pub fn set_flow(&self, fps: f64, last_frame_age_s: f64) {
-        self.fps.set(fps);
-        self.last_frame_age.set(last_frame_age_s);
-    }
-
-    /// Marks `state` as the current supervisor state.
-    pub fn set_state(&self, state: &str) {
-        for (name, g) in STATES.iter().zip(&self.states) {
-            g.set(if *name == state { 1.0 } else { 0.0 });
-        }
-    }
-
-    /// Counts a restart.
-    pub fn restart(&self, reason: RestartReason) {
-        if let Some((_, c)) = self.restarts.iter().find(|(r, _)| *r == reason) {
-            c.increment(1);
-        }
-    }
-
-    /// Publishes build information once the source and encoder are known.
-    pub fn build_info(&self, source: &str, encoder: &str) {
-        let labels = [
-            ("version", env!("CARGO_PKG_VERSION").to_string()),
-            ("gstreamer_version", gst::version_string().to_string()),
-            ("source", source.to_string()),
-            ("encoder", encoder.to_string()),
-        ];
-        gauge!(names::BUILD_INFO, &labels).set(1.0);
     }
 }
 

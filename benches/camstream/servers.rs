@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use camstream::config::Config;
-use camstream::stream::capture::{Encoder, Source as CaptureSource, describe, encoder_fragment};
+use camstream::stream::capture::describe;
+use camstream::stream::encoder::{Encoder, Target, fragment};
+use camstream::stream::source::Source as CaptureSource;
 use gst::glib;
 use gst_rtsp_server::prelude::*;
 
@@ -91,7 +93,9 @@ impl Setup {
 
     /// The x264 part, taken from camstream itself so both candidates encode identically.
     pub fn encoder(&self) -> String {
-        encoder_fragment(&self.config(), Encoder::X264)
+        let stream = &self.config().streams().expect("bench config is valid")[0];
+        let level = stream.level().expect("bench config has a level");
+        fragment(Encoder::X264, "enc", &Target::of(stream, level))
     }
 
     /// camstream's capture description for a stamped source, cut before its `appsink`.
@@ -101,7 +105,7 @@ impl Setup {
         };
         let fragment = stamp::source_fragment(path, self.width, self.height, self.fps);
         let full = describe(
-            &self.config(),
+            &self.config().streams().expect("bench config is valid")[0],
             &CaptureSource::Pipeline { fragment },
             Encoder::X264,
         );

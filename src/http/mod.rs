@@ -20,13 +20,14 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
-use crate::output::rtsp::{Heartbeat, Viewers};
-use crate::output::snapshot::{GopCache, SNAPSHOT_TIMEOUT, Snapshotter, scaled_height};
-use crate::stream::capture::FrameStats;
-use crate::stream::supervisor::{self, State, Status};
+use crate::control::Control;
+use crate::output::rtsp::Heartbeat;
+use crate::output::snapshot::{SNAPSHOT_TIMEOUT, scaled_height};
+
+mod streams;
 
 /// Why the sidecar could not start.
 #[derive(Debug, thiserror::Error)]
@@ -57,28 +58,18 @@ const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// What the handlers read.
 #[derive(Clone)]
 pub struct Shared {
-    /// Effective configuration (secrets are redacted before it is shown).
-    pub config: Arc<Config>,
-    /// Supervisor state.
-    pub status: watch::Receiver<Status>,
-    /// Frame counters.
-    pub stats: Arc<FrameStats>,
+    /// The running streams and the door for changing them.
+    pub control: Arc<Control>,
     /// RTSP liveness check.
     pub heartbeat: Heartbeat,
-    /// Whether the RTSP server is bound and running.
-    pub rtsp_listening: Arc<AtomicBool>,
-    /// Connected RTSP clients.
-    pub viewers: Arc<Viewers>,
     /// Prometheus renderer.
     pub prometheus: PrometheusHandle,
-    /// Access units for snapshots.
-    pub gop: Arc<GopCache>,
-    /// Snapshot maker.
-    pub snapshots: Arc<Snapshotter>,
     /// Process start.
     pub started: Instant,
     /// Bearer token for protected endpoints, if configured.
     pub token: Option<crate::config::Secret>,
+    /// Whether the RTSP server runs (false once shutdown began).
+    pub rtsp_running: Arc<AtomicBool>,
 }
 
 /// Which endpoints a listener serves.
@@ -94,7 +85,8 @@ pub enum Part {
 
 /// Builds the router for one listener.
 pub fn router(shared: Shared, part: Part) -> Router {
-    let h = &shared.config.http;
+    let config = shared.control.config();
+    let h = &config.http;
     let protect = |r: Router<Shared>, on: bool| match (&shared.token, on) {
         (Some(t), true) => r.route_layer(middleware::from_fn_with_state(t.clone(), require_token)),
         _ => r,
@@ -105,7 +97,15 @@ pub fn router(shared: Shared, part: Part) -> Router {
     let metrics_route = Router::new().route("/metrics", get(metrics));
     let api = Router::new()
         .route("/api/v1/status", get(status))
-        .route("/snapshot.jpg", get(snapshot));
+        .route("/snapshot.jpg", get(snapshot))
+        .merge(streams::reads());
+    // Writes always need the token; without one they say how to enable them.
+    let writes = match &shared.token {
+        Some(t) => {
+            streams::writes().route_layer(middleware::from_fn_with_state(t.clone(), require_token))
+        }
+        None => streams::writes().route_layer(middleware::from_fn(writes_disabled)),
+    };
     let mut r = Router::new();
     if part != Part::Api {
         r = r
@@ -113,7 +113,7 @@ pub fn router(shared: Shared, part: Part) -> Router {
             .merge(protect(metrics_route, h.protect_metrics));
     }
     if part != Part::Public {
-        r = r.merge(protect(api, true));
+        r = r.merge(protect(api, true)).merge(writes);
     }
     r.fallback(not_found)
         .layer(middleware::from_fn(guard))
@@ -152,6 +152,15 @@ async fn require_token(
     }
 }
 
+/// Answers write requests when no token is configured.
+async fn writes_disabled(_req: Request, _next: Next) -> Response {
+    error(
+        StatusCode::FORBIDDEN,
+        "write endpoints are disabled: set http.token (or http.token_file) and send it as \
+         'Authorization: Bearer <token>'",
+    )
+}
+
 /// Rejects oversized query strings and bounds every request's time.
 async fn guard(req: Request, next: Next) -> Response {
     if req.uri().query().is_some_and(|q| q.len() > MAX_QUERY) {
@@ -166,7 +175,7 @@ async fn guard(req: Request, next: Next) -> Response {
     }
 }
 
-fn error(code: StatusCode, message: &str) -> Response {
+pub(crate) fn error(code: StatusCode, message: &str) -> Response {
     (code, Json(json!({ "error": message }))).into_response()
 }
 
@@ -188,26 +197,19 @@ async fn healthz(AxumState(s): AxumState<Shared>) -> Response {
     (code, Json(body)).into_response()
 }
 
-/// Whether frames are flowing: the last one is younger than the stall window.
-fn flowing(s: &Shared) -> (bool, Option<u128>) {
-    let age = s.stats.last_frame_age();
-    let window = Duration::from_millis(s.config.supervisor.stall_timeout_ms);
-    let streaming = matches!(s.status.borrow().state, State::Streaming);
-    (
-        streaming && age.is_some_and(|a| a < window),
-        age.map(|a| a.as_millis()),
-    )
-}
-
 async fn readyz(AxumState(s): AxumState<Shared>) -> Response {
-    let rtsp = s.rtsp_listening.load(Ordering::Relaxed);
-    let (camera, age_ms) = flowing(&s);
-    let ready = rtsp && camera;
+    let rtsp = s.rtsp_running.load(Ordering::Relaxed) && s.heartbeat.beat(HEARTBEAT_TIMEOUT).await;
+    let required = s.control.required_streaming();
+    let streaming = required.iter().all(|(_, ok)| *ok);
+    let ready = rtsp && streaming;
+    let streams: serde_json::Map<String, serde_json::Value> = required
+        .into_iter()
+        .map(|(n, ok)| (n, serde_json::Value::Bool(ok)))
+        .collect();
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
-        "checks": { "rtsp_listening": rtsp, "camera_streaming": camera },
-        "last_frame_age_ms": age_ms,
-        "state": s.status.borrow().state.name(),
+        "checks": { "rtsp_listening": rtsp, "camera_streaming": streaming },
+        "streams": streams,
     });
     let code = if ready {
         StatusCode::OK
@@ -218,13 +220,6 @@ async fn readyz(AxumState(s): AxumState<Shared>) -> Response {
 }
 
 async fn metrics(AxumState(s): AxumState<Shared>) -> Response {
-    let age = s
-        .stats
-        .last_frame_age()
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(-1.0);
-    // Fresh at scrape time rather than up to a second old.
-    metrics::gauge!(crate::metrics::names::LAST_FRAME_AGE).set(age);
     let mut r = s.prometheus.render().into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -234,36 +229,36 @@ async fn metrics(AxumState(s): AxumState<Shared>) -> Response {
 }
 
 async fn status(AxumState(s): AxumState<Shared>) -> Response {
-    let st = s.status.borrow().clone();
-    let (_, age_ms) = flowing(&s);
-    let backoff = match &st.state {
-        State::Backoff {
-            attempt,
-            reason,
-            delay_ms,
-        } => json!({ "attempt": attempt, "reason": reason, "delay_ms": delay_ms }),
-        _ => serde_json::Value::Null,
-    };
-    let body = json!({
+    let cameras = s.control.cameras();
+    let streams: Vec<serde_json::Value> =
+        cameras.iter().map(|c| streams::describe(&s, c)).collect();
+    // The first stream's fields stay at the top level, as before several streams existed.
+    let first = streams.first().cloned().unwrap_or(serde_json::Value::Null);
+    let mut body = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "gstreamer": gst::version_string().to_string(),
-        "state": st.state.name(),
-        "backoff": backoff,
-        "h264_level": s.config.effective_level().ok().map(|l| l.as_str()),
         "uptime_s": s.started.elapsed().as_secs(),
-        "source": st.source,
-        "encoder": st.encoder,
-        "restarts": st.restarts,
-        "last_error": st.last_error,
-        "frames": {
-            "encoded": s.stats.frames(),
-            "keyframes": s.stats.keyframes(),
-            "bytes": s.stats.bytes(),
-            "last_frame_age_ms": age_ms,
-        },
-        "viewers": s.viewers.list(),
-        "config": s.config.redacted(),
+        "streams": streams,
+        "viewers": s.control.rtsp().viewers().list(),
+        "config": s.control.config().redacted(),
     });
+    if let (Some(b), Some(f)) = (body.as_object_mut(), first.as_object()) {
+        for key in [
+            "state",
+            "backoff",
+            "h264_level",
+            "source",
+            "encoder",
+            "encoder_reason",
+            "restarts",
+            "last_error",
+            "frames",
+        ] {
+            if let Some(v) = f.get(key) {
+                b.insert(key.to_string(), v.clone());
+            }
+        }
+    }
     Json(body).into_response()
 }
 
@@ -272,6 +267,7 @@ async fn status(AxumState(s): AxumState<Shared>) -> Response {
 #[serde(deny_unknown_fields)]
 struct SnapshotQuery {
     width: Option<u32>,
+    stream: Option<String>,
 }
 
 async fn snapshot(
@@ -281,10 +277,20 @@ async fn snapshot(
     let Ok(Query(q)) = q else {
         return error(
             StatusCode::BAD_REQUEST,
-            "bad query: the only parameter is width, a whole number of pixels",
+            "bad query: the parameters are width (a whole number of pixels) and stream (a name)",
         );
     };
-    let (sw, sh) = (s.config.video.width, s.config.video.height);
+    let name = match q.stream {
+        Some(n) => n,
+        None => match s.control.cameras().first() {
+            Some(c) => c.name.clone(),
+            None => return error(StatusCode::SERVICE_UNAVAILABLE, "no stream is running"),
+        },
+    };
+    let Some((_, enc, snapshots)) = s.control.encoding(&name) else {
+        return error(StatusCode::NOT_FOUND, &format!("no stream named {name:?}"));
+    };
+    let (sw, sh) = (enc.width, enc.height);
     let width = q.width.unwrap_or(sw);
     if !(16..=sw).contains(&width) {
         return error(
@@ -300,7 +306,7 @@ async fn snapshot(
     };
     let made = tokio::time::timeout(
         SNAPSHOT_TIMEOUT,
-        s.snapshots.snapshot(s.gop.clone(), width, height),
+        snapshots.snapshot(enc.hub.gop().clone(), width, height),
     )
     .await;
     match made {
@@ -325,13 +331,13 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpError> {
 }
 
 /// Serves until shutdown, then lets in-flight requests finish for a moment.
-pub async fn serve(listener: TcpListener, app: Router, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationToken) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => p.expect("semaphore never closes"),
-            _ = supervisor::wait_shutdown(&mut shutdown) => break,
+            _ = shutdown.cancelled() => break,
         };
         let (stream, _peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -342,7 +348,7 @@ pub async fn serve(listener: TcpListener, app: Router, mut shutdown: watch::Rece
                     continue;
                 }
             },
-            _ = supervisor::wait_shutdown(&mut shutdown) => break,
+            _ = shutdown.cancelled() => break,
         };
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());

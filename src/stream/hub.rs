@@ -1,112 +1,228 @@
-//! Fan-out from the one capture pipeline to every RTSP media: a long-lived hub that outlives
-//! camera restarts. Each media's `appsrc` is linked once; when the supervisor builds a new
-//! capture pipeline the hub moves every link to the new producer, so viewers stay connected and
-//! their picture resumes without a reconnect.
+//! The hub of one encoded stream: the long-lived point every output subscribes to. It outlives
+//! camera restarts: when the supervisor builds a new capture pipeline the hub moves every
+//! subscriber to the new producer, so outputs stay attached and their picture resumes without a
+//! reconnect. Built on gstreamer-utils' `StreamProducer`: each subscriber's appsrc gets a
+//! bounded queue that leaks the oldest, so no output can make the capture wait.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, Weak};
 
 use gst::prelude::*;
 use gst_utils::streamproducer::{ConsumerSettings, ProducerSettings};
 use gst_utils::{ConsumptionLink, StreamProducer};
 
-/// Identifies one linked consumer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct LinkId(u64);
+use super::capture::FrameStats;
+use super::gop::GopCache;
+
+/// How a subscriber queues. The defaults suit live outputs: a second of video at most.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubscriberSettings {
+    /// The output kind, for the `output` metric label (e.g. "rtsp", "record", "push:ground").
+    pub output: String,
+    /// Most buffers queued.
+    pub max_buffers: u64,
+    /// Most bytes queued.
+    pub max_bytes: u64,
+    /// Most time queued, in ms.
+    pub max_time_ms: u64,
+}
+
+impl SubscriberSettings {
+    /// Live defaults for an output named `output`.
+    pub fn new(output: impl Into<String>) -> Self {
+        SubscriberSettings {
+            output: output.into(),
+            max_buffers: 60,
+            max_bytes: 16 * 1024 * 1024,
+            max_time_ms: 1000,
+        }
+    }
+}
+
+struct Entry {
+    link: ConsumptionLink,
+    output: String,
+}
 
 #[derive(Default)]
 struct Inner {
     producer: Option<StreamProducer>,
-    links: HashMap<LinkId, ConsumptionLink>,
+    links: HashMap<u64, Entry>,
     next: u64,
+    /// Counts of subscriptions already gone, per output, so counters never go backwards.
+    retired: BTreeMap<String, (u64, u64)>,
 }
 
-/// The hub between the capture pipeline's `appsink` and the media `appsrc`s.
-#[derive(Default)]
-pub struct Fanout {
+/// The hub of one encoded stream (a camera's main encoding or one of its renditions).
+pub struct Hub {
+    name: String,
     inner: Mutex<Inner>,
+    stats: Arc<FrameStats>,
+    gop: Arc<GopCache>,
 }
 
-/// How a consumer queues: bounded, leaking the oldest, so a stuck media pipeline can never make
-/// the capture pipeline wait or grow memory.
-fn consumer_settings() -> ConsumerSettings {
-    ConsumerSettings {
-        max_buffer: 60,
-        max_bytes: gst::format::Bytes::from_u64(16 * 1024 * 1024),
-        max_time: gst::ClockTime::from_mseconds(1000),
-        event_types: Vec::new(),
+/// A subscriber's link to a hub; dropping it unlinks the subscriber.
+pub struct Subscription {
+    hub: Weak<Hub>,
+    id: u64,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Some(hub) = self.hub.upgrade() {
+            hub.unsubscribe(self.id);
+        }
     }
 }
 
-impl Fanout {
-    /// An empty hub with no producer.
-    pub fn new() -> Self {
-        Self::default()
+impl Subscription {
+    /// Buffers pushed to and dropped for this subscriber so far.
+    pub fn counts(&self) -> (u64, u64) {
+        let Some(hub) = self.hub.upgrade() else {
+            return (0, 0);
+        };
+        let inner = hub.inner.lock().unwrap();
+        inner
+            .links
+            .get(&self.id)
+            .map_or((0, 0), |e| (e.link.pushed(), e.link.dropped()))
+    }
+}
+
+/// Per-output totals, for metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputCounts {
+    /// The output label.
+    pub output: String,
+    /// Buffers pushed into its queues.
+    pub pushed: u64,
+    /// Buffers dropped because its queue was full.
+    pub dropped: u64,
+}
+
+impl Hub {
+    /// An empty hub named after its stream.
+    pub fn new(name: impl Into<String>) -> Arc<Self> {
+        Arc::new(Hub {
+            name: name.into(),
+            inner: Mutex::new(Inner::default()),
+            stats: Arc::new(FrameStats::default()),
+            gop: Arc::new(GopCache::default()),
+        })
     }
 
-    /// Makes `appsink` the source of every consumer (or detaches all with `None`).
+    /// The stream's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Frame counters of this encoding.
+    pub fn stats(&self) -> &Arc<FrameStats> {
+        &self.stats
+    }
+
+    /// The access units since the last keyframe.
+    pub fn gop(&self) -> &Arc<GopCache> {
+        &self.gop
+    }
+
+    /// Makes `appsink` the source of every subscriber (or detaches all with `None`).
     pub fn set_producer(&self, appsink: Option<&gst_app::AppSink>) {
         let producer = appsink.map(|sink| {
             // No clock sync at the appsink: frames go out the moment they are encoded.
             let p = StreamProducer::with(sink, ProducerSettings { sync: false });
-            // EOS from a failing camera must not end the viewers' streams: the supervisor
-            // restarts the camera and the same media carries on.
+            // EOS from a failing camera must not end the outputs' streams: the supervisor
+            // restarts the camera and the same outputs carry on.
             p.set_forward_events([]);
             p
         });
         let mut inner = self.inner.lock().unwrap();
-        for link in inner.links.values_mut() {
+        for entry in inner.links.values_mut() {
             match &producer {
                 Some(p) => {
-                    if let Err(e) = link.change_producer(p, false) {
-                        tracing::warn!(error = %e, "Could not move a viewer to the new capture");
+                    if let Err(e) = entry.link.change_producer(p, false) {
+                        tracing::warn!(stream = %self.name, output = %entry.output, error = %e, "Could not move an output to the new capture");
                     }
                 }
-                None => link.disconnect(),
+                None => entry.link.disconnect(),
             }
         }
         inner.producer = producer;
     }
 
-    /// Links a media's `appsrc`; it receives frames from the current and every later producer.
-    pub fn add(&self, appsrc: &gst_app::AppSrc) -> LinkId {
+    /// Links an output's `appsrc`: it receives frames from the current and every later
+    /// producer until the returned subscription is dropped.
+    pub fn subscribe(
+        self: &Arc<Self>,
+        appsrc: &gst_app::AppSrc,
+        settings: SubscriberSettings,
+    ) -> Subscription {
+        let consumer = ConsumerSettings {
+            max_buffer: settings.max_buffers,
+            max_bytes: gst::format::Bytes::from_u64(settings.max_bytes),
+            max_time: gst::ClockTime::from_mseconds(settings.max_time_ms),
+            event_types: Vec::new(),
+        };
+        let mut link = ConsumptionLink::disconnected_with(appsrc.clone(), consumer);
         let mut inner = self.inner.lock().unwrap();
-        let mut link = ConsumptionLink::disconnected_with(appsrc.clone(), consumer_settings());
         if let Some(p) = &inner.producer
             && let Err(e) = link.change_producer(p, false)
         {
-            tracing::warn!(error = %e, "Could not link a media to the capture");
+            tracing::warn!(stream = %self.name, output = %settings.output, error = %e, "Could not link an output to the capture");
         }
         inner.next += 1;
-        let id = LinkId(inner.next);
-        inner.links.insert(id, link);
-        id
+        let id = inner.next;
+        inner.links.insert(
+            id,
+            Entry {
+                link,
+                output: settings.output,
+            },
+        );
+        Subscription {
+            hub: Arc::downgrade(self),
+            id,
+        }
     }
 
-    /// Unlinks a consumer; dropping the link disconnects it.
-    pub fn remove(&self, id: LinkId) {
-        let link = self.inner.lock().unwrap().links.remove(&id);
-        drop(link);
+    fn unsubscribe(&self, id: u64) {
+        let mut inner = self.inner.lock().unwrap();
+        if let Some(entry) = inner.links.remove(&id) {
+            let r = inner.retired.entry(entry.output.clone()).or_default();
+            r.0 += entry.link.pushed();
+            r.1 += entry.link.dropped();
+            // Dropping the link disconnects it; done under the lock so a concurrent producer
+            // swap cannot relink it.
+            drop(entry);
+        }
     }
 
-    /// Number of linked consumers (one per prepared media).
-    pub fn consumers(&self) -> usize {
+    /// Number of linked subscribers.
+    pub fn subscribers(&self) -> usize {
         self.inner.lock().unwrap().links.len()
     }
 
-    /// Buffers dropped so far across the current consumers because their queue was full.
-    pub fn dropped(&self) -> u64 {
-        self.inner
-            .lock()
-            .unwrap()
-            .links
-            .values()
-            .map(|l| l.dropped())
-            .sum()
+    /// Pushed and dropped buffers per output label, including subscribers already gone.
+    pub fn output_counts(&self) -> Vec<OutputCounts> {
+        let inner = self.inner.lock().unwrap();
+        let mut totals = inner.retired.clone();
+        for e in inner.links.values() {
+            let t = totals.entry(e.output.clone()).or_default();
+            t.0 += e.link.pushed();
+            t.1 += e.link.dropped();
+        }
+        totals
+            .into_iter()
+            .map(|(output, (pushed, dropped))| OutputCounts {
+                output,
+                pushed,
+                dropped,
+            })
+            .collect()
     }
 
-    /// Asks the encoder for an IDR with SPS/PPS now, so a viewer who just joined a running
-    /// stream gets a picture within a frame interval rather than at the next scheduled keyframe.
+    /// Asks the encoder for an IDR with SPS/PPS now, so a subscriber that just joined gets a
+    /// picture within a frame interval rather than at the next scheduled keyframe.
     pub fn request_keyframe(&self) {
         let sink = self
             .inner
@@ -127,9 +243,13 @@ impl Fanout {
         );
     }
 
-    /// The latest encoded sample, for snapshots.
-    pub fn last_sample(&self) -> Option<gst::Sample> {
+    /// The caps of the current encoding (SPS/PPS, size), once the first frame was produced.
+    pub fn caps(&self) -> Option<gst::Caps> {
         let inner = self.inner.lock().unwrap();
-        inner.producer.as_ref().and_then(|p| p.last_sample())
+        inner
+            .producer
+            .as_ref()
+            .and_then(|p| p.appsink().static_pad("sink"))
+            .and_then(|pad| pad.current_caps())
     }
 }

@@ -1,8 +1,18 @@
-//! One camera, encoded once: the source and encoder choice, the always-on capture pipeline, its
-//! restart supervisor and the hub every output subscribes to. Depends on nothing above it.
+//! One camera, encoded once: the source and encoder choice, the always-on capture pipeline, the
+//! restart loop it runs under, and the hub of each encoding that every output subscribes to.
+//! Depends on `config` and `metrics` names only: nothing here knows about outputs or HTTP.
 
 pub mod backoff;
+pub mod camera;
 pub mod capture;
-pub mod h264;
+pub mod clock;
+pub mod elements;
+pub mod encoder;
+pub mod gop;
 pub mod hub;
-pub mod supervisor;
+pub mod metrics;
+pub mod restart;
+pub mod source;
+pub mod status;
+
+pub use capture::CaptureError;

@@ -1,6 +1,7 @@
-//! The RTSP server: gst-rtsp-server on its own thread with a private GLib main context, one
-//! shared media per mount fed from the capture through the [`Fanout`], and the viewer
-//! book-keeping that logs, metrics and the status API read.
+//! The RTSP output: gst-rtsp-server on its own thread with a private GLib main context, one
+//! shared media per mount (a stream or rendition) whose `appsrc` subscribes to that encoding's
+//! hub, and the viewer book-keeping that logs, metrics and the status API read. Mounts are added
+//! and removed at run time as streams come and go.
 //!
 //! Everything here runs on the GLib thread; callbacks never block. Other threads talk to it
 //! through [`RtspServer`], which only queues work onto that context.
@@ -22,8 +23,10 @@ use gst_rtsp_server::{RTSPFilterResult, gst_rtsp};
 use serde::Serialize;
 
 use crate::config::{Config, RtspConfig, Transport};
-use crate::metrics::Metrics;
-use crate::stream::hub::Fanout;
+use crate::metrics::{Metrics, MountMetrics};
+use crate::stream::camera::Encoding;
+use crate::stream::clock::SharedTime;
+use crate::stream::hub::{Hub, SubscriberSettings};
 use auth::{AuthError, LogLimiter};
 use ffi::{header, peer_ip};
 
@@ -53,6 +56,8 @@ pub enum RtspError {
 pub struct Viewer {
     /// Peer address.
     pub address: String,
+    /// The stream it set up ("" before SETUP).
+    pub stream: String,
     /// Lower transport from its last SETUP: tcp, udp or multicast ("" before SETUP).
     pub transport: String,
     /// When it connected (seconds since the Unix epoch).
@@ -76,14 +81,13 @@ pub struct Viewer {
 #[derive(Debug, Default)]
 pub struct Viewers {
     clients: Mutex<HashMap<usize, Viewer>>,
-    /// RTP bytes out of the shared payloader since start-up.
-    rtp_bytes: std::sync::atomic::AtomicU64,
+    /// RTP bytes out of each stream's shared payloader since start-up.
+    rtp_bytes: Mutex<HashMap<String, Arc<std::sync::atomic::AtomicU64>>>,
 }
 
 impl Viewers {
     /// All connected clients, with their bytes sent up to now.
     pub fn list(&self) -> Vec<Viewer> {
-        let now = self.rtp_bytes();
         self.clients
             .lock()
             .unwrap()
@@ -91,20 +95,44 @@ impl Viewers {
             .map(|v| {
                 let mut v = v.clone();
                 if let Some(mark) = v.play_mark {
-                    v.bytes_sent += now.saturating_sub(mark);
+                    v.bytes_sent += self.rtp_bytes(&v.stream).saturating_sub(mark);
                 }
                 v
             })
             .collect()
     }
 
-    fn rtp_bytes(&self) -> u64 {
-        self.rtp_bytes.load(std::sync::atomic::Ordering::Relaxed)
+    /// The connected clients of one stream.
+    pub fn of_stream(&self, stream: &str) -> Vec<Viewer> {
+        let mut l = self.list();
+        l.retain(|v| v.stream == stream);
+        l
+    }
+
+    fn counter(&self, stream: &str) -> Arc<std::sync::atomic::AtomicU64> {
+        self.rtp_bytes
+            .lock()
+            .unwrap()
+            .entry(stream.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn rtp_bytes(&self, stream: &str) -> u64 {
+        self.counter(stream)
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Marks a client as playing or not, keeping its byte count.
     fn set_playing(&self, key: usize, playing: bool) {
-        let now = self.rtp_bytes();
+        let stream = self
+            .clients
+            .lock()
+            .unwrap()
+            .get(&key)
+            .map(|v| v.stream.clone())
+            .unwrap_or_default();
+        let now = self.rtp_bytes(&stream);
         self.update(key, |v| {
             if let Some(mark) = v.play_mark.take() {
                 v.bytes_sent += now.saturating_sub(mark);
@@ -117,13 +145,13 @@ impl Viewers {
         });
     }
 
-    /// Number of clients playing.
-    pub fn playing(&self) -> usize {
+    /// Number of clients playing `stream`.
+    pub fn playing(&self, stream: &str) -> usize {
         self.clients
             .lock()
             .unwrap()
             .values()
-            .filter(|v| v.playing)
+            .filter(|v| v.playing && v.stream == stream)
             .count()
     }
 
@@ -149,41 +177,25 @@ impl Viewers {
     }
 }
 
-/// The capture clock and base time every media pipeline must share: a media created after the
-/// first would otherwise see the capture's timestamps as lying in the future and stay silent.
-#[derive(Debug, Clone)]
-pub struct SharedTime {
-    /// The clock.
-    pub clock: gst::Clock,
-    /// The base time.
-    pub base_time: gst::ClockTime,
-}
-
-impl SharedTime {
-    /// The system clock with "now" as base time.
-    pub fn now() -> Self {
-        let clock = gst::SystemClock::obtain();
-        let base_time = clock.time();
-        SharedTime { clock, base_time }
-    }
-
-    /// Applies this clock and base time to a pipeline (and stops it choosing its own).
-    pub fn apply(&self, pipeline: &gst::Pipeline) {
-        pipeline.use_clock(Some(&self.clock));
-        pipeline.set_start_time(gst::ClockTime::NONE);
-        pipeline.set_base_time(self.base_time);
-    }
-}
-
 /// A running RTSP server.
 pub struct RtspServer {
     ctx: glib::MainContext,
     main_loop: glib::MainLoop,
     server: gst_rtsp_server::RTSPServer,
-    thread: Option<JoinHandle<()>>,
-    done: std::sync::mpsc::Receiver<()>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    done: Mutex<std::sync::mpsc::Receiver<()>>,
     port: u16,
     viewers: Arc<Viewers>,
+    clients: Arc<ClientCtx>,
+    factory: FactorySettings,
+}
+
+/// What every mount's factory is built from.
+struct FactorySettings {
+    config: RtspConfig,
+    tls: bool,
+    access: bool,
+    time: SharedTime,
 }
 
 fn protocols(transports: &[Transport]) -> gst_rtsp::RTSPLowerTrans {
@@ -212,7 +224,11 @@ fn transport_of(ctx: &gst_rtsp_server::RTSPContext) -> Option<&'static str> {
 
 /// Counts RTP packets and bytes leaving the payloader. The payloader pushes buffer lists, so a
 /// buffer-only probe would miss most packets.
-fn count_rtp(media_bin: &gst::Bin, metrics: Metrics, viewers: std::sync::Weak<Viewers>) {
+fn count_rtp(
+    media_bin: &gst::Bin,
+    metrics: MountMetrics,
+    bytes: Arc<std::sync::atomic::AtomicU64>,
+) {
     let Some(pay) = media_bin.by_name("pay0") else {
         return;
     };
@@ -222,18 +238,15 @@ fn count_rtp(media_bin: &gst::Bin, metrics: Metrics, viewers: std::sync::Weak<Vi
     pad.add_probe(
         gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
         move |_, info| {
-            let (packets, bytes) = match &info.data {
+            let (packets, total) = match &info.data {
                 Some(gst::PadProbeData::Buffer(b)) => (1, b.size()),
                 Some(gst::PadProbeData::BufferList(l)) => {
                     (l.len(), l.iter().map(|b| b.size()).sum())
                 }
                 _ => return gst::PadProbeReturn::Ok,
             };
-            metrics.rtp_sent(packets as u64, bytes as u64);
-            if let Some(v) = viewers.upgrade() {
-                v.rtp_bytes
-                    .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
-            }
+            metrics.rtp_sent(packets as u64, total as u64);
+            bytes.fetch_add(total as u64, std::sync::atomic::Ordering::Relaxed);
             gst::PadProbeReturn::Ok
         },
     );
@@ -271,10 +284,10 @@ fn unsync_sinks(pipeline: &gst::Pipeline) {
 fn build_factory(
     config: &RtspConfig,
     tls: bool,
-    fanout: Arc<Fanout>,
+    hub: Arc<Hub>,
     time: SharedTime,
-    metrics: Metrics,
-    viewers: std::sync::Weak<Viewers>,
+    metrics: MountMetrics,
+    bytes: Arc<std::sync::atomic::AtomicU64>,
 ) -> gst_rtsp_server::RTSPMediaFactory {
     let factory = gst_rtsp_server::RTSPMediaFactory::new();
     // config-interval=-1: SPS/PPS before every IDR in-band too, for clients that ignore the SDP.
@@ -310,7 +323,7 @@ fn build_factory(
         let Some(bin) = element.downcast_ref::<gst::Bin>() else {
             return;
         };
-        count_rtp(bin, metrics.clone(), viewers.clone());
+        count_rtp(bin, metrics.clone(), bytes.clone());
         let Some(appsrc) = bin
             .by_name("src")
             .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
@@ -318,27 +331,67 @@ fn build_factory(
             tracing::error!("RTSP media has no appsrc named src");
             return;
         };
-        let id = fanout.add(&appsrc);
-        let weak = Arc::downgrade(&fanout);
+        // The subscription lives as long as the media is prepared; dropping it unlinks.
+        let subscription = Mutex::new(Some(
+            hub.subscribe(&appsrc, SubscriberSettings::new("rtsp")),
+        ));
         media.connect_unprepared(move |_| {
-            if let Some(fanout) = weak.upgrade() {
-                fanout.remove(id);
-            }
+            subscription.lock().unwrap().take();
         });
     });
     factory
 }
 
+/// The path of an RTSP URL, without query.
+fn url_path(url: &str) -> Option<String> {
+    let rest = &url[url.find("://")? + 3..];
+    let path = &rest[rest.find('/')?..];
+    Some(path.split('?').next().unwrap_or(path).to_string())
+}
+
+/// A mounted encoding.
+struct Mount {
+    name: String,
+    hub: Arc<Hub>,
+    metrics: MountMetrics,
+}
+
 /// What every client handler needs.
 struct ClientCtx {
     viewers: Arc<Viewers>,
-    fanout: Arc<Fanout>,
+    mounts: Mutex<HashMap<String, Mount>>,
     metrics: Metrics,
     limits: RtspConfig,
 }
 
-fn on_client(client: &gst_rtsp_server::RTSPClient, c: &ClientCtx) {
-    let (viewers, fanout, metrics) = (&c.viewers, &c.fanout, &c.metrics);
+impl ClientCtx {
+    /// The mount a request is for: its URL path, or a prefix of it (clients add "/stream=0").
+    fn mount_of(
+        &self,
+        ctx: &gst_rtsp_server::RTSPContext,
+    ) -> Option<(String, Arc<Hub>, MountMetrics)> {
+        let path = url_path(&ctx.uri()?.request_uri())?;
+        let mounts = self.mounts.lock().unwrap();
+        let mut best: Option<&str> = None;
+        for k in mounts.keys() {
+            let hit = path == *k || path.starts_with(&format!("{k}/"));
+            if hit && best.is_none_or(|b| k.len() > b.len()) {
+                best = Some(k);
+            }
+        }
+        best.and_then(|k| mounts.get(k))
+            .map(|m| (m.name.clone(), m.hub.clone(), m.metrics.clone()))
+    }
+
+    fn refresh_viewers(&self) {
+        for m in self.mounts.lock().unwrap().values() {
+            m.metrics.set_viewers(self.viewers.playing(&m.name));
+        }
+    }
+}
+
+fn on_client(client: &gst_rtsp_server::RTSPClient, c: &Arc<ClientCtx>) {
+    let (viewers, metrics) = (&c.viewers, &c.metrics);
     let session_timeout = c.limits.session_timeout_s;
     let key = client.as_ptr() as usize;
     let address = peer_ip(client);
@@ -355,6 +408,7 @@ fn on_client(client: &gst_rtsp_server::RTSPClient, c: &ClientCtx) {
         key,
         Viewer {
             address: address.clone(),
+            stream: String::new(),
             transport: String::new(),
             connected_at_unix: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -411,56 +465,56 @@ fn on_client(client: &gst_rtsp_server::RTSPClient, c: &ClientCtx) {
     client.connect_new_session(move |_, session| {
         session.set_timeout(session_timeout);
     });
-    let v = Arc::downgrade(viewers);
+    let w = Arc::downgrade(c);
     client.connect_setup_request(move |_, ctx| {
-        if let Some(v) = v.upgrade() {
+        if let Some(c) = w.upgrade() {
             let t = transport_of(ctx);
-            v.update(key, |viewer| {
+            let stream = c.mount_of(ctx).map(|(name, ..)| name);
+            c.viewers.update(key, |viewer| {
                 viewer.has_session = true;
                 viewer.last_request = Instant::now();
                 if let Some(t) = t {
                     viewer.transport = t.to_string();
                 }
+                if let Some(s) = stream {
+                    viewer.stream = s;
+                }
             });
         }
     });
-    let (v, f, m) = (
-        Arc::downgrade(viewers),
-        Arc::downgrade(fanout),
-        metrics.clone(),
-    );
-    client.connect_play_request(move |_, _| {
+    let w = Arc::downgrade(c);
+    client.connect_play_request(move |_, ctx| {
+        let Some(c) = w.upgrade() else { return };
         // The response is already on its way; the IDR asked for now reaches the new viewer
         // one frame interval later instead of at the next scheduled keyframe.
-        if let Some(f) = f.upgrade() {
-            f.request_keyframe();
+        if let Some((name, hub, _)) = c.mount_of(ctx) {
+            hub.request_keyframe();
+            c.viewers.update(key, |viewer| viewer.stream = name);
         }
-        if let Some(v) = v.upgrade() {
-            v.set_playing(key, true);
-            m.set_viewers(v.playing());
-        }
+        c.viewers.set_playing(key, true);
+        c.refresh_viewers();
     });
-    let (v, m) = (Arc::downgrade(viewers), metrics.clone());
+    let w = Arc::downgrade(c);
     client.connect_pause_request(move |_, _| {
-        if let Some(v) = v.upgrade() {
-            v.set_playing(key, false);
-            m.set_viewers(v.playing());
+        if let Some(c) = w.upgrade() {
+            c.viewers.set_playing(key, false);
+            c.refresh_viewers();
         }
     });
-    let (v, m) = (Arc::downgrade(viewers), metrics.clone());
+    let w = Arc::downgrade(c);
     client.connect_teardown_request(move |_, _| {
-        if let Some(v) = v.upgrade() {
-            v.set_playing(key, false);
-            v.update(key, |viewer| viewer.has_session = false);
-            m.set_viewers(v.playing());
+        if let Some(c) = w.upgrade() {
+            c.viewers.set_playing(key, false);
+            c.viewers.update(key, |viewer| viewer.has_session = false);
+            c.refresh_viewers();
         }
     });
-    let (v, m) = (Arc::downgrade(viewers), metrics.clone());
+    let w = Arc::downgrade(c);
     client.connect_closed(move |_| {
         tracing::info!(peer = %address, "Client disconnected");
-        if let Some(v) = v.upgrade() {
-            v.clients.lock().unwrap().remove(&key);
-            m.set_viewers(v.playing());
+        if let Some(c) = w.upgrade() {
+            c.viewers.clients.lock().unwrap().remove(&key);
+            c.refresh_viewers();
         }
     });
 }
@@ -491,13 +545,10 @@ fn close_idle(server: &gst_rtsp_server::RTSPServer, c: &ClientCtx, idle: Duratio
 
 impl RtspServer {
     /// Binds the server and starts its GLib thread. Returns once the port is bound (or not).
-    pub fn start(
-        full: &Config,
-        fanout: Arc<Fanout>,
-        time: SharedTime,
-        metrics: Metrics,
-    ) -> Result<Self, RtspError> {
+    /// Blocks until the GLib thread reports; call it from a blocking context.
+    pub fn start(full: &Config, time: SharedTime, metrics: Metrics) -> Result<Self, RtspError> {
         let config = full.rtsp.clone();
+        let factory_config = config.clone();
         let tls = full.tls.enabled();
         let limiter = Arc::new(LogLimiter::new(5, Duration::from_secs(60)));
         let m = metrics.clone();
@@ -509,6 +560,7 @@ impl RtspServer {
         });
         // Built here (not on the GLib thread) so a bad certificate fails start-up with its reason.
         let access = auth::build(full, on_failure)?;
+        let access_for_mounts = access.is_some();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         let viewers = Arc::new(Viewers::default());
@@ -529,29 +581,14 @@ impl RtspServer {
                     if let Some(pool) = server.session_pool() {
                         pool.set_max_sessions(config.max_sessions);
                     }
-                    let factory = build_factory(
-                        &config,
-                        tls,
-                        fanout.clone(),
-                        time,
-                        metrics.clone(),
-                        Arc::downgrade(&thread_viewers),
-                    );
-                    if let Some(a) = &access {
-                        auth::allow_viewers(&factory);
-                        server.set_auth(Some(a));
-                    }
-                    server
-                        .mount_points()
-                        .expect("a new server has mount points")
-                        .add_factory(&config.mount, factory);
                     let ctx_data = Arc::new(ClientCtx {
                         viewers: thread_viewers.clone(),
-                        fanout: fanout.clone(),
+                        mounts: Mutex::new(HashMap::new()),
                         metrics: metrics.clone(),
                         limits: config.clone(),
                     });
                     let c = ctx_data.clone();
+                    let reported = ctx_data.clone();
                     server.connect_client_connected(move |_, client| on_client(client, &c));
                     let source = match server.attach(Some(&ctx)) {
                         Ok(id) => id,
@@ -585,8 +622,13 @@ impl RtspServer {
                     );
                     cleanup.attach(Some(&ctx));
                     let port = server.bound_port().max(0) as u16;
-                    let _ =
-                        ready_tx.send(Ok((server.clone(), main_loop.clone(), ctx.clone(), port)));
+                    let _ = ready_tx.send(Ok((
+                        server.clone(),
+                        main_loop.clone(),
+                        ctx.clone(),
+                        port,
+                        reported,
+                    )));
                     main_loop.run();
                     cleanup.destroy();
                     // SourceId::remove would look in the default context, not ours.
@@ -601,14 +643,21 @@ impl RtspServer {
             })
             .map_err(|_| RtspError::ThreadDied)?;
         match ready_rx.recv() {
-            Ok(Ok((server, main_loop, ctx, port))) => Ok(RtspServer {
+            Ok(Ok((server, main_loop, ctx, port, clients))) => Ok(RtspServer {
                 ctx,
                 main_loop,
                 server,
-                thread: Some(thread),
-                done: done_rx,
+                thread: Mutex::new(Some(thread)),
+                done: Mutex::new(done_rx),
                 port,
                 viewers,
+                clients,
+                factory: FactorySettings {
+                    config: factory_config,
+                    tls,
+                    access: access_for_mounts,
+                    time,
+                },
             }),
             Ok(Err(e)) => {
                 let _ = thread.join();
@@ -616,6 +665,64 @@ impl RtspServer {
             }
             Err(_) => Err(RtspError::ThreadDied),
         }
+    }
+
+    /// Serves `encoding` at its mount path, from now on (runs on the GLib thread).
+    pub fn mount(&self, encoding: &Encoding) {
+        let f = &self.factory;
+        let metrics = self.clients.metrics.mount(&encoding.name);
+        let factory = build_factory(
+            &f.config,
+            f.tls,
+            encoding.hub.clone(),
+            f.time.clone(),
+            metrics.clone(),
+            self.viewers.counter(&encoding.name),
+        );
+        if f.access {
+            auth::allow_viewers(&factory);
+        }
+        self.clients.mounts.lock().unwrap().insert(
+            encoding.mount.clone(),
+            Mount {
+                name: encoding.name.clone(),
+                hub: encoding.hub.clone(),
+                metrics,
+            },
+        );
+        let (server, path) = (self.server.clone(), encoding.mount.clone());
+        self.ctx.invoke(move || {
+            if let Some(m) = server.mount_points() {
+                m.add_factory(&path, factory);
+            }
+        });
+    }
+
+    /// Stops serving `path`: new requests get 404 and its viewers are disconnected.
+    pub fn unmount(&self, path: &str) {
+        let removed = self.clients.mounts.lock().unwrap().remove(path);
+        let name = removed.map(|m| m.name).unwrap_or_default();
+        let (server, path, viewers) = (self.server.clone(), path.to_string(), self.viewers.clone());
+        self.ctx.invoke(move || {
+            if let Some(m) = server.mount_points() {
+                m.remove_factory(&path);
+            }
+            // Viewers of a removed stream would otherwise keep a silent session.
+            let keys: Vec<usize> = viewers
+                .clients
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(_, v)| v.stream == name)
+                .map(|(k, _)| *k)
+                .collect();
+            server.client_filter(Some(&mut |_, client| {
+                if keys.contains(&(client.as_ptr() as usize)) {
+                    client.close();
+                }
+                RTSPFilterResult::Keep
+            }));
+        });
     }
 
     /// The port actually bound.
@@ -636,7 +743,7 @@ impl RtspServer {
     }
 
     /// Closes every client and stops the GLib thread, waiting at most `timeout`.
-    pub fn stop(mut self, timeout: Duration) {
+    pub fn stop(&self, timeout: Duration) {
         let server = self.server.clone();
         let main_loop = self.main_loop.clone();
         self.ctx.invoke(move || {
@@ -647,12 +754,13 @@ impl RtspServer {
             main_loop.quit();
         });
         let deadline = Instant::now() + timeout;
-        if self
+        let stopped = self
             .done
+            .lock()
+            .unwrap()
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .is_ok()
-            && let Some(t) = self.thread.take()
-        {
+            .is_ok();
+        if stopped && let Some(t) = self.thread.lock().unwrap().take() {
             let _ = t.join();
         } else {
             tracing::warn!("RTSP thread did not stop in time; leaving it");

@@ -57,6 +57,11 @@ fn macroblocks(px: u32) -> u64 {
 }
 
 impl Level {
+    /// Level 4 (1080p30), for descriptions built before validation caught a bad level.
+    pub fn fallback() -> Level {
+        LEVELS[10]
+    }
+
     /// Whether a stream of this size and rate stays within this level's frame-size and
     /// macroblock-rate limits (including the per-dimension bound √(8·MaxFS)).
     pub fn fits(&self, width: u32, height: u32, fps: u32) -> bool {

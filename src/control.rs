@@ -1,0 +1,391 @@
+//! The one door live control goes through: the running streams, their RTSP mounts, and the
+//! changes the control API (`PATCH`) and `SIGHUP` ask for. Each change is applied to the running
+//! pipeline where it can be, or by restarting that stream alone with reason `reconfigure`; a
+//! stream that did not change is never touched.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, StreamConfig};
+use crate::output::rtsp::RtspServer;
+use crate::output::snapshot::Snapshotter;
+use crate::stream::camera::{self, Applied, Camera, Encoding};
+use crate::stream::clock::SharedTime;
+use crate::stream::restart::Exit;
+use crate::stream::status::State;
+
+/// Why a change was refused; nothing was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// No stream or rendition has that name.
+    #[error("no stream named {0:?}")]
+    NotFound(String),
+    /// The body is not a JSON object of known settings, or a value is out of range.
+    #[error("{0}")]
+    Invalid(String),
+    /// The stream's task has ended.
+    #[error(transparent)]
+    NotRunning(#[from] camera::ControlError),
+    /// A stream could not be started (no encoder works, a missing element).
+    #[error("stream {name} cannot start: {reason}")]
+    Start {
+        /// The stream.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The answer to a change.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// The stream changed.
+    pub stream: String,
+    /// How it was applied.
+    pub applied: Applied,
+}
+
+struct Running {
+    camera: Camera,
+    cancel: CancellationToken,
+    snapshots: Arc<Snapshotter>,
+}
+
+/// The running streams and what changes them.
+pub struct Control {
+    streams: RwLock<BTreeMap<String, Running>>,
+    order: RwLock<Vec<String>>,
+    config: RwLock<Arc<Config>>,
+    rtsp: Arc<RtspServer>,
+    time: SharedTime,
+    cancel: CancellationToken,
+    exits: mpsc::UnboundedSender<(String, Exit)>,
+}
+
+/// What a stream's structure is: changing any of it re-creates the stream's hubs and mounts.
+fn shape(s: &StreamConfig) -> Vec<(String, String)> {
+    std::iter::once((s.name.clone(), s.mount_path()))
+        .chain(
+            s.renditions
+                .iter()
+                .map(|r| (r.name.clone(), r.mount_path())),
+        )
+        .collect()
+}
+
+/// Merges `patch` into `base`: objects merge key by key, anything else replaces.
+fn merge(base: &mut Value, patch: &Value) {
+    match (base, patch) {
+        (Value::Object(b), Value::Object(p)) => {
+            for (k, v) in p {
+                merge(b.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (b, p) => *b = p.clone(),
+    }
+}
+
+impl Control {
+    /// An empty control over `rtsp`; `exits` hears when a stream's supervisor gives up.
+    pub fn new(
+        config: Arc<Config>,
+        rtsp: Arc<RtspServer>,
+        time: SharedTime,
+        cancel: CancellationToken,
+        exits: mpsc::UnboundedSender<(String, Exit)>,
+    ) -> Self {
+        Control {
+            streams: RwLock::new(BTreeMap::new()),
+            order: RwLock::new(Vec::new()),
+            config: RwLock::new(config),
+            rtsp,
+            time,
+            cancel,
+            exits,
+        }
+    }
+
+    /// The configuration in force (with streams as last applied).
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().unwrap().clone()
+    }
+
+    /// The RTSP server.
+    pub fn rtsp(&self) -> &Arc<RtspServer> {
+        &self.rtsp
+    }
+
+    /// Chooses the encoder (test encodes run off the async threads), starts the camera and
+    /// mounts its encodings.
+    pub async fn start_stream(&self, config: StreamConfig) -> Result<(), ControlError> {
+        let name = config.name.clone();
+        let c = config.clone();
+        let selection = tokio::task::spawn_blocking(move || camera::choose_encoder(&c))
+            .await
+            .map_err(|e| ControlError::Start {
+                name: name.clone(),
+                reason: e.to_string(),
+            })?
+            .map_err(|e| ControlError::Start {
+                name: name.clone(),
+                reason: e.to_string(),
+            })?;
+        tracing::info!(stream = %name, encoder = selection.encoder.element(), reason = %selection.reason(), "Encoder selected");
+        if let Some(caveat) = crate::stream::encoder::caveats(&config, selection.encoder) {
+            tracing::info!(stream = %name, "{caveat}");
+        }
+        if config.source.kind == crate::config::SourceKind::Test {
+            tracing::warn!(
+                stream = %name,
+                pattern = %config.source.pattern,
+                "Streaming a TEST PATTERN, not a camera (source.kind = \"test\")"
+            );
+        }
+        let cancel = self.cancel.child_token();
+        let (camera, task) = camera::start(config, selection, self.time.clone(), cancel.clone());
+        for e in &camera.encodings {
+            self.rtsp.mount(e);
+            tracing::info!(stream = %e.name, mount = %e.mount, size = %format!("{}x{}@{}", e.width, e.height, e.fps), "Mounted");
+        }
+        let exits = self.exits.clone();
+        let n = name.clone();
+        tokio::spawn(async move {
+            let exit = task.await.unwrap_or_else(|e| {
+                tracing::error!(stream = %n, error = %e, "Camera task panicked");
+                Exit::MaxRetriesExceeded
+            });
+            let _ = exits.send((n, exit));
+        });
+        self.order.write().unwrap().push(name.clone());
+        self.streams.write().unwrap().insert(
+            name,
+            Running {
+                camera,
+                cancel,
+                snapshots: Arc::new(Snapshotter::default()),
+            },
+        );
+        Ok(())
+    }
+
+    /// Stops a stream: its mounts go away (its viewers are disconnected) and its capture ends.
+    pub async fn stop_stream(&self, name: &str) {
+        let running = self.streams.write().unwrap().remove(name);
+        self.order.write().unwrap().retain(|n| n != name);
+        let Some(r) = running else { return };
+        for e in &r.camera.encodings {
+            self.rtsp.unmount(&e.mount);
+        }
+        r.cancel.cancel();
+        // The supervisor stops its pipeline within its own bound; wait for the state to say so.
+        let mut status = r.camera.watch_status();
+        let _ = tokio::time::timeout(
+            Duration::from_secs(4),
+            status.wait_for(|s| s.health.state == State::Stopped),
+        )
+        .await;
+        tracing::info!(stream = %name, "Stream stopped");
+    }
+
+    /// Every running camera, in configuration order.
+    pub fn cameras(&self) -> Vec<Camera> {
+        let streams = self.streams.read().unwrap();
+        self.order
+            .read()
+            .unwrap()
+            .iter()
+            .filter_map(|n| streams.get(n).map(|r| r.camera.clone()))
+            .collect()
+    }
+
+    /// A running camera by its stream name.
+    pub fn camera(&self, name: &str) -> Option<Camera> {
+        self.streams
+            .read()
+            .unwrap()
+            .get(name)
+            .map(|r| r.camera.clone())
+    }
+
+    /// The camera and encoding of a stream or rendition name, with its snapshot maker.
+    pub fn encoding(&self, name: &str) -> Option<(Camera, Encoding, Arc<Snapshotter>)> {
+        let streams = self.streams.read().unwrap();
+        streams.values().find_map(|r| {
+            r.camera
+                .encodings
+                .iter()
+                .find(|e| e.name == name)
+                .map(|e| (r.camera.clone(), e.clone(), r.snapshots.clone()))
+        })
+    }
+
+    /// Applies a JSON merge patch to a stream's settings.
+    pub async fn patch(&self, name: &str, patch: &Value) -> Result<Outcome, ControlError> {
+        let camera = match self.camera(name) {
+            Some(c) => c,
+            None if self.encoding(name).is_some() => {
+                return Err(ControlError::Invalid(format!(
+                    "{name} is a rendition: change it through its stream's renditions"
+                )));
+            }
+            None => return Err(ControlError::NotFound(name.to_string())),
+        };
+        if !patch.is_object() {
+            return Err(ControlError::Invalid(
+                "the body must be a JSON object of settings, e.g. {\"encoder\": {\"bitrate_kbps\": 1000}}"
+                    .into(),
+            ));
+        }
+        let current = camera.config();
+        let mut value =
+            serde_json::to_value(&*current).map_err(|e| ControlError::Invalid(e.to_string()))?;
+        merge(&mut value, patch);
+        let new: StreamConfig = serde_json::from_value(value)
+            .map_err(|e| ControlError::Invalid(format!("invalid settings: {e}")))?;
+        if shape(&new) != shape(&current) {
+            return Err(ControlError::Invalid(
+                "name, mount and the set of renditions cannot change through the API; edit the \
+                 configuration file and send SIGHUP"
+                    .into(),
+            ));
+        }
+        new.validate("")
+            .map_err(|e| ControlError::Invalid(e.to_string()))?;
+        let applied = camera.reconfigure(new.clone()).await?;
+        self.remember(new);
+        tracing::info!(stream = %name, applied = ?applied, "Settings changed through the API");
+        Ok(Outcome {
+            stream: name.to_string(),
+            applied,
+        })
+    }
+
+    /// Records a stream's new settings in the configuration the status API shows.
+    fn remember(&self, stream: StreamConfig) {
+        let mut config = self.config.write().unwrap();
+        let mut c = (**config).clone();
+        if c.streams.is_empty() {
+            c.source = stream.source;
+            c.video = stream.video;
+            c.encoder = stream.encoder;
+            c.supervisor = stream.supervisor;
+            c.renditions = stream.renditions;
+        } else if let Ok(v) = figment::value::Value::serialize(&stream) {
+            for s in c.streams.iter_mut() {
+                if s.find_ref("name").and_then(|n| n.as_str()) == Some(stream.name.as_str()) {
+                    *s = v.clone();
+                }
+            }
+        }
+        *config = Arc::new(c);
+    }
+
+    /// Applies a re-read configuration: unchanged streams are untouched, changed ones are
+    /// reconfigured (live or by a restart), new ones start and removed ones stop. Settings
+    /// outside the streams need a daemon restart and are reported, not applied.
+    pub async fn reload(&self, new: Config) -> Vec<Outcome> {
+        let old = self.config();
+        let new_streams = match new.streams() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "Configuration not reloaded");
+                return Vec::new();
+            }
+        };
+        for (section, changed) in [
+            ("rtsp", old.rtsp != new.rtsp),
+            ("http", old.http != new.http),
+            ("auth", old.auth != new.auth),
+            ("tls", old.tls != new.tls),
+            ("log", old.log != new.log),
+        ] {
+            if changed {
+                tracing::warn!(
+                    section,
+                    "[{section}] changed; it takes effect when camstream restarts"
+                );
+            }
+        }
+        let mut outcomes = Vec::new();
+        let wanted: Vec<String> = new_streams.iter().map(|s| s.name.clone()).collect();
+        for name in self.order.read().unwrap().clone() {
+            if !wanted.contains(&name) {
+                self.stop_stream(&name).await;
+                outcomes.push(Outcome {
+                    stream: name,
+                    applied: Applied::Restart,
+                });
+            }
+        }
+        for s in new_streams {
+            let name = s.name.clone();
+            let applied = match self.camera(&name) {
+                Some(c) if shape(&c.config()) == shape(&s) => match c.reconfigure(s).await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::error!(stream = %name, error = %e, "Reload not applied");
+                        continue;
+                    }
+                },
+                Some(_) => {
+                    self.stop_stream(&name).await;
+                    if let Err(e) = self.start_stream(s).await {
+                        tracing::error!(error = %e, "Reload could not start a stream");
+                    }
+                    Applied::Restart
+                }
+                None => {
+                    if let Err(e) = self.start_stream(s).await {
+                        tracing::error!(error = %e, "Reload could not start a stream");
+                        continue;
+                    }
+                    Applied::Restart
+                }
+            };
+            outcomes.push(Outcome {
+                stream: name,
+                applied,
+            });
+        }
+        *self.config.write().unwrap() = Arc::new(new);
+        for o in &outcomes {
+            if o.applied != Applied::Unchanged {
+                tracing::info!(stream = %o.stream, applied = ?o.applied, "Reloaded");
+            }
+        }
+        outcomes
+    }
+
+    /// Whether every required stream is streaming with fresh frames.
+    pub fn required_streaming(&self) -> Vec<(String, bool)> {
+        self.cameras()
+            .into_iter()
+            .filter(|c| c.config().required)
+            .map(|c| (c.name.clone(), c.flowing()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_patches_objects_and_replaces_values() {
+        let mut base = serde_json::json!({"encoder": {"bitrate_kbps": 4000, "kind": "x264"}, "required": true});
+        merge(
+            &mut base,
+            &serde_json::json!({"encoder": {"bitrate_kbps": 1000}, "required": false}),
+        );
+        assert_eq!(
+            base,
+            serde_json::json!({"encoder": {"bitrate_kbps": 1000, "kind": "x264"}, "required": false})
+        );
+    }
+}

@@ -1,0 +1,140 @@
+//! The streams API: read each stream's state and settings, change them (`PATCH`, a JSON merge
+//! of settings, applied live or by a restart of that stream alone), and ask for a keyframe.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State as AxumState};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use super::{Shared, error};
+use crate::control::ControlError;
+use crate::stream::camera::Camera;
+use crate::stream::status::State;
+
+/// Largest PATCH body accepted.
+const MAX_BODY: usize = 16 * 1024;
+
+/// Routes that only read.
+pub(super) fn reads() -> Router<Shared> {
+    Router::new()
+        .route("/api/v1/streams", get(list))
+        .route("/api/v1/streams/{name}", get(one))
+}
+
+/// Routes that change something (the caller puts the token check in front).
+pub(super) fn writes() -> Router<Shared> {
+    Router::new()
+        .route("/api/v1/streams/{name}", axum::routing::patch(patch))
+        .route("/api/v1/streams/{name}/keyframe", post(keyframe))
+}
+
+/// One stream as the API shows it: state, encoder, settings, encodings and their viewers.
+pub(super) fn describe(s: &Shared, c: &Camera) -> Value {
+    let st = c.status();
+    let config = c.config();
+    let backoff = match &st.health.state {
+        State::Backoff {
+            attempt,
+            reason,
+            delay_ms,
+        } => json!({ "attempt": attempt, "reason": reason, "delay_ms": delay_ms }),
+        _ => Value::Null,
+    };
+    let viewers = s.control.rtsp().viewers();
+    let encodings: Vec<Value> = c
+        .encodings
+        .iter()
+        .map(|e| {
+            let stats = e.hub.stats();
+            json!({
+                "name": e.name,
+                "mount": e.mount,
+                "width": e.width,
+                "height": e.height,
+                "fps": e.fps,
+                "frames": {
+                    "encoded": stats.frames(),
+                    "keyframes": stats.keyframes(),
+                    "bytes": stats.bytes(),
+                    "last_frame_age_ms": stats.last_frame_age().map(|a| a.as_millis() as u64),
+                },
+                "outputs": e.hub.output_counts().into_iter().map(|o| json!({
+                    "output": o.output, "pushed": o.pushed, "dropped": o.dropped,
+                })).collect::<Vec<_>>(),
+                "viewers": viewers.playing(&e.name),
+            })
+        })
+        .collect();
+    let main = &encodings[0];
+    json!({
+        "name": c.name,
+        "mount": config.mount_path(),
+        "required": config.required,
+        "state": st.health.state.name(),
+        "backoff": backoff,
+        "restarts": st.health.restarts,
+        "last_error": st.health.last_error,
+        "source": st.source,
+        "encoder": st.encoder,
+        "encoder_reason": st.encoder_reason,
+        "h264_level": config.level().ok().map(|l| l.as_str()),
+        "frames": main["frames"],
+        "encodings": encodings,
+        "settings": &*config,
+    })
+}
+
+async fn list(AxumState(s): AxumState<Shared>) -> Response {
+    let streams: Vec<Value> = s
+        .control
+        .cameras()
+        .iter()
+        .map(|c| describe(&s, c))
+        .collect();
+    Json(json!({ "streams": streams })).into_response()
+}
+
+async fn one(AxumState(s): AxumState<Shared>, Path(name): Path<String>) -> Response {
+    match s.control.camera(&name) {
+        Some(c) => Json(describe(&s, &c)).into_response(),
+        None => error(StatusCode::NOT_FOUND, &format!("no stream named {name:?}")),
+    }
+}
+
+async fn patch(AxumState(s): AxumState<Shared>, Path(name): Path<String>, body: Bytes) -> Response {
+    if body.len() > MAX_BODY {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("body larger than {MAX_BODY} bytes"),
+        );
+    }
+    let patch: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("body is not JSON: {e}")),
+    };
+    match s.control.patch(&name, &patch).await {
+        Ok(o) => Json(json!({ "stream": o.stream, "applied": o.applied })).into_response(),
+        Err(ControlError::NotFound(n)) => {
+            error(StatusCode::NOT_FOUND, &format!("no stream named {n:?}"))
+        }
+        Err(e @ ControlError::Invalid(_)) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+async fn keyframe(AxumState(s): AxumState<Shared>, Path(name): Path<String>) -> Response {
+    match s.control.encoding(&name) {
+        Some((_, e, _)) => {
+            e.hub.request_keyframe();
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({ "stream": name, "keyframe": "requested" })),
+            )
+                .into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, &format!("no stream named {name:?}")),
+    }
+}

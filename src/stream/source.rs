@@ -1,0 +1,197 @@
+//! Where pictures come from: the configured source resolved to a concrete one (`auto` finds a
+//! libcamera camera, else a V4L2 capture device; never a test pattern), and the description of
+//! its part of the capture pipeline.
+
+use std::fmt;
+use std::path::Path;
+
+use gst::prelude::*;
+
+use super::CaptureError;
+use super::elements::require;
+use crate::config::{SourceConfig, SourceKind, VideoConfig};
+
+/// A concrete source, after `auto` has been resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// `libcamerasrc`, optionally a named camera.
+    Libcamera {
+        /// Camera name; empty for the first.
+        camera_name: String,
+    },
+    /// `v4l2src` on a device.
+    V4l2 {
+        /// Device path.
+        device: String,
+    },
+    /// `videotestsrc`.
+    Test {
+        /// Pattern name.
+        pattern: String,
+    },
+    /// An operator-given launch fragment.
+    Pipeline {
+        /// The fragment.
+        fragment: String,
+    },
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Libcamera { camera_name } if camera_name.is_empty() => {
+                write!(f, "libcamera (first camera)")
+            }
+            Source::Libcamera { camera_name } => write!(f, "libcamera camera {camera_name}"),
+            Source::V4l2 { device } => write!(f, "v4l2 {device}"),
+            Source::Test { pattern } => write!(f, "test pattern {pattern}"),
+            Source::Pipeline { .. } => write!(f, "pipeline fragment"),
+        }
+    }
+}
+
+impl Source {
+    /// Short name for metrics and status: libcamera, v4l2, test or pipeline.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Source::Libcamera { .. } => "libcamera",
+            Source::V4l2 { .. } => "v4l2",
+            Source::Test { .. } => "test",
+            Source::Pipeline { .. } => "pipeline",
+        }
+    }
+}
+
+/// Finds a camera for `source.kind = "auto"`: a libcamera camera first, else a V4L2 capture
+/// device. Runs the GStreamer device monitor, so it takes a moment; call it off the GLib thread.
+pub fn discover_camera() -> Option<Source> {
+    let monitor = gst::DeviceMonitor::new();
+    monitor.add_filter(Some("Video/Source"), None);
+    if monitor.start().is_err() {
+        return None;
+    }
+    let devices = monitor.devices();
+    monitor.stop();
+    let mut v4l2 = None;
+    for device in devices {
+        let Ok(element) = device.create_element(None) else {
+            continue;
+        };
+        let factory = element.factory().map(|f| f.name().to_string());
+        match factory.as_deref() {
+            Some("libcamerasrc") => {
+                let camera_name = if element.has_property("camera-name") {
+                    element
+                        .property::<Option<String>>("camera-name")
+                        .unwrap_or_default()
+                } else {
+                    String::new()
+                };
+                return Some(Source::Libcamera { camera_name });
+            }
+            Some("v4l2src") if v4l2.is_none() => {
+                let device: Option<String> = element.property("device");
+                if let Some(device) = device {
+                    v4l2 = Some(Source::V4l2 { device });
+                }
+            }
+            _ => {}
+        }
+    }
+    v4l2
+}
+
+/// Resolves the configured source to a concrete one, checking that what it needs exists.
+pub fn resolve(s: &SourceConfig) -> Result<Source, CaptureError> {
+    match s.kind {
+        SourceKind::Test => {
+            require("videotestsrc")?;
+            Ok(Source::Test {
+                pattern: s.pattern.clone(),
+            })
+        }
+        SourceKind::Pipeline => Ok(Source::Pipeline {
+            fragment: s.pipeline.clone(),
+        }),
+        SourceKind::Libcamera => {
+            require("libcamerasrc")?;
+            Ok(Source::Libcamera {
+                camera_name: s.camera_name.clone(),
+            })
+        }
+        SourceKind::V4l2 => {
+            require("v4l2src")?;
+            let device = if s.device.is_empty() {
+                match discover_camera() {
+                    Some(Source::V4l2 { device }) => device,
+                    _ => "/dev/video0".to_string(),
+                }
+            } else {
+                s.device.clone()
+            };
+            if !Path::new(&device).exists() {
+                return Err(CaptureError::NoDevice {
+                    what: "camera device",
+                    path: device,
+                });
+            }
+            Ok(Source::V4l2 { device })
+        }
+        SourceKind::Auto => {
+            if !s.device.is_empty() {
+                require("v4l2src")?;
+                if !Path::new(&s.device).exists() {
+                    return Err(CaptureError::NoDevice {
+                        what: "camera device",
+                        path: s.device.clone(),
+                    });
+                }
+                return Ok(Source::V4l2 {
+                    device: s.device.clone(),
+                });
+            }
+            discover_camera().ok_or(CaptureError::NoCamera)
+        }
+    }
+}
+
+/// Quotes a value for a launch description.
+pub(super) fn quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// The source part of a capture description, ending in raw video of the configured size and
+/// rate (converters are passthrough when the camera already delivers it).
+pub fn describe(source: &Source, v: &VideoConfig) -> String {
+    let raw_caps = format!(
+        "video/x-raw,width={},height={},framerate={}/1",
+        v.width, v.height, v.fps
+    );
+    match source {
+        // videotestsrc produces the exact size and rate, so nothing needs converting.
+        Source::Test { pattern } => format!(
+            "videotestsrc name=src is-live=true pattern={} ! {raw_caps}",
+            quote(pattern)
+        ),
+        // libcamerasrc only negotiates with explicit format, colorimetry and interlace mode.
+        Source::Libcamera { camera_name } => {
+            let name = if camera_name.is_empty() {
+                String::new()
+            } else {
+                format!(" camera-name={}", quote(camera_name))
+            };
+            format!(
+                "libcamerasrc name=src{name} ! {raw_caps},format=NV12,colorimetry=bt709,\
+                 interlace-mode=progressive"
+            )
+        }
+        Source::V4l2 { device } => format!(
+            "v4l2src name=src device={} ! videoconvert ! videoscale ! videorate drop-only=true \
+             ! {raw_caps}",
+            quote(device)
+        ),
+        Source::Pipeline { fragment } => format!(
+            "{fragment} ! videoconvert ! videoscale ! videorate drop-only=true ! {raw_caps}"
+        ),
+    }
+}
