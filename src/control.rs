@@ -314,7 +314,8 @@ impl Control {
         }
         let mut outcomes = Vec::new();
         let wanted: Vec<String> = new_streams.iter().map(|s| s.name.clone()).collect();
-        for name in self.order.read().unwrap().clone() {
+        let running = self.order.read().unwrap().clone();
+        for name in running {
             if !wanted.contains(&name) {
                 self.stop_stream(&name).await;
                 outcomes.push(Outcome {

@@ -263,9 +263,21 @@ async fn stop_pipeline(pipeline: gst::Pipeline) {
     }
 }
 
+/// The settings the capture pipeline is built from; output sections are not among them, so a
+/// change to an output never touches the capture.
+fn capture_view(s: &StreamConfig) -> impl PartialEq + '_ {
+    (
+        &s.source,
+        &s.video,
+        &s.encoder,
+        &s.supervisor,
+        &s.renditions,
+    )
+}
+
 /// What a change needs: nothing, a live bitrate change, or a restart.
 fn plan(old: &StreamConfig, new: &StreamConfig) -> Applied {
-    if old == new {
+    if capture_view(old) == capture_view(new) {
         return Applied::Unchanged;
     }
     let mut same = new.clone();
@@ -273,20 +285,8 @@ fn plan(old: &StreamConfig, new: &StreamConfig) -> Applied {
     for (r, o) in same.renditions.iter_mut().zip(&old.renditions) {
         r.bitrate_kbps = o.bitrate_kbps;
     }
-    // Fields only outputs read (required) do not touch the capture either.
-    same.required = old.required;
-    if &same == old {
-        if new.encoder.bitrate_kbps == old.encoder.bitrate_kbps
-            && new
-                .renditions
-                .iter()
-                .zip(&old.renditions)
-                .all(|(a, b)| a.bitrate_kbps == b.bitrate_kbps)
-        {
-            Applied::Unchanged
-        } else {
-            Applied::Live
-        }
+    if capture_view(&same) == capture_view(old) {
+        Applied::Live
     } else {
         Applied::Restart
     }
@@ -484,7 +484,7 @@ impl Runner {
                     match since {
                         None if stats.frames() > frames_before => {
                             since = Some(Instant::now());
-                            tracing::info!(stream = %name, source = %source_name, encoder = self.encoder.element(), first_frame_ms = t0.elapsed().as_millis() as u64, "Streaming");
+                            tracing::info!(source = %source_name, stream = %name, encoder = self.encoder.element(), first_frame_ms = t0.elapsed().as_millis() as u64, "Streaming");
                             self.status.send_modify(|s| s.health.state = State::Streaming);
                             self.metrics.set_state("streaming");
                         }
