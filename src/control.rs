@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, StreamConfig};
 use crate::output::rtsp::RtspServer;
 use crate::output::snapshot::Snapshotter;
+use crate::output::{self, Outputs};
 use crate::stream::camera::{self, Applied, Camera, Encoding};
 use crate::stream::clock::SharedTime;
 use crate::stream::restart::Exit;
@@ -55,6 +56,7 @@ struct Running {
     camera: Camera,
     cancel: CancellationToken,
     snapshots: Arc<Snapshotter>,
+    outputs: Outputs,
 }
 
 /// The running streams and what changes them.
@@ -153,6 +155,15 @@ impl Control {
             self.rtsp.mount(e);
             tracing::info!(stream = %e.name, mount = %e.mount, size = %format!("{}x{}@{}", e.width, e.height, e.fps), "Mounted");
         }
+        let outputs = Outputs::default();
+        output::start(
+            &camera,
+            &output::Context {
+                time: self.time.clone(),
+            },
+            &outputs,
+            &cancel,
+        );
         let exits = self.exits.clone();
         let n = name.clone();
         tokio::spawn(async move {
@@ -169,6 +180,7 @@ impl Control {
                 camera,
                 cancel,
                 snapshots: Arc::new(Snapshotter::default()),
+                outputs,
             },
         );
         Ok(())
@@ -211,6 +223,15 @@ impl Control {
             .unwrap()
             .get(name)
             .map(|r| r.camera.clone())
+    }
+
+    /// The outputs of a stream (other than RTSP).
+    pub fn outputs(&self, name: &str) -> Option<Outputs> {
+        self.streams
+            .read()
+            .unwrap()
+            .get(name)
+            .map(|r| r.outputs.clone())
     }
 
     /// The camera and encoding of a stream or rendition name, with its snapshot maker.
@@ -258,6 +279,12 @@ impl Control {
         new.validate("")
             .map_err(|e| ControlError::Invalid(e.to_string()))?;
         let applied = camera.reconfigure(new.clone()).await?;
+        // The capture took nothing, but an output section changed: its manager applies it live.
+        let applied = if applied == Applied::Unchanged && new != *current {
+            Applied::Live
+        } else {
+            applied
+        };
         self.remember(new);
         tracing::info!(stream = %name, applied = ?applied, "Settings changed through the API");
         Ok(Outcome {
@@ -326,14 +353,17 @@ impl Control {
         }
         for s in new_streams {
             let name = s.name.clone();
+            let before = self.camera(&name).map(|c| c.config());
             let applied = match self.camera(&name) {
-                Some(c) if shape(&c.config()) == shape(&s) => match c.reconfigure(s).await {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::error!(stream = %name, error = %e, "Reload not applied");
-                        continue;
+                Some(c) if shape(&c.config()) == shape(&s) => {
+                    match c.reconfigure(s.clone()).await {
+                        Ok(a) => a,
+                        Err(e) => {
+                            tracing::error!(stream = %name, error = %e, "Reload not applied");
+                            continue;
+                        }
                     }
-                },
+                }
                 Some(_) => {
                     self.stop_stream(&name).await;
                     if let Err(e) = self.start_stream(s).await {
@@ -348,6 +378,15 @@ impl Control {
                     }
                     Applied::Restart
                 }
+            };
+            // Output sections changed without touching the capture: applied live.
+            let applied = match (applied, before) {
+                (Applied::Unchanged, Some(b))
+                    if self.camera(&name).is_some_and(|c| c.config() != b) =>
+                {
+                    Applied::Live
+                }
+                (a, _) => a,
             };
             outcomes.push(Outcome {
                 stream: name,

@@ -83,6 +83,7 @@ pub(super) fn describe(s: &Shared, c: &Camera) -> Value {
         "h264_level": config.level().ok().map(|l| l.as_str()),
         "frames": main["frames"],
         "encodings": encodings,
+        "outputs": s.control.outputs(&c.name).map(|o| o.describe()).unwrap_or_default(),
         "settings": &*config,
     })
 }

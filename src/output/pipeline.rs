@@ -156,19 +156,20 @@ impl Supervised for Runner {
             "appsrc name={SOURCE_NAME} is-live=true format=time ! {}",
             self.spec.description
         );
-        let pipeline = match gst::parse::launch_full(&description, None, gst::ParseFlags::FATAL_ERRORS)
-            .map_err(|e| e.to_string())
-            .and_then(|e| {
-                e.downcast::<gst::Pipeline>()
-                    .map_err(|_| "not a pipeline".to_string())
-            }) {
-            Ok(p) => p,
-            Err(e) => {
-                let message = format!("cannot build the output ({}): {e}", self.spec.shown);
-                tracing::error!(%stream, %output, error = %message, "Output failed to start");
-                return self.fail(RestartReason::StateChangeFailure, message, None);
-            }
-        };
+        let pipeline =
+            match gst::parse::launch_full(&description, None, gst::ParseFlags::FATAL_ERRORS)
+                .map_err(|e| e.to_string())
+                .and_then(|e| {
+                    e.downcast::<gst::Pipeline>()
+                        .map_err(|_| "not a pipeline".to_string())
+                }) {
+                Ok(p) => p,
+                Err(e) => {
+                    let message = format!("cannot build the output ({}): {e}", self.spec.shown);
+                    tracing::error!(%stream, %output, error = %message, "Output failed to start");
+                    return self.fail(RestartReason::StateChangeFailure, message, None);
+                }
+            };
         let Some(appsrc) = pipeline
             .by_name(SOURCE_NAME)
             .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
@@ -294,13 +295,12 @@ mod tests {
         hub.set_producer(Some(&sink));
         let frames = Arc::new(AtomicU64::new(0));
         let f = frames.clone();
-        sink.static_pad("sink").unwrap().add_probe(
-            gst::PadProbeType::BUFFER,
-            move |_, _| {
+        sink.static_pad("sink")
+            .unwrap()
+            .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
                 f.fetch_add(1, Ordering::Relaxed);
                 gst::PadProbeReturn::Ok
-            },
-        );
+            });
         capture.set_state(gst::State::Playing).unwrap();
         let cancel = CancellationToken::new();
         let spec = Spec {
