@@ -32,6 +32,8 @@ pub mod names {
     pub const RTP_PACKETS: &str = "camstream_rtp_packets_sent_total";
     /// RTP bytes out of the shared payloader.
     pub const RTP_BYTES: &str = "camstream_rtp_bytes_sent_total";
+    /// What a stream runs on, value 1, labels `stream`, `source`, `encoder`.
+    pub const STREAM_INFO: &str = "camstream_stream_info";
     /// Build and run-time information, value 1.
     pub const BUILD_INFO: &str = "camstream_build_info";
     /// RTSP sessions alive in the server's pool (expired ones are swept every second).
@@ -87,6 +89,10 @@ impl Metrics {
             "RTP bytes out of the shared payloader (each goes to every playing viewer)"
         );
         describe_gauge!(BUILD_INFO, "Build and run-time information (value 1)");
+        describe_gauge!(
+            STREAM_INFO,
+            "The source and encoder a stream runs on (value 1)"
+        );
         describe_gauge!(SESSIONS, "RTSP sessions alive in the server's pool");
         describe_counter!(AUTH_FAILURES, "RTSP logins refused (wrong credentials)");
         describe_counter!(

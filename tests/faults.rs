@@ -39,7 +39,8 @@ fn viewer_rides_through(fragment: &str, reason: &str, extra: &[(&str, &str)]) {
         );
     }
     assert!(!v.errored() && !v.saw_eos(), "the viewer's stream broke");
-    let sample = format!("camstream_pipeline_restarts_total{{reason=\"{reason}\"}}");
+    let sample =
+        format!("camstream_pipeline_restarts_total{{stream=\"video\",reason=\"{reason}\"}}");
     let restarts = d.metric(&sample).unwrap_or(0.0);
     assert!(restarts >= 2.0, "{sample} = {restarts}");
     assert_eq!(d.count_log("Client disconnected"), 0, "{}", d.log());

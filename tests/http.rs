@@ -11,26 +11,29 @@ use common::{Proto, Viewer, daemon, http_request, wait_until};
 fn metrics_pass_promtool_and_count_while_a_viewer_plays() {
     let d = daemon().start();
     let m = |s: &str| d.metric(s).unwrap_or_else(|| panic!("no sample {s}"));
-    assert_eq!(m("camstream_viewers_active"), 0.0);
+    assert_eq!(m("camstream_viewers_active{stream=\"video\"}"), 0.0);
     let before = (
-        m("camstream_frames_encoded_total"),
-        m("camstream_rtp_packets_sent_total"),
-        m("camstream_rtp_bytes_sent_total"),
+        m("camstream_frames_encoded_total{stream=\"video\"}"),
+        m("camstream_rtp_packets_sent_total{stream=\"video\"}"),
+        m("camstream_rtp_bytes_sent_total{stream=\"video\"}"),
     );
     let v = Viewer::start(&d.url(), Proto::Tcp);
     assert!(v.wait_frames(20, Duration::from_secs(20)));
     assert!(wait_until(Duration::from_secs(5), || m(
-        "camstream_viewers_active"
+        "camstream_viewers_active{stream=\"video\"}"
     ) == 1.0));
-    assert!(m("camstream_frames_encoded_total") > before.0);
-    assert!(m("camstream_rtp_packets_sent_total") > before.1 + 20.0);
-    assert!(m("camstream_rtp_bytes_sent_total") > before.2 + 1000.0);
+    assert!(m("camstream_frames_encoded_total{stream=\"video\"}") > before.0);
+    assert!(m("camstream_rtp_packets_sent_total{stream=\"video\"}") > before.1 + 20.0);
+    assert!(m("camstream_rtp_bytes_sent_total{stream=\"video\"}") > before.2 + 1000.0);
     assert!(m("camstream_client_connections_total") >= 1.0);
-    assert!(m("camstream_keyframes_total") >= 1.0);
-    let fps = m("camstream_frames_per_second");
+    assert!(m("camstream_keyframes_total{stream=\"video\"}") >= 1.0);
+    let fps = m("camstream_frames_per_second{stream=\"video\"}");
     assert!((10.0..=20.0).contains(&fps), "fps {fps}");
-    assert!(m("camstream_last_frame_age_seconds") < 1.0);
-    assert_eq!(m("camstream_pipeline_state{state=\"streaming\"}"), 1.0);
+    assert!(m("camstream_last_frame_age_seconds{stream=\"video\"}") < 1.0);
+    assert_eq!(
+        m("camstream_pipeline_state{stream=\"video\",state=\"streaming\"}"),
+        1.0
+    );
     let text = d.get("/metrics").text();
     assert!(text.contains("camstream_build_info{"), "{text}");
     assert!(text.contains("encoder=\"x264enc\""), "{text}");
@@ -58,8 +61,9 @@ fn metrics_pass_promtool_and_count_while_a_viewer_plays() {
     v.stop();
     drop(v);
     assert!(
-        wait_until(Duration::from_secs(10), || m("camstream_viewers_active")
-            == 0.0),
+        wait_until(Duration::from_secs(10), || m(
+            "camstream_viewers_active{stream=\"video\"}"
+        ) == 0.0),
         "viewers_active did not return to 0"
     );
 }
@@ -110,7 +114,7 @@ fn error_fault_shows_in_readiness_metrics_and_status() {
         d.log()
     );
     assert_eq!(d.get("/healthz").status, 200);
-    let restarts = d.metric("camstream_pipeline_restarts_total{reason=\"error\"}");
+    let restarts = d.metric("camstream_pipeline_restarts_total{stream=\"video\",reason=\"error\"}");
     assert!(restarts >= Some(1.0), "{restarts:?}");
     let s = d.get("/api/v1/status").json();
     assert_eq!(s["last_error"]["reason"], "error", "{s}");

@@ -85,7 +85,7 @@ fn soak(fragment: &str, reason: &str, target: usize, extra: &[(&str, &str)]) -> 
     let counted = restarts(&d) - start;
     let metric = d
         .metric(&format!(
-            "camstream_pipeline_restarts_total{{reason=\"{reason}\"}}"
+            "camstream_pipeline_restarts_total{{stream=\"video\",reason=\"{reason}\"}}"
         ))
         .unwrap_or(0.0);
     assert!(

@@ -56,16 +56,26 @@ fn ten_viewers_share_one_encoder() {
     }
     // One encoder: the capture pipeline produces frames at the configured rate, not ten times
     // it, and the log shows a single capture start.
-    let f0 = d.metric("camstream_frames_encoded_total").unwrap();
+    let f0 = d
+        .metric("camstream_frames_encoded_total{stream=\"video\"}")
+        .unwrap();
     let t0 = Instant::now();
     assert!(common::wait_until(Duration::from_secs(10), || {
-        d.metric("camstream_frames_encoded_total").unwrap() >= f0 + 30.0
+        d.metric("camstream_frames_encoded_total{stream=\"video\"}")
+            .unwrap()
+            >= f0 + 30.0
     }));
-    let rate =
-        (d.metric("camstream_frames_encoded_total").unwrap() - f0) / t0.elapsed().as_secs_f64();
+    let rate = (d
+        .metric("camstream_frames_encoded_total{stream=\"video\"}")
+        .unwrap()
+        - f0)
+        / t0.elapsed().as_secs_f64();
     assert!(rate < 20.0, "encoder rate {rate} fps with 10 viewers");
     assert_eq!(d.count_log("Streaming source="), 1, "{}", d.log());
-    assert_eq!(d.metric("camstream_viewers_active"), Some(10.0));
+    assert_eq!(
+        d.metric("camstream_viewers_active{stream=\"video\"}"),
+        Some(10.0)
+    );
 }
 
 #[test]

@@ -537,4 +537,86 @@ mod tests {
             ("source.kind".into(), "test".into())
         );
     }
+
+    #[test]
+    fn streams_inherit_top_level_sections_and_refuse_mistakes() {
+        let c = load_str(
+            "[video]\nwidth = 640\nheight = 360\n[encoder]\nkind = \"x264\"\n\
+             [[streams]]\nname = \"cam1\"\nsource = { kind = \"test\" }\n\
+             [[streams.renditions]]\nname = \"cam1_low\"\nwidth = 320\nheight = 180\n\
+             [[streams]]\nname = \"cam2\"\nmount = \"/garage\"\nvideo = { fps = 15 }\n",
+            &[],
+            &["video.fps=25"],
+        )
+        .unwrap();
+        let s = c.streams().unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[0].video.width, s[0].video.fps), (640, 25), "inherited");
+        assert_eq!(s[0].encoder.kind, EncoderKind::X264);
+        assert_eq!(s[0].mount_path(), "/cam1");
+        assert_eq!(s[0].renditions[0].mount_path(), "/cam1_low");
+        assert_eq!(
+            (s[1].video.width, s[1].video.fps),
+            (640, 15),
+            "own value wins"
+        );
+        assert_eq!(s[1].mount_path(), "/garage");
+
+        let e = load_str("[[streams]]\nname = \"a\"\nbitrate = 5\n", &[], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("streams[a]") && e.contains("bitrate"), "{e}");
+        let e = load_str(
+            "[[streams]]\nname = \"a\"\n[[streams]]\nname = \"a\"\n",
+            &[],
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("used twice"), "{e}");
+        let e = load_str("[[streams]]\nname = \"Cam 1\"\n", &[], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a-z, 0-9"), "{e}");
+        let e = load_str("[[streams]]\nsource = { kind = \"test\" }\n", &[], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs a name"), "{e}");
+        let e = load_str(
+            "[[streams]]\nname = \"a\"\n[[streams.renditions]]\nname = \"b\"\nfps = 60\n",
+            &[],
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("renditions[0].fps"), "{e}");
+        let e = load_str(
+            "[[streams]]\nname = \"a\"\nencoder = { bitrate_kbps = 50 }\n",
+            &[],
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("streams[a].encoder.bitrate_kbps = 50 is out of range"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn flat_form_is_one_stream_named_video() {
+        let c = load_str(
+            "[rtsp]\nmount = \"/cam\"\n[[renditions]]\nname = \"low\"\n",
+            &[],
+            &[],
+        )
+        .unwrap();
+        let s = c.streams().unwrap();
+        assert_eq!(s.len(), 1);
+        assert_eq!(
+            (s[0].name.as_str(), s[0].mount_path().as_str()),
+            ("video", "/cam")
+        );
+        assert_eq!(s[0].renditions[0].name, "low");
+    }
 }

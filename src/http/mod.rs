@@ -206,10 +206,22 @@ async fn readyz(AxumState(s): AxumState<Shared>) -> Response {
         .into_iter()
         .map(|(n, ok)| (n, serde_json::Value::Bool(ok)))
         .collect();
+    // The first stream's state and frame age, as before there were several.
+    let first = s.control.cameras().into_iter().next();
+    let state = first.as_ref().map(|c| c.status().health.state.name());
+    let age_ms = first.as_ref().and_then(|c| {
+        c.main()
+            .hub
+            .stats()
+            .last_frame_age()
+            .map(|a| a.as_millis() as u64)
+    });
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
         "checks": { "rtsp_listening": rtsp, "camera_streaming": streaming },
         "streams": streams,
+        "state": state,
+        "last_frame_age_ms": age_ms,
     });
     let code = if ready {
         StatusCode::OK

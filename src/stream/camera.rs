@@ -381,6 +381,7 @@ impl Runner {
         let source_name = source.to_string();
         self.status
             .send_modify(|s| s.source = Some(source_name.clone()));
+        SupervisorMetrics::set_info(&name, source.kind_name(), self.encoder.element());
         let description = capture::describe(&config, &source, self.encoder);
         tracing::debug!(stream = %name, pipeline = %description, "Building capture pipeline");
         let pipeline = match capture::build(&description) {

@@ -97,6 +97,16 @@ impl SupervisorMetrics {
         }
     }
 
+    /// Publishes what the stream runs on: the source found and the encoder chosen.
+    pub fn set_info(stream: &str, source: &str, encoder: &str) {
+        let l = [
+            ("stream", stream.to_string()),
+            ("source", source.to_string()),
+            ("encoder", encoder.to_string()),
+        ];
+        gauge!(names::STREAM_INFO, &l).set(1.0);
+    }
+
     /// Counts a restart.
     pub fn restart(&self, reason: RestartReason) {
         if let Some((_, c)) = self.restarts.iter().find(|(r, _)| *r == reason) {

@@ -468,6 +468,7 @@ pub struct Viewer {
     last: Arc<Mutex<Option<Instant>>>,
     size: Arc<Mutex<Option<(i32, i32)>>>,
     pts: Arc<Mutex<Vec<u64>>>,
+    arrivals: Arc<Mutex<Vec<Instant>>>,
     errored: Arc<AtomicBool>,
     eos: Arc<AtomicBool>,
 }
@@ -499,18 +500,20 @@ impl Viewer {
         let last = Arc::new(Mutex::new(None));
         let size = Arc::new(Mutex::new(None));
         let pts = Arc::new(Mutex::new(Vec::new()));
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
         let sink = pipeline
             .by_name("out")
             .unwrap()
             .downcast::<gst_app::AppSink>()
             .unwrap();
         {
-            let (frames, first, last, size, pts) = (
+            let (frames, first, last, size, pts, arrivals) = (
                 frames.clone(),
                 first.clone(),
                 last.clone(),
                 size.clone(),
                 pts.clone(),
+                arrivals.clone(),
             );
             sink.set_callbacks(
                 gst_app::AppSinkCallbacks::builder()
@@ -520,6 +523,7 @@ impl Viewer {
                         frames.fetch_add(1, Ordering::SeqCst);
                         first.lock().unwrap().get_or_insert(now);
                         *last.lock().unwrap() = Some(now);
+                        arrivals.lock().unwrap().push(now);
                         if let Some(caps) = sample.caps()
                             && let Some(st) = caps.structure(0)
                             && let (Ok(w), Ok(h)) =
@@ -559,9 +563,22 @@ impl Viewer {
             last,
             size,
             pts,
+            arrivals,
             errored,
             eos,
         }
+    }
+
+    /// The longest time between two decoded pictures that arrived after `since`.
+    pub fn max_gap_since(&self, since: Instant) -> Duration {
+        let a = self.arrivals.lock().unwrap();
+        let mut prev = since;
+        let mut gap = Duration::ZERO;
+        for t in a.iter().filter(|t| **t >= since) {
+            gap = gap.max(*t - prev);
+            prev = *t;
+        }
+        gap
     }
 
     /// Decoded pictures so far.
