@@ -378,3 +378,6 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
     }
     let _ = tokio::time::timeout(Duration::from_millis(300), graceful.shutdown()).await;
 }
+
+#[cfg(test)]
+mod tests;

@@ -581,6 +581,9 @@ impl RtspServer {
                     if let Some(pool) = server.session_pool() {
                         pool.set_max_sessions(config.max_sessions);
                     }
+                    if let Some(a) = &access {
+                        server.set_auth(Some(a));
+                    }
                     let ctx_data = Arc::new(ClientCtx {
                         viewers: thread_viewers.clone(),
                         mounts: Mutex::new(HashMap::new()),
