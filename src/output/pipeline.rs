@@ -38,6 +38,9 @@ pub struct Spec {
     pub start_timeout: Duration,
 }
 
+/// Hears every health change of an output (for its metrics and hooks).
+pub type HealthObserver = Box<dyn FnMut(&Health, Option<RestartReason>) + Send>;
+
 /// A running output's shared counters.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -62,7 +65,7 @@ pub fn spawn(
     time: SharedTime,
     spec: Spec,
     cancel: CancellationToken,
-    on_health: Box<dyn FnMut(&Health, Option<RestartReason>) + Send>,
+    on_health: HealthObserver,
 ) -> Running {
     let (tx, rx) = watch::channel(Health::default());
     let counters = Arc::new(Counters::default());
@@ -93,7 +96,7 @@ struct Runner {
     spec: Spec,
     cancel: CancellationToken,
     counters: Arc<Counters>,
-    on_health: Box<dyn FnMut(&Health, Option<RestartReason>) + Send>,
+    on_health: HealthObserver,
     status: watch::Sender<Health>,
 }
 
