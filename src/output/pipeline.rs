@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::stream::clock::SharedTime;
 use crate::stream::hub::{Hub, SubscriberSettings};
+use crate::stream::lifecycle;
 use crate::stream::restart::{self, Failure, Policy, RunEnd, Supervised, Woken};
 use crate::stream::status::{Health, RestartReason, State};
 
@@ -100,14 +101,6 @@ struct Runner {
     status: watch::Sender<Health>,
 }
 
-fn error_text(e: &gst::message::Error) -> String {
-    let src = e
-        .src()
-        .map(|s| s.name().to_string())
-        .unwrap_or_else(|| "?".into());
-    format!("{} (from {src})", e.error())
-}
-
 /// Counts bytes into every sink of `pipeline`, and notes when the first buffer arrives.
 fn watch_sinks(pipeline: &gst::Pipeline, counters: Arc<Counters>, first: Arc<AtomicU64>) {
     let mut it = pipeline.iterate_sinks();
@@ -130,13 +123,6 @@ fn watch_sinks(pipeline: &gst::Pipeline, counters: Arc<Counters>, first: Arc<Ato
             },
         );
     }
-}
-
-async fn stop(pipeline: gst::Pipeline) {
-    let p = tokio::task::spawn_blocking(move || {
-        let _ = pipeline.set_state(gst::State::Null);
-    });
-    let _ = tokio::time::timeout(Duration::from_secs(3), p).await;
 }
 
 impl Runner {
@@ -184,18 +170,9 @@ impl Supervised for Runner {
         watch_sinks(&pipeline, self.counters.clone(), first.clone());
         let bus = pipeline.bus().expect("a pipeline has a bus");
         let mut messages = bus.stream();
-        let p = pipeline.clone();
-        let started = tokio::task::spawn_blocking(move || p.set_state(gst::State::Playing)).await;
-        if !matches!(started, Ok(Ok(_))) {
-            let detail = bus
-                .pop_filtered(&[gst::MessageType::Error])
-                .and_then(|m| match m.view() {
-                    gst::MessageView::Error(e) => Some(error_text(e)),
-                    _ => None,
-                })
-                .unwrap_or_else(|| "the output pipeline refused to start".into());
+        if let Err(detail) = lifecycle::start(&pipeline).await {
             tracing::error!(%stream, %output, error = %detail, "Output failed to start");
-            stop(pipeline).await;
+            lifecycle::stop(pipeline, &output).await;
             return self.fail(RestartReason::StateChangeFailure, detail, None);
         }
         // Subscribed only once playing, and a keyframe asked for, so the output's first frame
@@ -215,7 +192,7 @@ impl Supervised for Runner {
                     };
                     match msg.view() {
                         gst::MessageView::Error(e) => {
-                            let message = error_text(e);
+                            let message = lifecycle::describe_error(e);
                             tracing::error!(%stream, %output, error = %message, "Output failed");
                             break self.fail(RestartReason::Error, message, since);
                         }
@@ -245,7 +222,7 @@ impl Supervised for Runner {
             }
         };
         drop(subscription);
-        stop(pipeline).await;
+        lifecycle::stop(pipeline, &output).await;
         end
     }
 

@@ -16,6 +16,7 @@ use super::capture::{self, CaptureError, SINK_NAME};
 use super::clock::SharedTime;
 use super::encoder::{self, Encoder, Selection};
 use super::hub::Hub;
+use super::lifecycle;
 use super::metrics::{EncodingMetrics, SupervisorMetrics};
 use super::restart::{self, Exit, Failure, Policy, RunEnd, Supervised, Woken};
 use super::source;
@@ -238,31 +239,6 @@ struct Runner {
     metrics: SupervisorMetrics,
 }
 
-/// Error text from a GStreamer error message, with its source element and debug string.
-fn describe_error(err: &gst::message::Error) -> String {
-    let src = err
-        .src()
-        .map(|s| s.path_string().to_string())
-        .unwrap_or_else(|| "?".into());
-    match err.debug() {
-        Some(debug) => format!("{} (from {src}; debug: {debug})", err.error()),
-        None => format!("{} (from {src})", err.error()),
-    }
-}
-
-/// Stops a pipeline off the async threads; a wedged driver cannot hang the supervisor.
-async fn stop_pipeline(pipeline: gst::Pipeline) {
-    let stop = tokio::task::spawn_blocking(move || {
-        let _ = pipeline.set_state(gst::State::Null);
-    });
-    if tokio::time::timeout(Duration::from_secs(3), stop)
-        .await
-        .is_err()
-    {
-        tracing::error!("Capture pipeline did not stop within 3 s; abandoning it");
-    }
-}
-
 /// The settings the capture pipeline is built from; output sections are not among them, so a
 /// change to an output never touches the capture.
 fn capture_view(s: &StreamConfig) -> impl PartialEq + '_ {
@@ -428,18 +404,9 @@ impl Runner {
             }
         };
 
-        let p = pipeline.clone();
-        let started = tokio::task::spawn_blocking(move || p.set_state(gst::State::Playing)).await;
-        if !matches!(started, Ok(Ok(_))) {
-            let detail = bus
-                .pop_filtered(&[gst::MessageType::Error])
-                .and_then(|m| match m.view() {
-                    gst::MessageView::Error(e) => Some(describe_error(e)),
-                    _ => None,
-                })
-                .unwrap_or_else(|| "the pipeline refused to start".into());
+        if let Err(detail) = lifecycle::start(&pipeline).await {
             detach(&self.encodings);
-            stop_pipeline(pipeline).await;
+            lifecycle::stop(pipeline, "capture").await;
             return open_failed(detail);
         }
 
@@ -463,7 +430,7 @@ impl Runner {
                     };
                     match msg.view() {
                         gst::MessageView::Error(e) => {
-                            let message = describe_error(e);
+                            let message = lifecycle::describe_error(e);
                             if since.is_some() {
                                 tracing::error!(stream = %name, error = %e.error(), debug = e.debug().as_deref().unwrap_or(""), "Pipeline crashed");
                             } else {
@@ -520,7 +487,7 @@ impl Runner {
             }
         };
         detach(&self.encodings);
-        stop_pipeline(pipeline).await;
+        lifecycle::stop(pipeline, "capture").await;
         end
     }
 }

@@ -218,7 +218,8 @@ pub fn tail(log: &str, n: usize) -> String {
 
 /// Playing viewers as the daemon reports them.
 pub fn viewers_active(d: &Daemon) -> f64 {
-    d.metric("camstream_viewers_active{stream=\"video\"}").unwrap_or(-1.0)
+    d.metric("camstream_viewers_active{stream=\"video\"}")
+        .unwrap_or(-1.0)
 }
 
 /// RTSP sessions alive in the server's pool.
