@@ -55,6 +55,10 @@ pub struct Running {
     pub task: tokio::task::JoinHandle<restart::Exit>,
 }
 
+/// Called with each newly built pipeline before it starts, e.g. to attach callbacks to an
+/// `appsink` the description names.
+pub type OnBuilt = Box<dyn FnMut(&gst::Pipeline) + Send>;
+
 /// Starts `spec` fed by `hub`, supervised until `cancel`. `on_health` hears every change (for
 /// metrics and hooks).
 pub fn spawn(
@@ -63,6 +67,18 @@ pub fn spawn(
     spec: Spec,
     cancel: CancellationToken,
     on_health: Box<dyn FnMut(&Health, Option<RestartReason>) + Send>,
+) -> Running {
+    spawn_with(hub, time, spec, cancel, on_health, Box::new(|_| {}))
+}
+
+/// [`spawn`], with `on_built` called on every pipeline built (the first and each rebuild).
+pub fn spawn_with(
+    hub: Arc<Hub>,
+    time: SharedTime,
+    spec: Spec,
+    cancel: CancellationToken,
+    on_health: Box<dyn FnMut(&Health, Option<RestartReason>) + Send>,
+    on_built: OnBuilt,
 ) -> Running {
     let (tx, rx) = watch::channel(Health::default());
     let counters = Arc::new(Counters::default());
@@ -73,6 +89,7 @@ pub fn spawn(
         cancel,
         counters: counters.clone(),
         on_health,
+        on_built,
         status: tx.clone(),
     };
     let task = tokio::spawn(async move {
@@ -94,6 +111,7 @@ struct Runner {
     cancel: CancellationToken,
     counters: Arc<Counters>,
     on_health: Box<dyn FnMut(&Health, Option<RestartReason>) + Send>,
+    on_built: OnBuilt,
     status: watch::Sender<Health>,
 }
 
@@ -177,6 +195,7 @@ impl Supervised for Runner {
             return self.fail(RestartReason::StateChangeFailure, "no appsrc".into(), None);
         };
         self.time.apply(&pipeline);
+        (self.on_built)(&pipeline);
         let first = Arc::new(AtomicU64::new(0));
         watch_sinks(&pipeline, self.counters.clone(), first.clone());
         let bus = pipeline.bus().expect("a pipeline has a bus");
