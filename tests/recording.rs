@@ -163,15 +163,20 @@ fn segments_rotate_list_and_play_as_one_range() {
     // 20 s of recording, then a range MP4 of 8 s from the first segment's start.
     assert!(wait_until(Duration::from_secs(40), || t0.elapsed()
         >= Duration::from_secs(20)));
-    let files = segments(dir.path());
-    let first = files[0].file_name().unwrap().to_string_lossy().to_string();
     let l = listing(&d);
     let names = listed_names(&l);
+    // Read after the listing: a segment started since then (or with no complete part yet) may
+    // be on disk but not listed; nothing else may differ.
+    let files = segments(dir.path());
+    let first = files[0].file_name().unwrap().to_string_lossy().to_string();
     let on_disk: Vec<String> = files
         .iter()
         .map(|p| p.file_name().unwrap().to_string_lossy().to_string())
         .collect();
-    assert_eq!(names, on_disk, "the listing matches the files: {l}");
+    assert!(
+        names.len() >= 4 && on_disk.len() - names.len() <= 1 && names == on_disk[..names.len()],
+        "the listing matches the files: {l} vs {on_disk:?}"
+    );
     assert_eq!(l["spans"].as_array().unwrap().len(), 1, "one span, no gap: {l}");
 
     // The range MP4.
@@ -238,13 +243,13 @@ fn segments_rotate_list_and_play_as_one_range() {
 
     // Plays in a browser.
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/recording-venv/bin/python");
-    let url = format!("{}{}", d.url(), path);
+    let url = format!("http://127.0.0.1:{}{}", d.http_port, path);
     let out = Command::new("timeout")
-        .arg("60")
+        .arg("120")
         .arg(&venv)
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/recording/play.py"))
         .arg(&url)
-        .arg("25")
+        .arg("60")
         .output()
         .expect("the Chromium driver runs (scripts/setup.sh --test installs it)");
     let played: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {

@@ -315,11 +315,12 @@ impl Writer {
         if let Some(o) = &self.open {
             let elapsed = f.dts.saturating_sub(o.start_dts);
             let segment = u64::from(self.config.segment_s) * 1_000_000_000;
-            // Rotate at a keyframe close enough to the segment length.
-            let tolerance = (segment / 10).min(500_000_000);
-            if f.key && elapsed + tolerance >= segment {
+            // A keyframe is asked for one frame before the segment's end, so it arrives at
+            // about the end; without one (an encoder that ignores the request) the next
+            // scheduled keyframe ends the segment.
+            if f.key && elapsed + o.frame_ns / 2 >= segment {
                 self.close(Some(f.dts));
-            } else if !o.keyframe_asked && elapsed + 3 * o.frame_ns >= segment {
+            } else if !o.keyframe_asked && elapsed + o.frame_ns >= segment {
                 self.open.as_mut().unwrap().keyframe_asked = true;
                 self.hub.request_keyframe();
             }
@@ -557,6 +558,14 @@ impl Writer {
             Err(e) => self.note_error(&format!("cannot finish {}: {e}", o.path.display())),
         }
         self.chain = end_dts.map(|d| (o.start_utc + (d - o.start_dts) as Nanos, d));
+        // Retention also runs at each rotation, so `max_bytes` is never exceeded by more than
+        // the segment being written, whatever the timer's period.
+        if end_dts.is_some() {
+            let limits = Limits::of(&self.config);
+            if let Err(e) = retention::enforce(&self.dir, &limits, utc::now(), None) {
+                tracing::warn!(stream = %self.stream, error = %e, "Retention pass failed");
+            }
+        }
     }
 
     fn note_error(&self, e: &str) {
