@@ -67,8 +67,15 @@ fn probe(path: &str) -> Probe {
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let packets = v["packets"].as_array().cloned().unwrap_or_default();
-    let f = |p: &Value, k: &str| p[k].as_str().and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
-    let first = packets.iter().map(|p| f(p, "pts_time")).fold(f64::MAX, f64::min);
+    let f = |p: &Value, k: &str| {
+        p[k].as_str()
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let first = packets
+        .iter()
+        .map(|p| f(p, "pts_time"))
+        .fold(f64::MAX, f64::min);
     let last = packets
         .iter()
         .map(|p| f(p, "pts_time") + f(p, "duration_time"))
@@ -78,17 +85,32 @@ fn probe(path: &str) -> Probe {
         first_key: packets
             .first()
             .is_some_and(|p| p["flags"].as_str().unwrap_or("").starts_with('K')),
-        duration: if packets.is_empty() { 0.0 } else { last - first },
+        duration: if packets.is_empty() {
+            0.0
+        } else {
+            last - first
+        },
     }
 }
 
 /// The format duration ffprobe reports from the file's header.
 fn header_duration(path: &str) -> f64 {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", path])
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+            path,
+        ])
         .output()
         .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0.0)
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0.0)
 }
 
 fn listing(d: &Daemon) -> Value {
@@ -108,7 +130,10 @@ fn listed_names(l: &Value) -> Vec<String> {
 }
 
 fn unix_now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }
 
 /// Seconds since the epoch of a segment named by its UTC start (`20261202T025317.123Z.mp4`).
@@ -138,7 +163,11 @@ fn rfc3339(t: f64) -> String {
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 };
+    let y = if m <= 2 {
+        yoe + era * 400 + 1
+    } else {
+        yoe + era * 400
+    };
     format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
         rem / 3600,
@@ -177,14 +206,15 @@ fn segments_rotate_list_and_play_as_one_range() {
         names.len() >= 4 && on_disk.len() - names.len() <= 1 && names == on_disk[..names.len()],
         "the listing matches the files: {l} vs {on_disk:?}"
     );
-    assert_eq!(l["spans"].as_array().unwrap().len(), 1, "one span, no gap: {l}");
+    assert_eq!(
+        l["spans"].as_array().unwrap().len(),
+        1,
+        "one span, no gap: {l}"
+    );
 
     // The range MP4.
     let start = start_of(&first);
-    let path = format!(
-        "/recordings/video.mp4?start={}&duration=8",
-        rfc3339(start)
-    );
+    let path = format!("/recordings/video.mp4?start={}&duration=8", rfc3339(start));
     let full = d.get(&path);
     assert_eq!(full.status, 200, "{}", full.text());
     assert_eq!(full.header("content-type"), Some("video/mp4"));
@@ -213,7 +243,13 @@ fn segments_rotate_list_and_play_as_one_range() {
     assert!(decoded.success(), "the first frame decodes");
     assert!(std::fs::metadata(&png).unwrap().len() > 1000);
     // Byte ranges.
-    let part = http_request(d.http_port, "GET", &path, &[("Range", "bytes=100-1099")], b"");
+    let part = http_request(
+        d.http_port,
+        "GET",
+        &path,
+        &[("Range", "bytes=100-1099")],
+        b"",
+    );
     assert_eq!(part.status, 206);
     assert_eq!(
         part.header("content-range"),
@@ -226,7 +262,10 @@ fn segments_rotate_list_and_play_as_one_range() {
     let beyond = format!("bytes={len}-");
     let r = http_request(d.http_port, "GET", &path, &[("Range", &beyond)], b"");
     assert_eq!(r.status, 416);
-    assert_eq!(r.header("content-range"), Some(format!("bytes */{len}").as_str()));
+    assert_eq!(
+        r.header("content-range"),
+        Some(format!("bytes */{len}").as_str())
+    );
     let same = http_request(d.http_port, "GET", &path, &[("If-None-Match", &etag)], b"");
     assert_eq!(same.status, 304);
     // Bad and empty ranges say why.
@@ -236,9 +275,16 @@ fn segments_rotate_list_and_play_as_one_range() {
     let r = d.get("/recordings/video.mp4?start=2000-01-01T00:00:00Z&duration=8");
     assert_eq!(r.status, 404);
     assert!(r.text().contains("nothing"), "{}", r.text());
-    let r = d.get(&format!("/recordings/video.mp4?start={}&duration=0", rfc3339(start)));
+    let r = d.get(&format!(
+        "/recordings/video.mp4?start={}&duration=0",
+        rfc3339(start)
+    ));
     assert_eq!(r.status, 400);
-    assert_eq!(d.get("/recordings/nope.mp4?start=2000-01-01T00:00:00Z&duration=1").status, 404);
+    assert_eq!(
+        d.get("/recordings/nope.mp4?start=2000-01-01T00:00:00Z&duration=1")
+            .status,
+        404
+    );
     assert_eq!(d.get("/api/v1/recordings").status, 400);
 
     // Plays in a browser.
@@ -259,7 +305,10 @@ fn segments_rotate_list_and_play_as_one_range() {
             String::from_utf8_lossy(&out.stderr)
         )
     });
-    assert_eq!(played["ok"], true, "Chromium did not play the range: {played}");
+    assert_eq!(
+        played["ok"], true,
+        "Chromium did not play the range: {played}"
+    );
 
     // Stop, so the segment being written is finished too; then every file is checked.
     let (status, _) = d.terminate();
@@ -273,7 +322,11 @@ fn segments_rotate_list_and_play_as_one_range() {
         let p = probe(f.to_str().unwrap());
         assert!(p.first_key, "{f:?} starts with a keyframe");
         let header = header_duration(f.to_str().unwrap());
-        assert!((header - p.duration).abs() < 0.2, "{f:?}: header says {header}, packets {}", p.duration);
+        assert!(
+            (header - p.duration).abs() < 0.2,
+            "{f:?}: header says {header}, packets {}",
+            p.duration
+        );
         if i + 1 < files.len() {
             assert!(
                 (p.duration - 5.0).abs() <= 0.5,
@@ -291,7 +344,10 @@ fn kill_9_loses_at_most_a_part_and_the_next_start_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let settings = [("record.segment_s", "60"), ("record.part_ms", "1000")];
     let d = recorder(dir.path(), &settings);
-    assert!(wait_until(Duration::from_secs(20), || !segments(dir.path()).is_empty()));
+    assert!(wait_until(Duration::from_secs(20), || !segments(
+        dir.path()
+    )
+    .is_empty()));
     std::thread::sleep(Duration::from_millis(6500));
     let killed_at = unix_now();
     d.signal("KILL");
@@ -312,8 +368,13 @@ fn kill_9_loses_at_most_a_part_and_the_next_start_recovers() {
 
     // The next start finishes the cut segment by itself and lists it, with the gap.
     let d = recorder(dir.path(), &settings);
-    assert!(d.wait_log("Recovered a segment cut by a crash", Duration::from_secs(10)));
-    assert!(wait_until(Duration::from_secs(20), || segments(dir.path()).len() >= 2));
+    assert!(d.wait_log(
+        "Recovered a segment cut by a crash",
+        Duration::from_secs(10)
+    ));
+    assert!(wait_until(Duration::from_secs(20), || segments(dir.path())
+        .len()
+        >= 2));
     assert!(wait_until(Duration::from_secs(10), || {
         listing(&d)["spans"].as_array().unwrap().len() == 2
     }));
@@ -321,7 +382,11 @@ fn kill_9_loses_at_most_a_part_and_the_next_start_recovers() {
     let first = &l["spans"][0]["segments"][0];
     assert_eq!(first["name"], name.as_str());
     let listed = first["duration_s"].as_f64().unwrap();
-    assert!((listed - p.duration).abs() < 0.2, "listed {listed}, plays {}", p.duration);
+    assert!(
+        (listed - p.duration).abs() < 0.2,
+        "listed {listed}, plays {}",
+        p.duration
+    );
     assert!(l["gaps"][0]["duration_s"].as_f64().unwrap() > 0.0);
     assert!((header_duration(files[0].to_str().unwrap()) - p.duration).abs() < 0.2);
 }
@@ -340,7 +405,13 @@ fn retention_deletes_oldest_first_and_leaves_other_files_alone() {
             let r = rfc3339(*t);
             format!(
                 "{}{}{}T{}{}{}.{}Z.mp4",
-                &r[0..4], &r[5..7], &r[8..10], &r[11..13], &r[14..16], &r[17..19], &r[20..23]
+                &r[0..4],
+                &r[5..7],
+                &r[8..10],
+                &r[11..13],
+                &r[14..16],
+                &r[17..19],
+                &r[20..23]
             )
         })
         .collect();
@@ -351,7 +422,7 @@ fn retention_deletes_oldest_first_and_leaves_other_files_alone() {
     let outside = tempfile::tempdir().unwrap();
     let target = outside.path().join("precious.mp4");
     std::fs::write(&target, b"precious").unwrap();
-    let link = video.join(&old_names[0].replace(".mp4", ".mkv"));
+    let link = video.join(old_names[0].replace(".mp4", ".mkv"));
     std::os::unix::fs::symlink(&target, &link).unwrap();
 
     let max_bytes = 200_000u64;
@@ -369,7 +440,10 @@ fn retention_deletes_oldest_first_and_leaves_other_files_alone() {
         d.http_port,
         "PATCH",
         "/api/v1/streams/video",
-        &[("Authorization", "Bearer t0k"), ("Content-Type", "application/json")],
+        &[
+            ("Authorization", "Bearer t0k"),
+            ("Content-Type", "application/json"),
+        ],
         br#"{"record": {"enabled": true}}"#,
     );
     assert_eq!(r.status, 200, "{}", r.text());
@@ -423,9 +497,20 @@ fn retention_deletes_oldest_first_and_leaves_other_files_alone() {
         "retention deletes the oldest first"
     );
     assert!(video.join("notes.txt").exists());
-    assert!(link.is_symlink() && target.exists(), "the symlink and its target stay");
-    assert!(d.metric("camstream_recording_oldest_age_seconds{stream=\"video\"}").unwrap() < 3600.0);
-    assert!(d.metric("camstream_recording_segments_total{stream=\"video\"}").unwrap() >= 5.0);
+    assert!(
+        link.is_symlink() && target.exists(),
+        "the symlink and its target stay"
+    );
+    assert!(
+        d.metric("camstream_recording_oldest_age_seconds{stream=\"video\"}")
+            .unwrap()
+            < 3600.0
+    );
+    assert!(
+        d.metric("camstream_recording_segments_total{stream=\"video\"}")
+            .unwrap()
+            >= 5.0
+    );
 }
 
 /// A size-limited tmpfs, unmounted on drop.
@@ -439,7 +524,10 @@ impl Tmpfs {
             .status()
             .unwrap()
             .success();
-        assert!(ok, "mounting a tmpfs needs root (the tests run as root in CI)");
+        assert!(
+            ok,
+            "mounting a tmpfs needs root (the tests run as root in CI)"
+        );
         Tmpfs(at.to_path_buf())
     }
 }
@@ -454,7 +542,11 @@ fn state(d: &Daemon, s: &str) -> f64 {
     d.metric(&format!(
         "camstream_recording_state{{state=\"{s}\",stream=\"video\"}}"
     ))
-    .or_else(|| d.metric(&format!("camstream_recording_state{{stream=\"video\",state=\"{s}\"}}")))
+    .or_else(|| {
+        d.metric(&format!(
+            "camstream_recording_state{{stream=\"video\",state=\"{s}\"}}"
+        ))
+    })
     .unwrap_or(-1.0)
 }
 
@@ -470,10 +562,16 @@ fn record_output(d: &Daemon) -> Value {
 fn a_full_disk_pauses_recording_not_the_live_stream_and_it_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let _fs = Tmpfs::mount(dir.path(), "2m");
-    let d = recorder(dir.path(), &[("record.segment_s", "2"), ("record.part_ms", "500")]);
+    let d = recorder(
+        dir.path(),
+        &[("record.segment_s", "2"), ("record.part_ms", "500")],
+    );
     let viewer = Viewer::start(&d.url(), Proto::Tcp);
     assert!(viewer.wait_frames(15, Duration::from_secs(20)));
-    assert!(wait_until(Duration::from_secs(20), || state(&d, "recording") == 1.0));
+    assert!(wait_until(Duration::from_secs(20), || state(
+        &d,
+        "recording"
+    ) == 1.0));
     // Fill the file system.
     let filler = dir.path().join("filler");
     let _ = Command::new("dd")
@@ -487,15 +585,29 @@ fn a_full_disk_pauses_recording_not_the_live_stream_and_it_resumes() {
     );
     let out = record_output(&d);
     let err = out["detail"]["error"].as_str().unwrap_or("").to_string();
-    assert!(err.contains("No space") || err.contains("min_free"), "status: {out}");
-    assert!(d.metric("camstream_recording_write_errors_total{stream=\"video\"}").unwrap() >= 1.0);
+    assert!(
+        err.contains("No space") || err.contains("min_free"),
+        "status: {out}"
+    );
+    assert!(
+        d.metric("camstream_recording_write_errors_total{stream=\"video\"}")
+            .unwrap()
+            >= 1.0
+    );
     assert!(d.wait_log("Recording paused", Duration::from_secs(5)));
     // While paused, the live viewer gets every frame the encoder makes.
-    let encoded = |d: &Daemon| d.metric("camstream_frames_encoded_total{stream=\"video\"}").unwrap();
+    let encoded = |d: &Daemon| {
+        d.metric("camstream_frames_encoded_total{stream=\"video\"}")
+            .unwrap()
+    };
     let (e0, v0) = (encoded(&d), viewer.frames());
     std::thread::sleep(Duration::from_secs(4));
     let (e1, v1) = (encoded(&d), viewer.frames());
-    assert!(e1 - e0 >= 45.0, "the encoder slowed: {} frames in 4 s", e1 - e0);
+    assert!(
+        e1 - e0 >= 45.0,
+        "the encoder slowed: {} frames in 4 s",
+        e1 - e0
+    );
     assert!(
         ((v1 - v0) as f64 - (e1 - e0)).abs() <= 3.0,
         "the viewer got {} frames while {} were encoded",

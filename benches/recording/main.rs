@@ -8,7 +8,6 @@
 //! writes `target/bench/recording-bench.json`. Written up in docs/performance.md.
 
 #[path = "../../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::time::{Duration, Instant};
@@ -50,7 +49,10 @@ fn patch(d: &common::Daemon, on: bool) {
         d.http_port,
         "PATCH",
         "/api/v1/streams/video",
-        &[("Authorization", "Bearer bench"), ("Content-Type", "application/json")],
+        &[
+            ("Authorization", "Bearer bench"),
+            ("Content-Type", "application/json"),
+        ],
         body.as_bytes(),
     );
     assert_eq!(r.status, 200, "{}", r.text());
@@ -140,12 +142,25 @@ fn main() {
     println!("|---|---|");
     println!("| process CPU, recording off | {cpu_off:.1} % of a core |");
     println!("| process CPU, recording on | {cpu_on:.1} % of a core |");
-    println!("| added by recording (on - off) | {:+.1} % (windows spread {:.1} / {:.1}) |", cpu_on - cpu_off, spread(&off), spread(&on));
+    println!(
+        "| added by recording (on - off) | {:+.1} % (windows spread {:.1} / {:.1}) |",
+        cpu_on - cpu_off,
+        spread(&off),
+        spread(&on)
+    );
     println!("| recorder writer thread | {writer:.2} % of a core |");
-    println!("| write rate | {:.0} kB/s ({:.2} Mb/s) |", write / 1000.0, write * 8.0 / 1e6);
+    println!(
+        "| write rate | {:.0} kB/s ({:.2} Mb/s) |",
+        write / 1000.0,
+        write * 8.0 / 1e6
+    );
     println!("| encoder output | {:.0} kB/s |", encoded / 1000.0);
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     std::fs::create_dir_all(&out).unwrap();
-    std::fs::write(out.join("recording-bench.json"), serde_json::to_string_pretty(&report).unwrap()).unwrap();
+    std::fs::write(
+        out.join("recording-bench.json"),
+        serde_json::to_string_pretty(&report).unwrap(),
+    )
+    .unwrap();
     println!("{}", serde_json::to_string_pretty(&report).unwrap());
 }

@@ -34,25 +34,28 @@ pub(super) fn routes() -> Router<Shared> {
 
 type Params = Query<HashMap<String, String>>;
 
-fn time_param(q: &HashMap<String, String>, key: &str) -> Result<Option<utc::Nanos>, Response> {
+/// An error answer, boxed to keep `Result`s small.
+type Reject = Box<Response>;
+
+fn time_param(q: &HashMap<String, String>, key: &str) -> Result<Option<utc::Nanos>, Reject> {
     match q.get(key) {
         None => Ok(None),
         Some(v) => utc::parse_rfc3339(v).map(Some).ok_or_else(|| {
-            error(
+            Box::new(error(
                 StatusCode::BAD_REQUEST,
                 &format!("{key} = {v:?} is not an RFC 3339 time (e.g. 2026-12-02T02:53:17Z)"),
-            )
+            ))
         }),
     }
 }
 
 /// The recording folder of a running stream.
-fn folder_of(s: &Shared, stream: &str) -> Result<(PathBuf, bool), Response> {
+fn folder_of(s: &Shared, stream: &str) -> Result<(PathBuf, bool), Reject> {
     let camera = s.control.camera(stream).ok_or_else(|| {
-        error(
+        Box::new(error(
             StatusCode::NOT_FOUND,
             &format!("no stream named {stream:?}"),
-        )
+        ))
     })?;
     let c = camera.config();
     Ok((record::folder(&c.record, stream), c.record.enabled))
@@ -67,14 +70,14 @@ async fn list(AxumState(s): AxumState<Shared>, Query(q): Params) -> Response {
     };
     let (start, end) = match (time_param(&q, "start"), time_param(&q, "end")) {
         (Ok(a), Ok(b)) => (a.unwrap_or(i64::MIN / 2), b.unwrap_or(i64::MAX / 2)),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(r), _) | (_, Err(r)) => return *r,
     };
     if start >= end {
         return error(StatusCode::BAD_REQUEST, "start must be before end");
     }
     let (dir, enabled) = match folder_of(&s, &stream) {
         Ok(d) => d,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let segments = tokio::task::spawn_blocking(move || index::segments(&dir, start, end)).await;
     let segments = match segments {
@@ -184,21 +187,23 @@ async fn mp4(
                 "start is required (RFC 3339, e.g. 2026-12-02T02:53:17Z)",
             );
         }
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let duration = match q.get("duration").map(|d| d.parse::<f64>()) {
         Some(Ok(d)) if d > 0.0 && d <= MAX_DURATION_S => (d * 1e9) as i64,
         Some(_) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                &format!("duration must be a number of seconds above 0 and at most {MAX_DURATION_S}"),
+                &format!(
+                    "duration must be a number of seconds above 0 and at most {MAX_DURATION_S}"
+                ),
             );
         }
         None => return error(StatusCode::BAD_REQUEST, "duration (seconds) is required"),
     };
     let (dir, _) = match folder_of(&s, stream) {
         Ok(d) => d,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let built = tokio::task::spawn_blocking(move || export::build(&dir, start, duration)).await;
     let e = match built {

@@ -55,6 +55,9 @@ pub struct Running {
     pub task: tokio::task::JoinHandle<restart::Exit>,
 }
 
+/// Hears every health change of an output pipeline (for metrics and hooks).
+pub type OnHealth = Box<dyn FnMut(&Health, Option<RestartReason>) + Send>;
+
 /// Called with each newly built pipeline before it starts, e.g. to attach callbacks to an
 /// `appsink` the description names.
 pub type OnBuilt = Box<dyn FnMut(&gst::Pipeline) + Send>;
@@ -66,7 +69,7 @@ pub fn spawn(
     time: SharedTime,
     spec: Spec,
     cancel: CancellationToken,
-    on_health: Box<dyn FnMut(&Health, Option<RestartReason>) + Send>,
+    on_health: OnHealth,
 ) -> Running {
     spawn_with(hub, time, spec, cancel, on_health, Box::new(|_| {}))
 }
@@ -77,7 +80,7 @@ pub fn spawn_with(
     time: SharedTime,
     spec: Spec,
     cancel: CancellationToken,
-    on_health: Box<dyn FnMut(&Health, Option<RestartReason>) + Send>,
+    on_health: OnHealth,
     on_built: OnBuilt,
 ) -> Running {
     let (tx, rx) = watch::channel(Health::default());
@@ -110,7 +113,7 @@ struct Runner {
     spec: Spec,
     cancel: CancellationToken,
     counters: Arc<Counters>,
-    on_health: Box<dyn FnMut(&Health, Option<RestartReason>) + Send>,
+    on_health: OnHealth,
     on_built: OnBuilt,
     status: watch::Sender<Health>,
 }

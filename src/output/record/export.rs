@@ -89,7 +89,10 @@ pub fn build(dir: &Path, start: Nanos, duration: Nanos) -> Result<Export, Export
         .rposition(|(t, s, _)| s.key && *t <= start)
         .or_else(|| all.iter().position(|(_, s, _)| s.key))
         .ok_or_else(empty)?;
-    let last = all.iter().rposition(|(t, _, _)| *t < end).ok_or_else(empty)?;
+    let last = all
+        .iter()
+        .rposition(|(t, _, _)| *t < end)
+        .ok_or_else(empty)?;
     if last < first {
         return Err(empty());
     }
@@ -98,7 +101,9 @@ pub fn build(dir: &Path, start: Nanos, duration: Nanos) -> Result<Export, Export
     let mut pieces: Vec<Piece> = Vec::new();
     for (_, s, path) in chosen {
         match pieces.last_mut() {
-            Some(p) if p.path == *path && p.offset + p.len == s.offset => p.len += u64::from(s.size),
+            Some(p) if p.path == *path && p.offset + p.len == s.offset => {
+                p.len += u64::from(s.size)
+            }
             _ => pieces.push(Piece {
                 path: path.clone(),
                 offset: s.offset,

@@ -136,12 +136,7 @@ static DURATIONS: Mutex<Option<HashMap<CacheKey, Nanos>>> = Mutex::new(None);
 
 fn duration_of(f: &Stored) -> io::Result<Nanos> {
     let key = (f.path.clone(), f.bytes, f.mtime);
-    if let Some(d) = DURATIONS
-        .lock()
-        .unwrap()
-        .as_ref()
-        .and_then(|m| m.get(&key))
-    {
+    if let Some(d) = DURATIONS.lock().unwrap().as_ref().and_then(|m| m.get(&key)) {
         return Ok(*d);
     }
     let s = scan(&f.path, false)?;
@@ -296,6 +291,9 @@ mod tests {
         assert_eq!(f[0].name, "20261202T025317.123Z.mp4");
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(outside.path(), &link).unwrap();
-        assert!(files(&link).is_err(), "a symlinked stream folder is refused");
+        assert!(
+            files(&link).is_err(),
+            "a symlinked stream folder is refused"
+        );
     }
 }

@@ -352,8 +352,12 @@ mod tests {
             size: 2,
             offset: 0,
         };
-        f.write_all(&cluster(0, &[mk(0, true), mk(9000, false)], &[b"ab", b"cd"]))
-            .unwrap();
+        f.write_all(&cluster(
+            0,
+            &[mk(0, true), mk(9000, false)],
+            &[b"ab", b"cd"],
+        ))
+        .unwrap();
         let c = cluster(18000, &[mk(18000, false)], &[b"ef"]);
         f.write_all(&c[..c.len() - 1]).unwrap();
         let s = scan(&path, true).unwrap();

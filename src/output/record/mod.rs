@@ -273,13 +273,21 @@ impl Recorder {
         )
         .await;
         if joined.is_err() {
-            tracing::warn!(stream, "The recording writer did not finish within 10 s (disk blocked?)");
+            tracing::warn!(
+                stream,
+                "The recording writer did not finish within 10 s (disk blocked?)"
+            );
         }
         tracing::info!(stream, "Recording stopped");
     }
 }
 
-fn health_of(pipeline: Option<&Health>, report: &Report, enabled: bool, since: &mut Option<(String, u64)>) -> Health {
+fn health_of(
+    pipeline: Option<&Health>,
+    report: &Report,
+    enabled: bool,
+    since: &mut Option<(String, u64)>,
+) -> Health {
     let mut h = pipeline.cloned().unwrap_or_default();
     if !enabled {
         h.state = State::Disabled;
@@ -336,7 +344,9 @@ async fn manage(camera: Camera, time: SharedTime, outputs: Outputs, cancel: Canc
             if rc.enabled {
                 match Recorder::start(&camera, &time, rc.clone(), &shared, &current, &cancel) {
                     Ok(r) => running = Some(r),
-                    Err(e) => tracing::error!(stream = %stream, error = %e, "Cannot start the recording writer"),
+                    Err(e) => {
+                        tracing::error!(stream = %stream, error = %e, "Cannot start the recording writer")
+                    }
                 }
             } else {
                 shared.lock().unwrap().phase = Phase::Off;

@@ -102,7 +102,12 @@ fn movie_header(out: &mut Vec<u8>, movie_duration: u32) {
 }
 
 /// Writes tkhd and opens mdia (returned) with its mdhd and hdlr; the caller adds minf.
-fn track_start(out: &mut Vec<u8>, track: &Track, movie_duration: u32, media_duration: u32) -> usize {
+fn track_start(
+    out: &mut Vec<u8>,
+    track: &Track,
+    movie_duration: u32,
+    media_duration: u32,
+) -> usize {
     let s = open_full(out, b"tkhd", 0, 3);
     u32s(out, 0);
     u32s(out, 0);
@@ -234,7 +239,12 @@ pub fn fragment(seq: u32, base_dts: u64, samples: &[Sample], data: &[&[u8]]) -> 
     let s = open_full(&mut out, b"tfdt", 1, 0);
     u64s(&mut out, base_dts);
     close_box(&mut out, s);
-    let s = open_full(&mut out, b"trun", 0, 0x0001 | 0x0100 | 0x0200 | 0x0400 | 0x0800);
+    let s = open_full(
+        &mut out,
+        b"trun",
+        0,
+        0x0001 | 0x0100 | 0x0200 | 0x0400 | 0x0800,
+    );
     u32s(&mut out, samples.len() as u32);
     let data_offset_at = out.len();
     u32s(&mut out, 0);
@@ -378,8 +388,8 @@ fn parse_moov(buf: &[u8]) -> io::Result<(Track, u64)> {
         return Err(invalid("not an H.264 recording"));
     }
     let avc1 = &entry[s..e];
-    let (avcc, _) = find(avc1.get(78..).unwrap_or_default(), &[b"avcC"])
-        .ok_or_else(|| invalid("no avcC"))?;
+    let (avcc, _) =
+        find(avc1.get(78..).unwrap_or_default(), &[b"avcC"]).ok_or_else(|| invalid("no avcC"))?;
     Ok((
         Track {
             width,
@@ -482,7 +492,8 @@ pub fn scan(path: &Path, samples: bool) -> io::Result<Scan> {
         }
         at = end;
     }
-    let track = track.ok_or_else(|| invalid("no moov: not a recording, or cut before its header"))?;
+    let track =
+        track.ok_or_else(|| invalid("no moov: not a recording, or cut before its header"))?;
     if !samples && declared > 0 {
         good_len = len;
     }
@@ -534,7 +545,12 @@ pub fn progressive_head(track: &Track, samples: &[Sample]) -> Vec<u8> {
     let moov = open_box(&mut out, b"moov");
     movie_header(&mut out, movie);
     let trak = open_box(&mut out, b"trak");
-    let mdia = track_start(&mut out, track, movie, ticks.min(u64::from(u32::MAX)) as u32);
+    let mdia = track_start(
+        &mut out,
+        track,
+        movie,
+        ticks.min(u64::from(u32::MAX)) as u32,
+    );
     let (minf, stbl) = media_info_open(&mut out);
     sample_entry(&mut out, track);
     // stts: runs of equal durations.
@@ -622,7 +638,9 @@ mod tests {
         Track {
             width: 320,
             height: 240,
-            avcc: vec![1, 0x64, 0, 0x1f, 0xff, 0xe1, 0, 4, 0x67, 1, 2, 3, 1, 0, 2, 0x68, 9],
+            avcc: vec![
+                1, 0x64, 0, 0x1f, 0xff, 0xe1, 0, 4, 0x67, 1, 2, 3, 1, 0, 2, 0x68, 9,
+            ],
         }
     }
 
@@ -677,7 +695,11 @@ mod tests {
         }];
         let head = progressive_head(&track(), &samples);
         assert_eq!(&head[head.len() - 4..], b"mdat");
-        let (co64, _) = find(&head, &[b"moov", b"trak", b"mdia", b"minf", b"stbl", b"co64"]).unwrap();
+        let (co64, _) = find(
+            &head,
+            &[b"moov", b"trak", b"mdia", b"minf", b"stbl", b"co64"],
+        )
+        .unwrap();
         assert_eq!(be64(co64, 8), Some(head.len() as u64));
     }
 }

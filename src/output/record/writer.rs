@@ -293,8 +293,8 @@ impl Writer {
             self.set_phase_waiting();
         }
         if let Some(o) = &self.open {
-            let jump = f.dts < o.last_dts
-                || f.dts - o.last_dts > (4 * o.frame_ns).max(1_000_000_000);
+            let jump =
+                f.dts < o.last_dts || f.dts - o.last_dts > (4 * o.frame_ns).max(1_000_000_000);
             if jump || *o.track != *f.track {
                 let why = if jump {
                     "a gap in the stream (camera restart)"
