@@ -169,7 +169,7 @@ for v in variants:
         check("secretKeyRef" in env.get(key, {}).get("valueFrom", {}), f"{name}: {key} must come from a Secret")
     cm = one(docs, "ConfigMap")
     toml = tomllib.loads(cm["data"]["camstream.toml"])
-    check(set(toml) <= {"source", "video", "encoder", "rtsp", "http", "auth", "tls", "supervisor", "log"},
+    check(set(toml) <= {"source", "video", "encoder", "rtsp", "http", "auth", "tls", "supervisor", "log", "record"},
           f"{name}: unknown config sections {sorted(toml)}")
     svc = one(docs, "Service")
     ports = {p["name"]: p for p in svc["spec"]["ports"]}
@@ -197,6 +197,14 @@ for v in variants:
         check(spec.get("hostNetwork") is True, "host-network: hostNetwork")
         check(spec.get("dnsPolicy") == "ClusterFirstWithHostNet", "host-network: dnsPolicy")
         check("udp" in toml["rtsp"].get("transports", []), "host-network: RTSP must offer UDP")
+    if v == "recordings":
+        pvc = one(docs, "PersistentVolumeClaim")
+        rec = mounts.get("/var/lib/camstream/recordings", {})
+        check(vols.get(rec.get("name"), {}).get("persistentVolumeClaim", {}).get("claimName") == pvc["metadata"]["name"],
+              "recordings: the PVC must be mounted at the default record.path")
+        check(not rec.get("readOnly"), "recordings: the volume must be writable")
+        check(psc.get("fsGroup") == psc.get("runAsGroup"), "recordings: fsGroup must let the pod's user write")
+        check(env.get("CAMSTREAM_RECORD__ENABLED", {}).get("value") == "true", "recordings: recording turned on")
     if v == "servicemonitor":
         # CRD: not in the bundled schemas, so check the fields Prometheus Operator needs.
         sm = one(docs, "ServiceMonitor")

@@ -12,6 +12,9 @@ packages=(
 if [ "${1:-}" = "--test" ]; then
   # Real clients and checkers the test suite drives.
   packages+=(ffmpeg prometheus curl openssl procps)
+  # Recording tests: a size-limited tmpfs (mount), playback in headless Chromium driven over
+  # CDP from a venv (tests/recording/setup-venv.sh).
+  packages+=(chromium python3-venv mount)
 fi
 
 missing=()
@@ -28,4 +31,7 @@ fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo not found; install Rust (https://rustup.rs or Debian's cargo) and rerun" >&2
   exit 1
+fi
+if [ "${1:-}" = "--test" ]; then
+  bash "$(dirname "$0")/../tests/recording/setup-venv.sh"
 fi

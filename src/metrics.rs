@@ -42,6 +42,18 @@ pub mod names {
     pub const AUTH_FAILURES: &str = "camstream_auth_failures_total";
     /// RTSP connections or viewers refused or closed by a limit, label `reason`.
     pub const RTSP_REJECTED: &str = "camstream_rtsp_rejected_total";
+    /// Bytes written to recording segments, label `stream`.
+    pub const RECORD_BYTES: &str = "camstream_recording_bytes_total";
+    /// Recording segments finished, label `stream`.
+    pub const RECORD_SEGMENTS: &str = "camstream_recording_segments_total";
+    /// Recording write failures (full disk, I/O errors, frames lost to a slow disk), label `stream`.
+    pub const RECORD_ERRORS: &str = "camstream_recording_write_errors_total";
+    /// 1 for the recorder's current state, labels `stream`, `state`.
+    pub const RECORD_STATE: &str = "camstream_recording_state";
+    /// Free bytes on the recording file system, label `stream`.
+    pub const RECORD_DISK_FREE: &str = "camstream_recording_disk_free_bytes";
+    /// Age in seconds of the oldest recording kept, label `stream`; 0 with none.
+    pub const RECORD_OLDEST_AGE: &str = "camstream_recording_oldest_age_seconds";
 }
 
 /// Handles to every metric; cheap to clone.
@@ -98,6 +110,21 @@ impl Metrics {
         describe_counter!(
             RTSP_REJECTED,
             "RTSP connections or viewers refused by a limit, by reason"
+        );
+        describe_counter!(RECORD_BYTES, "Bytes written to recording segments");
+        describe_counter!(RECORD_SEGMENTS, "Recording segments finished");
+        describe_counter!(
+            RECORD_ERRORS,
+            "Recording write failures (full disk, I/O errors, frames lost to a slow disk)"
+        );
+        describe_gauge!(
+            RECORD_STATE,
+            "1 for the recorder's state (waiting, recording, paused, off)"
+        );
+        describe_gauge!(RECORD_DISK_FREE, "Free bytes on the recording file system");
+        describe_gauge!(
+            RECORD_OLDEST_AGE,
+            "Age in seconds of the oldest recording kept (0 with none)"
         );
         Metrics {
             connections: metrics::counter!(CONNECTIONS),

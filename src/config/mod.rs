@@ -201,6 +201,7 @@ impl Config {
             encoder: self.encoder.clone(),
             supervisor: self.supervisor.clone(),
             renditions: self.renditions.clone(),
+            record: self.record.clone(),
         };
         if self.streams.is_empty() {
             return Ok(vec![base]);

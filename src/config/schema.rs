@@ -35,6 +35,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Recording of the flat form's stream (and the default of every `[[streams]]` entry).
+    pub record: RecordConfig,
 }
 
 /// One camera: where its pictures come from, how it is encoded, and where it is served.
@@ -57,6 +59,8 @@ pub struct StreamConfig {
     pub supervisor: SupervisorConfig,
     /// Other encodings of the same camera (the camera opens once). Default none.
     pub renditions: Vec<RenditionConfig>,
+    /// Recording to disk (`[streams.record]`).
+    pub record: RecordConfig,
 }
 
 impl Default for StreamConfig {
@@ -70,6 +74,7 @@ impl Default for StreamConfig {
             encoder: EncoderConfig::default(),
             supervisor: SupervisorConfig::default(),
             renditions: Vec::new(),
+            record: RecordConfig::default(),
         }
     }
 }
@@ -517,6 +522,70 @@ impl Default for LogConfig {
         LogConfig {
             level: "info".into(),
             format: LogFormat::Text,
+        }
+    }
+}
+
+/// The container recordings are written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordFormat {
+    /// Fragmented MP4 (`.mp4`): browsers play it; one fragment per part.
+    Fmp4,
+    /// Matroska (`.mkv`): one cluster per part.
+    Mkv,
+}
+
+impl RecordFormat {
+    /// The file name extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            RecordFormat::Fmp4 => "mp4",
+            RecordFormat::Mkv => "mkv",
+        }
+    }
+}
+
+/// `[record]` / `[streams.record]`: recording the main encoding to disk, in segments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordConfig {
+    /// Whether the stream is recorded. Default false.
+    pub enabled: bool,
+    /// Folder holding one folder per stream; absolute. Default `/var/lib/camstream/recordings`.
+    pub path: String,
+    /// Length of a segment file in seconds, 1 to 3600. Default 60.
+    pub segment_s: u32,
+    /// Length of a part (what is written to disk at once, and at most what a crash loses) in
+    /// ms, 100 to 10000. Default 1000.
+    pub part_ms: u32,
+    /// Container: `fmp4` or `mkv`. Default `fmp4`.
+    pub format: RecordFormat,
+    /// Delete recordings older than this many hours, 0 to 87600; 0 keeps them. Default 0.
+    pub keep_hours: u32,
+    /// Delete the oldest recordings while the stream's folder holds more bytes than this;
+    /// 0 = no limit. Default 0.
+    pub max_bytes: u64,
+    /// Keep this much space free (MiB) on the file system: the oldest recordings are deleted,
+    /// and writing pauses if that is not enough. 0 to 1048576. Default 256.
+    pub min_free_mb: u64,
+    /// Seconds between `fsync`s of the segment being written (bounds what a power cut loses),
+    /// 0 to 3600; 0 = after every part. Default 10.
+    pub fsync_s: u32,
+}
+
+impl Default for RecordConfig {
+    fn default() -> Self {
+        RecordConfig {
+            enabled: false,
+            path: "/var/lib/camstream/recordings".into(),
+            segment_s: 60,
+            part_ms: 1000,
+            format: RecordFormat::Fmp4,
+            keep_hours: 0,
+            max_bytes: 0,
+            min_free_mb: 256,
+            fsync_s: 10,
         }
     }
 }

@@ -161,8 +161,29 @@ impl StreamConfig {
                 ));
             }
         }
-        Ok(())
+        check_record(&format!("{prefix}record."), &self.record)
     }
+}
+
+/// `[record]`: ranges, and a path that cannot point somewhere unexpected.
+fn check_record(p: &str, r: &super::RecordConfig) -> Checked {
+    if !Path::new(&r.path).is_absolute() || r.path.split('/').any(|c| c == "..") {
+        return bad(format!(
+            "{p}path = {:?} must be an absolute path without '..' (e.g. \"/var/lib/camstream/recordings\")",
+            r.path
+        ));
+    }
+    in_range(&format!("{p}segment_s"), r.segment_s, 1, 3600)?;
+    in_range(&format!("{p}part_ms"), r.part_ms, 100, 10_000)?;
+    if u64::from(r.part_ms) > u64::from(r.segment_s) * 1000 {
+        return bad(format!(
+            "{p}part_ms = {} is longer than {p}segment_s ({} s)",
+            r.part_ms, r.segment_s
+        ));
+    }
+    in_range(&format!("{p}keep_hours"), r.keep_hours, 0, 87_600)?;
+    in_range(&format!("{p}min_free_mb"), r.min_free_mb, 0, 1 << 20)?;
+    in_range(&format!("{p}fsync_s"), r.fsync_s, 0, 3600)
 }
 
 impl Config {

@@ -27,6 +27,7 @@ use crate::control::Control;
 use crate::output::rtsp::Heartbeat;
 use crate::output::snapshot::{SNAPSHOT_TIMEOUT, scaled_height};
 
+mod recordings;
 mod streams;
 
 /// Why the sidecar could not start.
@@ -98,7 +99,8 @@ pub fn router(shared: Shared, part: Part) -> Router {
     let api = Router::new()
         .route("/api/v1/status", get(status))
         .route("/snapshot.jpg", get(snapshot))
-        .merge(streams::reads());
+        .merge(streams::reads())
+        .merge(recordings::routes());
     // Writes always need the token; without one they say how to enable them.
     let writes = match &shared.token {
         Some(t) => {

@@ -39,8 +39,6 @@ pub struct Spec {
     pub start_timeout: Duration,
 }
 
-/// Hears every health change of an output (for its metrics and hooks).
-pub type HealthObserver = Box<dyn FnMut(&Health, Option<RestartReason>) + Send>;
 
 /// A running output's shared counters.
 #[derive(Debug, Default)]
@@ -59,6 +57,13 @@ pub struct Running {
     pub task: tokio::task::JoinHandle<restart::Exit>,
 }
 
+/// Hears every health change of an output pipeline (for metrics and hooks).
+pub type OnHealth = Box<dyn FnMut(&Health, Option<RestartReason>) + Send>;
+
+/// Called with each newly built pipeline before it starts, e.g. to attach callbacks to an
+/// `appsink` the description names.
+pub type OnBuilt = Box<dyn FnMut(&gst::Pipeline) + Send>;
+
 /// Starts `spec` fed by `hub`, supervised until `cancel`. `on_health` hears every change (for
 /// metrics and hooks).
 pub fn spawn(
@@ -66,7 +71,19 @@ pub fn spawn(
     time: SharedTime,
     spec: Spec,
     cancel: CancellationToken,
-    on_health: HealthObserver,
+    on_health: OnHealth,
+) -> Running {
+    spawn_with(hub, time, spec, cancel, on_health, Box::new(|_| {}))
+}
+
+/// [`spawn`], with `on_built` called on every pipeline built (the first and each rebuild).
+pub fn spawn_with(
+    hub: Arc<Hub>,
+    time: SharedTime,
+    spec: Spec,
+    cancel: CancellationToken,
+    on_health: OnHealth,
+    on_built: OnBuilt,
 ) -> Running {
     let (tx, rx) = watch::channel(Health::default());
     let counters = Arc::new(Counters::default());
@@ -77,6 +94,7 @@ pub fn spawn(
         cancel,
         counters: counters.clone(),
         on_health,
+        on_built,
         status: tx.clone(),
     };
     let task = tokio::spawn(async move {
@@ -97,7 +115,8 @@ struct Runner {
     spec: Spec,
     cancel: CancellationToken,
     counters: Arc<Counters>,
-    on_health: HealthObserver,
+    on_health: OnHealth,
+    on_built: OnBuilt,
     status: watch::Sender<Health>,
 }
 
@@ -166,6 +185,7 @@ impl Supervised for Runner {
             return self.fail(RestartReason::StateChangeFailure, "no appsrc".into(), None);
         };
         self.time.apply(&pipeline);
+        (self.on_built)(&pipeline);
         let first = Arc::new(AtomicU64::new(0));
         watch_sinks(&pipeline, self.counters.clone(), first.clone());
         let bus = pipeline.bus().expect("a pipeline has a bus");
