@@ -27,6 +27,7 @@ use crate::control::Control;
 use crate::output::rtsp::Heartbeat;
 use crate::output::snapshot::{SNAPSHOT_TIMEOUT, scaled_height};
 
+mod push;
 mod streams;
 
 /// Why the sidecar could not start.
@@ -100,11 +101,12 @@ pub fn router(shared: Shared, part: Part) -> Router {
         .route("/snapshot.jpg", get(snapshot))
         .merge(streams::reads());
     // Writes always need the token; without one they say how to enable them.
+    let write_routes = streams::writes().merge(push::writes());
     let writes = match &shared.token {
         Some(t) => {
-            streams::writes().route_layer(middleware::from_fn_with_state(t.clone(), require_token))
+            write_routes.route_layer(middleware::from_fn_with_state(t.clone(), require_token))
         }
-        None => streams::writes().route_layer(middleware::from_fn(writes_disabled)),
+        None => write_routes.route_layer(middleware::from_fn(writes_disabled)),
     };
     let mut r = Router::new();
     if part != Part::Api {

@@ -18,6 +18,7 @@ use crate::stream::clock::SharedTime;
 use crate::stream::status::Health;
 
 pub mod pipeline;
+pub mod push;
 pub mod rtsp;
 pub mod snapshot;
 
@@ -78,5 +79,5 @@ pub struct Context {
 /// Each runs until `cancel` and keeps `outputs` current.
 pub fn start(camera: &Camera, ctx: &Context, outputs: &Outputs, cancel: &CancellationToken) {
     // Output managers are started here, one line each, as they land.
-    let _ = (camera, ctx, outputs, cancel);
+    push::start(camera, ctx, outputs, cancel);
 }

@@ -33,9 +33,22 @@ pub struct Spec {
     pub shown: String,
     /// Restart policy.
     pub policy: Policy,
-    /// How long the pipeline may take to move its first buffer into a sink before it counts as
+    /// How long the pipeline may take until a sink has taken its first buffer before it counts as
     /// failed (a server that accepts the connection but never takes data).
     pub start_timeout: Duration,
+    /// Secret values in `description` (passwords, stream keys), replaced by `<redacted>` in
+    /// every message logged or shown, since elements may echo their properties in errors.
+    pub secrets: Vec<String>,
+}
+
+impl Spec {
+    /// `text` with every secret of this output replaced by `<redacted>`.
+    pub fn scrub(&self, text: &str) -> String {
+        self.secrets
+            .iter()
+            .filter(|s| !s.is_empty())
+            .fold(text.to_string(), |t, s| t.replace(s.as_str(), "<redacted>"))
+    }
 }
 
 /// A running output's shared counters.
@@ -105,14 +118,13 @@ fn error_text(e: &gst::message::Error) -> String {
     format!("{} (from {src})", e.error())
 }
 
-/// Counts bytes into every sink of `pipeline`, and notes when the first buffer arrives.
-fn watch_sinks(pipeline: &gst::Pipeline, counters: Arc<Counters>, first: Arc<AtomicU64>) {
+/// Counts bytes into every sink of `pipeline`, and buffers arriving (`arrived`). Every sink
+/// pad counts: sink bins such as `rtspclientsink` have request pads, not a static one.
+fn watch_sinks(pipeline: &gst::Pipeline, counters: Arc<Counters>, arrived: Arc<AtomicU64>) {
     let mut it = pipeline.iterate_sinks();
     while let Ok(Some(sink)) = it.next() {
-        let Some(pad) = sink.static_pad("sink") else {
-            continue;
-        };
-        let (c, f) = (counters.clone(), first.clone());
+        for pad in sink.sink_pads() {
+        let (c, f) = (counters.clone(), arrived.clone());
         pad.add_probe(
             gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
             move |_, info| {
@@ -122,10 +134,11 @@ fn watch_sinks(pipeline: &gst::Pipeline, counters: Arc<Counters>, first: Arc<Ato
                     _ => 0,
                 };
                 c.bytes.fetch_add(n as u64, Ordering::Relaxed);
-                f.store(1, Ordering::Relaxed);
+                f.fetch_add(1, Ordering::Relaxed);
                 gst::PadProbeReturn::Ok
             },
         );
+        }
     }
 }
 
@@ -165,7 +178,9 @@ impl Supervised for Runner {
                 }) {
                 Ok(p) => p,
                 Err(e) => {
-                    let message = format!("cannot build the output ({}): {e}", self.spec.shown);
+                    let message = self
+                        .spec
+                        .scrub(&format!("cannot build the output ({}): {e}", self.spec.shown));
                     tracing::error!(%stream, %output, error = %message, "Output failed to start");
                     return self.fail(RestartReason::StateChangeFailure, message, None);
                 }
@@ -177,8 +192,8 @@ impl Supervised for Runner {
             return self.fail(RestartReason::StateChangeFailure, "no appsrc".into(), None);
         };
         self.time.apply(&pipeline);
-        let first = Arc::new(AtomicU64::new(0));
-        watch_sinks(&pipeline, self.counters.clone(), first.clone());
+        let arrived = Arc::new(AtomicU64::new(0));
+        watch_sinks(&pipeline, self.counters.clone(), arrived.clone());
         let bus = pipeline.bus().expect("a pipeline has a bus");
         let mut messages = bus.stream();
         let p = pipeline.clone();
@@ -187,7 +202,7 @@ impl Supervised for Runner {
             let detail = bus
                 .pop_filtered(&[gst::MessageType::Error])
                 .and_then(|m| match m.view() {
-                    gst::MessageView::Error(e) => Some(error_text(e)),
+                    gst::MessageView::Error(e) => Some(self.spec.scrub(&error_text(e))),
                     _ => None,
                 })
                 .unwrap_or_else(|| "the output pipeline refused to start".into());
@@ -212,7 +227,7 @@ impl Supervised for Runner {
                     };
                     match msg.view() {
                         gst::MessageView::Error(e) => {
-                            let message = error_text(e);
+                            let message = self.spec.scrub(&error_text(e));
                             tracing::error!(%stream, %output, error = %message, "Output failed");
                             break self.fail(RestartReason::Error, message, since);
                         }
@@ -225,7 +240,9 @@ impl Supervised for Runner {
                 }
                 _ = tick.tick() => {
                     if since.is_none() {
-                        if first.load(Ordering::Relaxed) == 1 {
+                        // A second buffer at a sink means it took the first: a network sink
+                        // holds its first buffer until connected, or fails it.
+                        if arrived.load(Ordering::Relaxed) >= 2 {
                             since = Some(Instant::now());
                             tracing::info!(%stream, %output, "Output streaming");
                             self.status.send_modify(|h| h.state = State::Streaming);
@@ -318,6 +335,7 @@ mod tests {
                 max_retries: 0,
             },
             start_timeout: Duration::from_secs(5),
+            secrets: Vec::new(),
         };
         let running = spawn(hub.clone(), time, spec, cancel.clone(), Box::new(|_, _| {}));
         let mut health = running.health.clone();
