@@ -83,7 +83,10 @@ impl Metrics {
             OUTPUT_RESTARTS,
             "Restarts of an output's pipeline, by stream, output and reason"
         );
-        describe_counter!(OUTPUT_BYTES, "Bytes an output's sink took, by stream and output");
+        describe_counter!(
+            OUTPUT_BYTES,
+            "Bytes an output's sink took, by stream and output"
+        );
         describe_gauge!(
             OUTPUT_LAST_ERROR,
             "Unix time of an output's last failure (0: none yet), by stream and output"

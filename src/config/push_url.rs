@@ -334,9 +334,7 @@ impl PushUrl {
                     match t.parse::<u8>() {
                         Ok(v) if v >= 1 => {}
                         _ => {
-                            return Err(UrlError::Query(format!(
-                                "has ttl={t:?}; give 1 to 255"
-                            )));
+                            return Err(UrlError::Query(format!("has ttl={t:?}; give 1 to 255")));
                         }
                     }
                 }
@@ -370,9 +368,7 @@ impl PushUrl {
 
     /// Whether the host is a multicast address.
     pub fn is_multicast(&self) -> bool {
-        self.host
-            .parse::<IpAddr>()
-            .is_ok_and(|a| a.is_multicast())
+        self.host.parse::<IpAddr>().is_ok_and(|a| a.is_multicast())
     }
 
     /// Whether any part holds `{secret}`.
@@ -406,11 +402,7 @@ pub fn expand_env(url: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<
             UrlError::Characters("has an {env: placeholder without its closing '}'".into())
         })?;
         let name = &after[..end];
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             return Err(UrlError::Characters(format!(
                 "has {{env:{name}}}, which is not an environment variable name"
             )));
@@ -597,10 +589,11 @@ impl PushConfig {
     /// rotated file or a changed Secret is picked up at the next connection. `None`: none set.
     pub fn resolve_secret(&self) -> Result<Option<String>, SecretError> {
         if !self.secret_file.is_empty() {
-            let text = std::fs::read_to_string(&self.secret_file).map_err(|e| SecretError::File {
-                path: self.secret_file.clone(),
-                why: format!("cannot be read: {e}"),
-            })?;
+            let text =
+                std::fs::read_to_string(&self.secret_file).map_err(|e| SecretError::File {
+                    path: self.secret_file.clone(),
+                    why: format!("cannot be read: {e}"),
+                })?;
             let text = text.strip_suffix('\n').unwrap_or(&text);
             let text = text.strip_suffix('\r').unwrap_or(text);
             if text.is_empty() {
@@ -667,8 +660,9 @@ pub(crate) fn validate_pushes(prefix: &str, pushes: &[PushConfig]) -> Result<(),
             _ => {}
         }
         if url.param("passphrase") == Some(SECRET_PLACEHOLDER) && !p.secret.is_empty() {
-            check_passphrase(&p.secret.0)
-                .map_err(|e| ConfigError::Invalid(format!("{key}.secret (the SRT passphrase) {e}")))?;
+            check_passphrase(&p.secret.0).map_err(|e| {
+                ConfigError::Invalid(format!("{key}.secret (the SRT passphrase) {e}"))
+            })?;
         }
         if p.rtsp_transport != PushTransport::Tcp
             && !matches!(url.scheme, Scheme::Rtsp | Scheme::Rtsps)
@@ -710,10 +704,7 @@ mod tests {
             (u.scheme, u.host.as_str(), u.port, u.path.as_str()),
             (Scheme::Rtmp, "media.lan", 1935, "/live/cam1")
         );
-        assert_eq!(
-            PushUrl::parse("rtmps://x.example/app/k").unwrap().port,
-            443
-        );
+        assert_eq!(PushUrl::parse("rtmps://x.example/app/k").unwrap().port, 443);
         let u = PushUrl::parse("rtsp://user:p%40ss@10.0.0.2:8554/cam").unwrap();
         assert_eq!(u.username.as_deref(), Some("user"));
         assert_eq!(u.password.as_deref(), Some("p@ss"));
@@ -727,7 +718,11 @@ mod tests {
         assert!(PushUrl::parse("srt://:9000?mode=listener").is_ok());
         let u = PushUrl::parse("udp://239.1.2.3:5600?ttl=4").unwrap();
         assert!(u.is_multicast());
-        assert!(!PushUrl::parse("udp://192.168.1.10:5600").unwrap().is_multicast());
+        assert!(
+            !PushUrl::parse("udp://192.168.1.10:5600")
+                .unwrap()
+                .is_multicast()
+        );
     }
 
     #[test]
@@ -763,7 +758,9 @@ mod tests {
             expand_env("rtsp://media:8554/{env:NODE_NAME}/cam", env).unwrap(),
             "rtsp://media:8554/node-7/cam"
         );
-        let e = expand_env("rtsp://m/{env:NOPE}", env).unwrap_err().to_string();
+        let e = expand_env("rtsp://m/{env:NOPE}", env)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("NOPE is not set"), "{e}");
         assert!(expand_env("rtsp://m/{env:NODE_NAME", env).is_err());
         assert!(expand_env("rtsp://m/{env:A-B}", env).is_err());
@@ -773,7 +770,11 @@ mod tests {
     fn secrets_are_placeholders_and_never_shown() {
         let u = PushUrl::parse("rtmp://a.example/live2/{secret}").unwrap();
         assert!(u.uses_secret());
-        assert!(!PushUrl::parse("rtmp://a.example/live2/k").unwrap().uses_secret());
+        assert!(
+            !PushUrl::parse("rtmp://a.example/live2/k")
+                .unwrap()
+                .uses_secret()
+        );
         assert_eq!(
             redact_url("rtsp://cam:hunter2@10.0.0.2/x?transport=tcp"),
             "rtsp://cam:<redacted>@10.0.0.2/x?transport=tcp"
@@ -788,7 +789,10 @@ mod tests {
         );
         let text = "url=\"rtmp://u:pw@h/a/b\" and ésrt://h:1?passphrase=abcdefghijk, done";
         let shown = redact_text(text);
-        assert!(!shown.contains("pw@") && !shown.contains("abcdefghijk"), "{shown}");
+        assert!(
+            !shown.contains("pw@") && !shown.contains("abcdefghijk"),
+            "{shown}"
+        );
         assert!(shown.ends_with(", done"), "{shown}");
         // An unparsable URL is still redacted.
         assert_eq!(redact_url("rtmp://u:pw@"), "rtmp://u:<redacted>@");

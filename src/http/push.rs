@@ -68,8 +68,9 @@ async fn patch_one(
     };
     merge(&mut list[index], &patch);
     match s.control.patch(&name, &json!({ "push": list })).await {
-        Ok(o) => Json(json!({ "stream": o.stream, "push": push, "applied": o.applied }))
-            .into_response(),
+        Ok(o) => {
+            Json(json!({ "stream": o.stream, "push": push, "applied": o.applied })).into_response()
+        }
         Err(ControlError::NotFound(n)) => {
             error(StatusCode::NOT_FOUND, &format!("no stream named {n:?}"))
         }

@@ -51,6 +51,9 @@ impl Spec {
     }
 }
 
+/// Hears every health change of an output, with the restart reason when one happened.
+pub type OnHealth = Box<dyn FnMut(&Health, Option<RestartReason>) + Send>;
+
 /// A running output's shared counters.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -75,7 +78,7 @@ pub fn spawn(
     time: SharedTime,
     spec: Spec,
     cancel: CancellationToken,
-    on_health: Box<dyn FnMut(&Health, Option<RestartReason>) + Send>,
+    on_health: OnHealth,
 ) -> Running {
     let (tx, rx) = watch::channel(Health::default());
     let counters = Arc::new(Counters::default());
@@ -106,7 +109,7 @@ struct Runner {
     spec: Spec,
     cancel: CancellationToken,
     counters: Arc<Counters>,
-    on_health: Box<dyn FnMut(&Health, Option<RestartReason>) + Send>,
+    on_health: OnHealth,
     status: watch::Sender<Health>,
 }
 
@@ -124,20 +127,20 @@ fn watch_sinks(pipeline: &gst::Pipeline, counters: Arc<Counters>, arrived: Arc<A
     let mut it = pipeline.iterate_sinks();
     while let Ok(Some(sink)) = it.next() {
         for pad in sink.sink_pads() {
-        let (c, f) = (counters.clone(), arrived.clone());
-        pad.add_probe(
-            gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
-            move |_, info| {
-                let n = match &info.data {
-                    Some(gst::PadProbeData::Buffer(b)) => b.size(),
-                    Some(gst::PadProbeData::BufferList(l)) => l.iter().map(|b| b.size()).sum(),
-                    _ => 0,
-                };
-                c.bytes.fetch_add(n as u64, Ordering::Relaxed);
-                f.fetch_add(1, Ordering::Relaxed);
-                gst::PadProbeReturn::Ok
-            },
-        );
+            let (c, f) = (counters.clone(), arrived.clone());
+            pad.add_probe(
+                gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+                move |_, info| {
+                    let n = match &info.data {
+                        Some(gst::PadProbeData::Buffer(b)) => b.size(),
+                        Some(gst::PadProbeData::BufferList(l)) => l.iter().map(|b| b.size()).sum(),
+                        _ => 0,
+                    };
+                    c.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    f.fetch_add(1, Ordering::Relaxed);
+                    gst::PadProbeReturn::Ok
+                },
+            );
         }
     }
 }
@@ -178,9 +181,10 @@ impl Supervised for Runner {
                 }) {
                 Ok(p) => p,
                 Err(e) => {
-                    let message = self
-                        .spec
-                        .scrub(&format!("cannot build the output ({}): {e}", self.spec.shown));
+                    let message = self.spec.scrub(&format!(
+                        "cannot build the output ({}): {e}",
+                        self.spec.shown
+                    ));
                     tracing::error!(%stream, %output, error = %message, "Output failed to start");
                     return self.fail(RestartReason::StateChangeFailure, message, None);
                 }

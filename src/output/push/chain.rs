@@ -147,7 +147,10 @@ pub fn describe(push: &PushConfig, secret: Option<&str>) -> Result<Chain, ChainE
             };
             sink.add_raw("protocols", protocols);
             // SPS/PPS in band as well as in the SDP, for servers that relay without the SDP.
-            ("h264parse config-interval=-1 ! rtspclientsink", "rtspclientsink")
+            (
+                "h264parse config-interval=-1 ! rtspclientsink",
+                "rtspclientsink",
+            )
         }
         Scheme::Srt => {
             let mode = url.srt_mode().map_err(|source| ChainError::Url {
@@ -199,7 +202,9 @@ pub fn describe(push: &PushConfig, secret: Option<&str>) -> Result<Chain, ChainE
         Scheme::Udp => {
             sink.add("host", &url.host);
             sink.add_raw("port", url.port);
-            let ttl = url.param("ttl").unwrap_or(if url.is_multicast() { "1" } else { "64" });
+            let ttl = url
+                .param("ttl")
+                .unwrap_or(if url.is_multicast() { "1" } else { "64" });
             sink.add_raw(if url.is_multicast() { "ttl-mc" } else { "ttl" }, ttl);
             sink.add_raw("auto-multicast", "true");
             sink.add_raw("sync", "false");
@@ -278,10 +283,17 @@ mod tests {
             Some("KEY123"),
         )
         .unwrap();
-        assert!(c.description.contains("location=\"rtmp://media.lan:1935/live/KEY123\""));
+        assert!(
+            c.description
+                .contains("location=\"rtmp://media.lan:1935/live/KEY123\"")
+        );
         assert!(c.description.contains("username=\"cam\" password=\"pw!\""));
         assert!(c.description.contains("flvmux streamable=true"));
-        assert!(!c.shown.contains("KEY123") && !c.shown.contains("pw!"), "{}", c.shown);
+        assert!(
+            !c.shown.contains("KEY123") && !c.shown.contains("pw!"),
+            "{}",
+            c.shown
+        );
         assert!(c.shown.contains("/live/{secret}"));
         assert_eq!(c.secrets, vec!["KEY123".to_string(), "pw!".to_string()]);
         parses(&c);
@@ -291,11 +303,20 @@ mod tests {
     fn rtsp_records_over_tcp_by_default() {
         let c = describe(&push("rtsp://u:{secret}@10.0.0.2:8554/cam"), Some("s\"q")).unwrap();
         assert!(c.description.contains("protocols=tcp"));
-        assert!(c.description.contains("user-pw=\"s\\\"q\""), "{}", c.description);
+        assert!(
+            c.description.contains("user-pw=\"s\\\"q\""),
+            "{}",
+            c.description
+        );
         assert!(c.shown.contains("user-pw=\"{secret}\""));
         let mut p = push("rtsp://h/x");
         p.rtsp_transport = PushTransport::Udp;
-        assert!(describe(&p, None).unwrap().description.contains("protocols=udp"));
+        assert!(
+            describe(&p, None)
+                .unwrap()
+                .description
+                .contains("protocols=udp")
+        );
         parses(&c);
     }
 

@@ -57,7 +57,11 @@ impl PushMetrics {
 
     /// Counts a restart.
     pub(super) fn restart(&self, reason: RestartReason) {
-        counter!(names::OUTPUT_RESTARTS, &self.labels_with("reason", reason.as_str())).increment(1);
+        counter!(
+            names::OUTPUT_RESTARTS,
+            &self.labels_with("reason", reason.as_str())
+        )
+        .increment(1);
     }
 
     /// Publishes the time of the last failure (0 before the first).
