@@ -1,8 +1,10 @@
 //! CPU per restream push: one camstream at 1280x720@30, x264 at 4 Mb/s, with 0, 1 and 4 UDP
 //! pushes to local sockets that drain them, switched live through the API so the same encoder
-//! runs throughout. The daemon's CPU comes from /proc (utime + stime of the process, and of
-//! the pushes' own streaming threads); the 0-push windows are the baseline, measured in the
-//! same run between the others so drift hits both alike.
+//! runs throughout. The daemon's CPU comes from /proc: utime + stime of the whole process
+//! (against the 0-push windows, measured in the same run between the others, alternating the
+//! order) and of the threads created for the pushes (their streaming threads, which run the
+//! parser, payloader and sink; the capture's copy into each push's queue is in the process
+//! figure only).
 //!
 //! Run: `cargo bench --bench push` (about 3 minutes) or `cargo bench --bench push -- --quick`.
 //! Prints a table and writes `target/bench/push-bench.json`; docs/performance.md has figures.
@@ -240,7 +242,18 @@ struct Window {
     push_mbps: f64,
 }
 
-fn measure(d: &Daemon, drains: &Drains, pushes: usize, window: Duration, hz: f64) -> Window {
+/// Measures one window; also returns the threads that did work in it. `base` holds the threads
+/// busy with no push (capture, encoder, servers): work on any other thread (each push's appsrc
+/// streaming thread, which carries its parser, payloader and sink, possibly a pooled thread
+/// that sat idle before) is the pushes' own.
+fn measure(
+    d: &Daemon,
+    drains: &Drains,
+    pushes: usize,
+    window: Duration,
+    hz: f64,
+    base: &[u64],
+) -> (Window, Vec<u64>) {
     let pid = d.child.id();
     let t0 = Instant::now();
     let p0 = process_ticks(pid);
@@ -251,19 +264,23 @@ fn measure(d: &Daemon, drains: &Drains, pushes: usize, window: Duration, hz: f64
     let p1 = process_ticks(pid);
     let th1 = thread_ticks(pid);
     let b1 = drains.bytes.load(Ordering::Relaxed);
-    // A push pipeline's work happens on its appsrc's streaming thread, which GStreamer names
-    // after the pad ("src:src": element "src", pad "src"), as the output runner names it.
-    let push_ticks: u64 = th1
+    let deltas: Vec<(u64, u64)> = th1
         .iter()
-        .filter(|(_, name, _)| name == "src:src")
         .map(|(tid, _, t)| {
-            t - th0
+            let before = th0
                 .iter()
                 .find(|(t0, _, _)| t0 == tid)
-                .map_or(0, |(_, _, t)| *t)
+                .map_or(0, |(_, _, t)| *t);
+            (*tid, t.saturating_sub(before))
         })
+        .collect();
+    let busy: Vec<u64> = deltas.iter().filter(|d| d.1 > 0).map(|d| d.0).collect();
+    let push_ticks: u64 = deltas
+        .iter()
+        .filter(|(tid, _)| !base.contains(tid))
+        .map(|d| d.1)
         .sum();
-    Window {
+    let w = Window {
         pushes,
         cpu_pct: (p1 - p0) as f64 / hz / secs * 100.0,
         push_threads_pct: push_ticks as f64 / hz / secs * 100.0,
@@ -272,7 +289,8 @@ fn measure(d: &Daemon, drains: &Drains, pushes: usize, window: Duration, hz: f64
         } else {
             (b1 - b0) as f64 * 8.0 / secs / 1e6 / pushes as f64
         },
-    }
+    };
+    (w, busy)
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -306,11 +324,22 @@ fn main() {
         "push bench: camstream streaming; {rounds} rounds of {COUNTS:?} pushes, {window:?} each"
     );
     let mut windows: Vec<Window> = Vec::new();
+    let mut base: Vec<u64> = Vec::new();
     for round in 0..rounds {
-        for n in COUNTS {
+        // Every other round runs backwards, so a slow drift of the encoder's cost does not
+        // favour one count.
+        let order: Vec<usize> = if round % 2 == 0 {
+            COUNTS.to_vec()
+        } else {
+            COUNTS.iter().rev().copied().collect()
+        };
+        for n in order {
             set_pushes(&d, &drains, n);
             std::thread::sleep(settle);
-            let w = measure(&d, &drains, n, window, hz);
+            let (w, busy) = measure(&d, &drains, n, window, hz, &base);
+            if n == 0 {
+                base = busy;
+            }
             eprintln!(
                 "  round {round} pushes {n}: process {:.2} % of a core, push threads {:.2} %, {:.2} Mb/s per push",
                 w.cpu_pct, w.push_threads_pct, w.push_mbps
@@ -323,8 +352,6 @@ fn main() {
         windows.iter().filter(|w| w.pushes == n).map(f).collect()
     };
     let base = by(0, |w| w.cpu_pct);
-    // Other "src:src" threads (an RTSP media's, if one were prepared) are in the 0-push figure.
-    let base_threads = by(0, |w| w.push_threads_pct);
     let mut rows = Vec::new();
     for n in COUNTS {
         let cpu = by(n, |w| w.cpu_pct);
@@ -339,12 +366,13 @@ fn main() {
             "pushes": n,
             "process_cpu_pct": mean(&cpu),
             "process_cpu_pct_stdev": stdev(&cpu),
-            "push_threads_cpu_pct": mean(&threads),
+            // With no push there is nothing to attribute (the first window also set the base).
+            "push_threads_cpu_pct": if n == 0 { Value::Null } else { json!(mean(&threads)) },
             "per_push_cpu_pct_process_delta": per_push,
             "per_push_cpu_pct_threads": if n == 0 {
                 Value::Null
             } else {
-                json!((mean(&threads) - mean(&base_threads)) / n as f64)
+                json!(mean(&threads) / n as f64)
             },
             "per_push_mbps": if n == 0 { Value::Null } else { json!(mean(&mbps)) },
         }));

@@ -343,12 +343,15 @@ mod tests {
         };
         let running = spawn(hub.clone(), time, spec, cancel.clone(), Box::new(|_, _| {}));
         let mut health = running.health.clone();
+        // The `Ref` wait_for returns is dropped at once: held, it would block the runner's
+        // next status update (a watch's write lock) and with it a runtime thread.
         let restarted = tokio::time::timeout(
             Duration::from_secs(20),
             health.wait_for(|h| h.restarts >= 3),
         )
-        .await;
-        assert!(restarted.is_ok(), "the output restarts on its own");
+        .await
+        .is_ok_and(|r| r.is_ok());
+        assert!(restarted, "the output restarts on its own");
         assert!(running.counters.bytes.load(Ordering::Relaxed) > 0);
         // The capture never noticed: frames kept coming at its own rate.
         let before = frames.load(Ordering::Relaxed);
