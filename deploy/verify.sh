@@ -139,12 +139,18 @@ for v in variants:
             check(not (sc.get("privileged") and sc.get("allowPrivilegeEscalation") is False),
                   f"{name}: {c['name']}: privileged with allowPrivilegeEscalation: false")
 
-    dep = one(docs, "Deployment")
+    # camstream's workload: the base Deployment, or a DaemonSet with the fleet component.
+    (dep,) = [d for d in docs if d["kind"] in ("Deployment", "DaemonSet") and d["metadata"]["name"] == "camstream"]
     spec = dep["spec"]["template"]["spec"]
     (c,) = spec["containers"]
     sc, psc = c.get("securityContext", {}), spec.get("securityContext", {})
-    check(dep["spec"].get("replicas") == 1, f"{name}: replicas must be 1")
-    check(dep["spec"].get("strategy", {}).get("type") == "Recreate", f"{name}: strategy must be Recreate")
+    if dep["kind"] == "Deployment":
+        check(dep["spec"].get("replicas") == 1, f"{name}: replicas must be 1")
+        check(dep["spec"].get("strategy", {}).get("type") == "Recreate", f"{name}: strategy must be Recreate")
+    else:
+        # A camera opens in one process only: never two pods on a node at once.
+        ru = dep["spec"].get("updateStrategy", {}).get("rollingUpdate", {})
+        check(ru.get("maxSurge", 0) == 0, f"{name}: DaemonSet must not surge")
     check(spec.get("nodeSelector", {}).get("camera") == "true", f"{name}: nodeSelector camera=true")
     check(c.get("livenessProbe", {}).get("httpGet", {}).get("path") == "/healthz", f"{name}: liveness must GET /healthz")
     check(c.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/readyz", f"{name}: readiness must GET /readyz")
@@ -167,11 +173,11 @@ for v in variants:
           f"{name}: GST_REGISTRY must live on an emptyDir")
     for key in ("RTSP_USERNAME", "RTSP_PASSWORD", "RTSP_AUTH"):
         check("secretKeyRef" in env.get(key, {}).get("valueFrom", {}), f"{name}: {key} must come from a Secret")
-    cm = one(docs, "ConfigMap")
+    (cm,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("camstream-config")]
     toml = tomllib.loads(cm["data"]["camstream.toml"])
-    check(set(toml) <= {"source", "video", "encoder", "rtsp", "http", "auth", "tls", "supervisor", "log", "record"},
+    check(set(toml) <= {"source", "video", "encoder", "rtsp", "http", "auth", "tls", "supervisor", "log", "record", "push"},
           f"{name}: unknown config sections {sorted(toml)}")
-    svc = one(docs, "Service")
+    (svc,) = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "camstream"]
     ports = {p["name"]: p for p in svc["spec"]["ports"]}
     check(ports.get("rtsp", {}).get("port") == 8554 and ports["rtsp"].get("protocol") == "TCP", f"{name}: rtsp 8554/TCP")
     check(ports.get("http", {}).get("port") == 8080, f"{name}: http 8080")
@@ -205,6 +211,38 @@ for v in variants:
         check(not rec.get("readOnly"), "recordings: the volume must be writable")
         check(psc.get("fsGroup") == psc.get("runAsGroup"), "recordings: fsGroup must let the pod's user write")
         check(env.get("CAMSTREAM_RECORD__ENABLED", {}).get("value") == "true", "recordings: recording turned on")
+    if v == "fleet":
+        check(dep["kind"] == "DaemonSet", "fleet: camstream must run as a DaemonSet")
+        node = [e for e in c.get("env", []) if e["name"] == "NODE_NAME"]
+        check(node and node[0].get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "spec.nodeName",
+              "fleet: NODE_NAME must come from spec.nodeName")
+        pushes = toml.get("push", [])
+        check(len(pushes) == 1, "fleet: one push to the media server")
+        services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+        for p in pushes:
+            url = p.get("url", "")
+            host_port = url.split("://", 1)[-1].split("/", 1)[0]
+            host, _, port = host_port.partition(":")
+            check("{env:NODE_NAME}" in url, f"fleet: push {p.get('name')} must publish under the node's name")
+            target = services.get(host)
+            check(target is not None and any(str(sp["port"]) == port for sp in target["spec"]["ports"]),
+                  f"fleet: push {p.get('name')} goes to {host_port}, which no Service in the overlay serves")
+            # NetworkPolicies are additive: some policy selecting camstream must allow that egress.
+            server = [d for d in docs if d["kind"] == "Deployment" and target is not None and
+                      all(d["spec"]["template"]["metadata"]["labels"].get(k) == val
+                          for k, val in target["spec"]["selector"].items())]
+            allowed = False
+            for np in (d for d in docs if d["kind"] == "NetworkPolicy"):
+                sel = np["spec"]["podSelector"].get("matchLabels", {})
+                if not all(pod_labels.get(k) == val for k, val in sel.items()):
+                    continue
+                for rule in np["spec"].get("egress", []):
+                    ports_ok = any(str(rp.get("port")) in (port, "rtsp") for rp in rule.get("ports", []))
+                    to_ok = any(server and all(server[0]["spec"]["template"]["metadata"]["labels"].get(k) == val
+                                               for k, val in peer.get("podSelector", {}).get("matchLabels", {}).items())
+                                for peer in rule.get("to", []))
+                    allowed |= ports_ok and to_ok
+            check(allowed, f"fleet: no NetworkPolicy lets camstream reach {host_port}")
     if v == "servicemonitor":
         # CRD: not in the bundled schemas, so check the fields Prometheus Operator needs.
         sm = one(docs, "ServiceMonitor")
@@ -221,6 +259,11 @@ def strip(path):
     return [l for l in path.read_text().splitlines() if not l.startswith("#") and not l.startswith("transports")]
 check(strip(k8s / "base/camstream.toml") == strip(k8s / "components/host-network/camstream.toml"),
       "components/host-network/camstream.toml drifted from base/camstream.toml")
+# The fleet TOML is the base's with a [[push]] table appended.
+fleet = (k8s / "overlays/fleet/camstream.toml").read_text()
+check(fleet.startswith((k8s / "base/camstream.toml").read_text()) and
+      set(tomllib.loads(fleet)) - set(tomllib.loads((k8s / "base/camstream.toml").read_text())) == {"push"},
+      "overlays/fleet/camstream.toml must be base/camstream.toml plus [[push]]")
 
 for e in errors:
     print("policy:", e)
@@ -289,7 +332,9 @@ ss=[socket.socket() for _ in range(2)]
 print(" ".join(str(s.getsockname()[1]) for s in ss))')
   # shellcheck disable=SC2086 # two port numbers
   set -- "$1" $ports
-  timeout 120 "$CAMSTREAM" --config "$1" --source test --rtsp-port "$2" --http-port "$3" check
+  # NODE_NAME: what the fleet's DaemonSet gives each pod, for its push URL.
+  NODE_NAME=verify-node timeout 120 "$CAMSTREAM" --config "$1" --source test --rtsp-port "$2" \
+    --http-port "$3" check
 }
 
 if ! setup_tools >"$WORK/logs/setup.log" 2>&1; then
@@ -316,7 +361,8 @@ grep -q ServiceMonitor "$WORK"/rendered/overlay-servicemonitor.yaml 2>/dev/null 
 run_check "policy (security context, probes, resources, overlays)" policy_check
 CAMSTREAM=${CAMSTREAM_BIN:-$ROOT/target/debug/camstream}
 if [[ -x $CAMSTREAM ]]; then
-  for toml in "$K8S/base/camstream.toml" "$K8S/components/host-network/camstream.toml"; do
+  for toml in "$K8S/base/camstream.toml" "$K8S/components/host-network/camstream.toml" \
+      "$K8S/overlays/fleet/camstream.toml"; do
     run_check "camstream check accepts ${toml#"$ROOT"/}" daemon_accepts_config "$toml"
   done
 else

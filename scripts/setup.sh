@@ -8,6 +8,8 @@ packages=(
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
+  # rtspclientsink, for RTSP pushes (docs/push.md).
+  gstreamer1.0-rtsp
 )
 if [ "${1:-}" = "--test" ]; then
   # Real clients and checkers the test suite drives.
@@ -15,6 +17,8 @@ if [ "${1:-}" = "--test" ]; then
   # Recording tests: a size-limited tmpfs (mount), playback in headless Chromium driven over
   # CDP from a venv (tests/recording/setup-venv.sh).
   packages+=(chromium python3-venv mount)
+  # Real servers the push tests publish to: nginx-rtmp, and an SRT listener.
+  packages+=(nginx libnginx-mod-rtmp srt-tools)
 fi
 
 missing=()

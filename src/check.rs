@@ -35,6 +35,12 @@ pub fn run(config: &Config) -> bool {
     let mut findings = probe(config);
     for s in &streams {
         findings.extend(probe_stream(s));
+        // No connection is made: URL, secret and elements only.
+        findings.extend(crate::output::push::check(s).into_iter().map(|c| Finding {
+            ok: c.ok,
+            what: c.what,
+            detail: c.detail,
+        }));
     }
     println!("# Checks");
     for f in &findings {

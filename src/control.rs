@@ -82,7 +82,7 @@ fn shape(s: &StreamConfig) -> Vec<(String, String)> {
 }
 
 /// Merges `patch` into `base`: objects merge key by key, anything else replaces.
-fn merge(base: &mut Value, patch: &Value) {
+pub(crate) fn merge(base: &mut Value, patch: &Value) {
     match (base, patch) {
         (Value::Object(b), Value::Object(p)) => {
             for (k, v) in p {
@@ -303,6 +303,7 @@ impl Control {
             c.encoder = stream.encoder;
             c.supervisor = stream.supervisor;
             c.renditions = stream.renditions;
+            c.push = stream.push;
         } else if let Ok(v) = figment::value::Value::serialize(&stream) {
             for s in c.streams.iter_mut() {
                 if s.find_ref("name").and_then(|n| n.as_str()) == Some(stream.name.as_str()) {

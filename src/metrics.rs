@@ -10,6 +10,15 @@ pub mod names {
     pub const OUTPUT_DROPPED: &str = "camstream_output_dropped_buffers_total";
     /// Buffers pushed into an output's hub queue, labels `stream`, `output`.
     pub const OUTPUT_PUSHED: &str = "camstream_output_pushed_buffers_total";
+    /// 1 for an output's current state (pushes), labels `stream`, `output`, `state`.
+    pub const OUTPUT_STATE: &str = "camstream_output_state";
+    /// Restarts of an output's pipeline (pushes), labels `stream`, `output`, `reason`.
+    pub const OUTPUT_RESTARTS: &str = "camstream_output_restarts_total";
+    /// Bytes an output's sink took (pushes: the muxed stream before the protocol's framing),
+    /// labels `stream`, `output`.
+    pub const OUTPUT_BYTES: &str = "camstream_output_bytes_total";
+    /// Unix time of an output's last failure, 0 before the first, labels `stream`, `output`.
+    pub const OUTPUT_LAST_ERROR: &str = "camstream_output_last_error_timestamp_seconds";
     /// Capture pipeline restarts, labels `stream`, `reason`.
     pub const RESTARTS: &str = "camstream_pipeline_restarts_total";
     /// 1 for the supervisor's current state, label `state`.
@@ -79,6 +88,22 @@ impl Metrics {
         describe_counter!(
             OUTPUT_PUSHED,
             "Buffers pushed into an output's queue, by stream and output"
+        );
+        describe_gauge!(
+            OUTPUT_STATE,
+            "1 for an output's current state (starting, streaming, backoff, disabled, stopped)"
+        );
+        describe_counter!(
+            OUTPUT_RESTARTS,
+            "Restarts of an output's pipeline, by stream, output and reason"
+        );
+        describe_counter!(
+            OUTPUT_BYTES,
+            "Bytes an output's sink took, by stream and output"
+        );
+        describe_gauge!(
+            OUTPUT_LAST_ERROR,
+            "Unix time of an output's last failure (0: none yet), by stream and output"
         );
         describe_counter!(RESTARTS, "Capture pipeline restarts, by stream and reason");
         describe_gauge!(STATE, "1 for the capture supervisor's current state");

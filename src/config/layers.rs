@@ -75,6 +75,7 @@ const SECTIONS: &[&str] = &[
     "tls",
     "supervisor",
     "log",
+    "push",
 ];
 
 /// Keys whose values are always strings, so "4" or "0x10" given on the command line or in the

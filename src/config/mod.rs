@@ -19,6 +19,7 @@ use figment::providers::Serialized;
 pub mod h264;
 mod layers;
 mod legacy;
+pub mod push_url;
 mod schema;
 mod validate;
 
@@ -98,6 +99,8 @@ fn redact(value: &mut serde_json::Value) {
             }
         }
         serde_json::Value::Array(items) => items.iter_mut().for_each(redact),
+        // A URL's user info and credential-like query values (push URLs).
+        serde_json::Value::String(s) => *s = push_url::redact_text(s),
         _ => {}
     }
 }
@@ -202,6 +205,7 @@ impl Config {
             supervisor: self.supervisor.clone(),
             renditions: self.renditions.clone(),
             record: self.record.clone(),
+            push: self.push.clone(),
         };
         if self.streams.is_empty() {
             return Ok(vec![base]);
@@ -210,6 +214,7 @@ impl Config {
             name: String::new(),
             mount: String::new(),
             renditions: Vec::new(),
+            push: Vec::new(),
             ..base
         };
         self.streams
@@ -239,6 +244,13 @@ impl Config {
 }
 
 impl StreamConfig {
+    /// The stream's settings as JSON with every secret replaced by "<redacted>".
+    pub fn redacted(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        redact(&mut v);
+        v
+    }
+
     /// The RTSP mount path: the configured one, or `/<name>`.
     pub fn mount_path(&self) -> String {
         if self.mount.is_empty() {

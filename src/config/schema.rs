@@ -37,6 +37,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Recording of the flat form's stream (and the default of every `[[streams]]` entry).
     pub record: RecordConfig,
+    /// Restreams of the flat form's stream, as `[[push]]` tables. Default none.
+    pub push: Vec<PushConfig>,
 }
 
 /// One camera: where its pictures come from, how it is encoded, and where it is served.
@@ -61,6 +63,8 @@ pub struct StreamConfig {
     pub renditions: Vec<RenditionConfig>,
     /// Recording to disk (`[streams.record]`).
     pub record: RecordConfig,
+    /// Restreams to servers and ground stations, as `[[streams.push]]`. Default none.
+    pub push: Vec<PushConfig>,
 }
 
 impl Default for StreamConfig {
@@ -75,6 +79,7 @@ impl Default for StreamConfig {
             supervisor: SupervisorConfig::default(),
             renditions: Vec::new(),
             record: RecordConfig::default(),
+            push: Vec::new(),
         }
     }
 }
@@ -586,6 +591,64 @@ impl Default for RecordConfig {
             max_bytes: 0,
             min_free_mb: 256,
             fsync_s: 10,
+        }
+    }
+}
+
+/// How an RTSP push reaches its server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PushTransport {
+    /// RTP interleaved on the RTSP TCP connection: passes NAT and firewalls, no loss.
+    Tcp,
+    /// RTP over UDP to ports the server names.
+    Udp,
+}
+
+/// `[[push]]` / `[[streams.push]]`: one restream of the stream's main encoding to a server or a
+/// ground station (RTMP, RTSP RECORD, SRT, RTP over UDP), supervised on its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushConfig {
+    /// Unique within the stream, `[a-z0-9_-]+`; names the output in the API, metrics and logs.
+    /// Required.
+    pub name: String,
+    /// Where to: `rtmp://`, `rtmps://`, `rtsp://`, `rtsps://`, `srt://` or `udp://` (see
+    /// docs/push.md). `{secret}` in it is replaced by the secret. Required.
+    pub url: String,
+    /// Whether it runs. Default true.
+    pub enabled: bool,
+    /// The value of `{secret}` in `url` (a password, an RTMP stream key, an SRT passphrase).
+    /// Default empty.
+    pub secret: Secret,
+    /// File holding the secret (trailing newline ignored), read at each connection; overrides
+    /// `secret`. Default empty.
+    pub secret_file: String,
+    /// Environment variable holding the secret; overrides `secret`. Default empty.
+    pub secret_env: String,
+    /// Lower transport of an `rtsp://` push. Default `tcp`.
+    pub rtsp_transport: PushTransport,
+    /// Delay before the first reconnection, in ms, 100 to 600000. Default 1000.
+    pub initial_backoff_ms: u64,
+    /// Cap on the reconnection delay, in ms, up to 600000. Default 30000.
+    pub max_backoff_ms: u64,
+    /// Time (ms) a connection has to take its first frame, 1000 to 120000. Default 10000.
+    pub start_timeout_ms: u64,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig {
+            name: String::new(),
+            url: String::new(),
+            enabled: true,
+            secret: Secret::default(),
+            secret_file: String::new(),
+            secret_env: String::new(),
+            rtsp_transport: PushTransport::Tcp,
+            initial_backoff_ms: 1000,
+            max_backoff_ms: 30_000,
+            start_timeout_ms: 10_000,
         }
     }
 }

@@ -30,7 +30,7 @@ pub(crate) fn in_range<T: PartialOrd + std::fmt::Display>(
 }
 
 /// A stream or rendition name: what the API, metrics and file names can carry safely.
-fn check_name(key: &str, name: &str) -> Checked {
+pub(crate) fn check_name(key: &str, name: &str) -> Checked {
     if name.is_empty()
         || name.len() > 64
         || !name
@@ -161,7 +161,8 @@ impl StreamConfig {
                 ));
             }
         }
-        check_record(&format!("{prefix}record."), &self.record)
+        check_record(&format!("{prefix}record."), &self.record)?;
+        super::push_url::validate_pushes(prefix, &self.push)
     }
 }
 
@@ -228,6 +229,11 @@ impl Config {
             }
         }
 
+        if !self.streams.is_empty() && !self.push.is_empty() {
+            return bad(
+                "[[push]] belongs to the flat form; with [[streams]], put each push in its stream as [[streams.push]]".into(),
+            );
+        }
         let r = &self.rtsp;
         if self.streams.is_empty() {
             check_mount("rtsp.mount", &r.mount)?;

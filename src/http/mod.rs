@@ -27,6 +27,7 @@ use crate::control::Control;
 use crate::output::rtsp::Heartbeat;
 use crate::output::snapshot::{SNAPSHOT_TIMEOUT, scaled_height};
 
+mod push;
 mod recordings;
 mod streams;
 
@@ -102,11 +103,12 @@ pub fn router(shared: Shared, part: Part) -> Router {
         .merge(streams::reads())
         .merge(recordings::routes());
     // Writes always need the token; without one they say how to enable them.
+    let write_routes = streams::writes().merge(push::writes());
     let writes = match &shared.token {
         Some(t) => {
-            streams::writes().route_layer(middleware::from_fn_with_state(t.clone(), require_token))
+            write_routes.route_layer(middleware::from_fn_with_state(t.clone(), require_token))
         }
-        None => streams::writes().route_layer(middleware::from_fn(writes_disabled)),
+        None => write_routes.route_layer(middleware::from_fn(writes_disabled)),
     };
     let mut r = Router::new();
     if part != Part::Api {

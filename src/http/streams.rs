@@ -84,7 +84,7 @@ pub(super) fn describe(s: &Shared, c: &Camera) -> Value {
         "frames": main["frames"],
         "encodings": encodings,
         "outputs": s.control.outputs(&c.name).map(|o| o.describe()).unwrap_or_default(),
-        "settings": &*config,
+        "settings": config.redacted(),
     })
 }
 

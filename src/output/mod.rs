@@ -18,6 +18,7 @@ use crate::stream::clock::SharedTime;
 use crate::stream::status::Health;
 
 pub mod pipeline;
+pub mod push;
 pub mod record;
 pub mod rtsp;
 pub mod snapshot;
@@ -80,4 +81,5 @@ pub struct Context {
 pub fn start(camera: &Camera, ctx: &Context, outputs: &Outputs, cancel: &CancellationToken) {
     // Output managers are started here, one line each, as they land.
     record::start(camera, ctx, outputs, cancel);
+    push::start(camera, ctx, outputs, cancel);
 }

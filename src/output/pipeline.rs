@@ -34,11 +34,30 @@ pub struct Spec {
     pub shown: String,
     /// Restart policy.
     pub policy: Policy,
-    /// How long the pipeline may take to move its first buffer into a sink before it counts as
+    /// How long the pipeline may take until a sink has taken its first buffer before it counts as
     /// failed (a server that accepts the connection but never takes data).
     pub start_timeout: Duration,
+    /// Secret values in `description` (passwords, stream keys), replaced by `<redacted>` in
+    /// every message logged or shown, since elements may echo their properties in errors.
+    pub secrets: Vec<String>,
 }
 
+impl Spec {
+    /// `text` with every secret of this output replaced by `<redacted>`.
+    pub fn scrub(&self, text: &str) -> String {
+        self.secrets
+            .iter()
+            .filter(|s| !s.is_empty())
+            .fold(text.to_string(), |t, s| t.replace(s.as_str(), "<redacted>"))
+    }
+}
+
+/// Hears every health change of an output, with the restart reason when one happened.
+pub type OnHealth = Box<dyn FnMut(&Health, Option<RestartReason>) + Send>;
+
+/// Called with each newly built pipeline before it starts, e.g. to attach callbacks to an
+/// `appsink` the description names.
+pub type OnBuilt = Box<dyn FnMut(&gst::Pipeline) + Send>;
 
 /// A running output's shared counters.
 #[derive(Debug, Default)]
@@ -56,13 +75,6 @@ pub struct Running {
     /// Ends when the output stopped.
     pub task: tokio::task::JoinHandle<restart::Exit>,
 }
-
-/// Hears every health change of an output pipeline (for metrics and hooks).
-pub type OnHealth = Box<dyn FnMut(&Health, Option<RestartReason>) + Send>;
-
-/// Called with each newly built pipeline before it starts, e.g. to attach callbacks to an
-/// `appsink` the description names.
-pub type OnBuilt = Box<dyn FnMut(&gst::Pipeline) + Send>;
 
 /// Starts `spec` fed by `hub`, supervised until `cancel`. `on_health` hears every change (for
 /// metrics and hooks).
@@ -120,27 +132,27 @@ struct Runner {
     status: watch::Sender<Health>,
 }
 
-/// Counts bytes into every sink of `pipeline`, and notes when the first buffer arrives.
-fn watch_sinks(pipeline: &gst::Pipeline, counters: Arc<Counters>, first: Arc<AtomicU64>) {
+/// Counts bytes into every sink of `pipeline`, and buffers arriving (`arrived`). Every sink
+/// pad counts: sink bins such as `rtspclientsink` have request pads, not a static one.
+fn watch_sinks(pipeline: &gst::Pipeline, counters: Arc<Counters>, arrived: Arc<AtomicU64>) {
     let mut it = pipeline.iterate_sinks();
     while let Ok(Some(sink)) = it.next() {
-        let Some(pad) = sink.static_pad("sink") else {
-            continue;
-        };
-        let (c, f) = (counters.clone(), first.clone());
-        pad.add_probe(
-            gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
-            move |_, info| {
-                let n = match &info.data {
-                    Some(gst::PadProbeData::Buffer(b)) => b.size(),
-                    Some(gst::PadProbeData::BufferList(l)) => l.iter().map(|b| b.size()).sum(),
-                    _ => 0,
-                };
-                c.bytes.fetch_add(n as u64, Ordering::Relaxed);
-                f.store(1, Ordering::Relaxed);
-                gst::PadProbeReturn::Ok
-            },
-        );
+        for pad in sink.sink_pads() {
+            let (c, f) = (counters.clone(), arrived.clone());
+            pad.add_probe(
+                gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+                move |_, info| {
+                    let n = match &info.data {
+                        Some(gst::PadProbeData::Buffer(b)) => b.size(),
+                        Some(gst::PadProbeData::BufferList(l)) => l.iter().map(|b| b.size()).sum(),
+                        _ => 0,
+                    };
+                    c.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    f.fetch_add(1, Ordering::Relaxed);
+                    gst::PadProbeReturn::Ok
+                },
+            );
+        }
     }
 }
 
@@ -173,7 +185,10 @@ impl Supervised for Runner {
                 }) {
                 Ok(p) => p,
                 Err(e) => {
-                    let message = format!("cannot build the output ({}): {e}", self.spec.shown);
+                    let message = self.spec.scrub(&format!(
+                        "cannot build the output ({}): {e}",
+                        self.spec.shown
+                    ));
                     tracing::error!(%stream, %output, error = %message, "Output failed to start");
                     return self.fail(RestartReason::StateChangeFailure, message, None);
                 }
@@ -186,11 +201,12 @@ impl Supervised for Runner {
         };
         self.time.apply(&pipeline);
         (self.on_built)(&pipeline);
-        let first = Arc::new(AtomicU64::new(0));
-        watch_sinks(&pipeline, self.counters.clone(), first.clone());
+        let arrived = Arc::new(AtomicU64::new(0));
+        watch_sinks(&pipeline, self.counters.clone(), arrived.clone());
         let bus = pipeline.bus().expect("a pipeline has a bus");
         let mut messages = bus.stream();
         if let Err(detail) = lifecycle::start(&pipeline).await {
+            let detail = self.spec.scrub(&detail);
             tracing::error!(%stream, %output, error = %detail, "Output failed to start");
             lifecycle::stop(pipeline, &output).await;
             return self.fail(RestartReason::StateChangeFailure, detail, None);
@@ -212,7 +228,7 @@ impl Supervised for Runner {
                     };
                     match msg.view() {
                         gst::MessageView::Error(e) => {
-                            let message = lifecycle::describe_error(e);
+                            let message = self.spec.scrub(&lifecycle::describe_error(e));
                             tracing::error!(%stream, %output, error = %message, "Output failed");
                             break self.fail(RestartReason::Error, message, since);
                         }
@@ -225,7 +241,9 @@ impl Supervised for Runner {
                 }
                 _ = tick.tick() => {
                     if since.is_none() {
-                        if first.load(Ordering::Relaxed) == 1 {
+                        // A second buffer at a sink means it took the first: a network sink
+                        // holds its first buffer until connected, or fails it.
+                        if arrived.load(Ordering::Relaxed) >= 2 {
                             since = Some(Instant::now());
                             tracing::info!(%stream, %output, "Output streaming");
                             self.status.send_modify(|h| h.state = State::Streaming);
@@ -318,10 +336,12 @@ mod tests {
                 max_retries: 0,
             },
             start_timeout: Duration::from_secs(5),
+            secrets: Vec::new(),
         };
         let running = spawn(hub.clone(), time, spec, cancel.clone(), Box::new(|_, _| {}));
         let mut health = running.health.clone();
-        // The guard wait_for returns holds the channel's read lock: drop it at once.
+        // The `Ref` wait_for returns is dropped at once: held, it would block the runner's
+        // next status update (a watch's write lock) and with it a runtime thread.
         let restarted = tokio::time::timeout(
             Duration::from_secs(20),
             health.wait_for(|h| h.restarts >= 3),

@@ -240,6 +240,7 @@ impl Recorder {
             shown: "h264parse ! appsink (recorder)".into(),
             policy: Policy::from_config(&camera.config().supervisor),
             start_timeout: Duration::from_secs(15),
+            secrets: Vec::new(),
         };
         let (g, t) = (gate.clone(), time.clone());
         let pipeline = pipeline::spawn_with(
