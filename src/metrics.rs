@@ -62,7 +62,13 @@ pub struct Metrics {
 }
 
 /// Reasons in `camstream_rtsp_rejected_total{reason=...}`.
-pub const REJECT_REASONS: &[&str] = &["max_viewers", "max_connections", "idle_timeout"];
+pub const REJECT_REASONS: &[&str] = &[
+    "max_viewers",
+    "max_connections",
+    "idle_timeout",
+    "request_too_large",
+    "bad_request",
+];
 
 impl Metrics {
     /// Describes and registers every metric with the installed recorder (no-ops without one).
