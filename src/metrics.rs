@@ -37,6 +37,8 @@ pub mod names {
     pub const AUTH_FAILURES: &str = "camstream_auth_failures_total";
     /// RTSP connections or viewers refused or closed by a limit, label `reason`.
     pub const RTSP_REJECTED: &str = "camstream_rtsp_rejected_total";
+    /// Log lines dropped because stderr was gone, failing or not keeping up.
+    pub const LOG_LINES_DROPPED: &str = "camstream_log_lines_dropped_total";
 }
 
 /// Supervisor states as exposed in `camstream_pipeline_state{state=...}`.
@@ -101,6 +103,11 @@ impl Metrics {
             RTSP_REJECTED,
             "RTSP connections or viewers refused by a limit, by reason"
         );
+        describe_counter!(
+            LOG_LINES_DROPPED,
+            "Log lines dropped because stderr was gone, failing or not keeping up"
+        );
+        crate::telemetry::count_drops_in(metrics::counter!(LOG_LINES_DROPPED));
         let restarts = RestartReason::ALL
             .iter()
             .map(|r| (*r, metrics::counter!(RESTARTS, "reason" => r.as_str())))
