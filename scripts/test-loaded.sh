@@ -42,7 +42,8 @@ failed=0
 for i in $(seq 1 "$runs"); do
   echo "== loaded run $i/$runs (stress-ng --cpu $cpus)"
   start=$(date +%s)
-  if cargo test --locked "${test_args[@]}" -- --test-threads=2 >"$logs/run$i.log" 2>&1; then
+  # --no-fail-fast: every failing test binary is reported, not only the first.
+  if cargo test --locked --no-fail-fast "${test_args[@]}" -- --test-threads=2 >"$logs/run$i.log" 2>&1; then
     result=passed
   else
     result=FAILED

@@ -583,7 +583,7 @@ fn cases() -> Vec<Case> {
         },
         // --- interleaved data ---
         Case {
-            name: "interleaved frame before any request (then OPTIONS is served)",
+            name: "interleaved frame before any request (refused: nothing to serve it for)",
             expect: Expect::Survives,
             run: |d| {
                 let mut data = vec![b'$', 0, 0, 8];
