@@ -32,6 +32,8 @@ fi
 cargo build --all-targets --locked
 
 logs="$(mktemp -d)"
+# Tests that make their own load (reliability_limits) leave it to stress-ng here.
+export CAMSTREAM_TEST_LOADED=1
 stress-ng --cpu "$cpus" --timeout 0 --quiet &
 stress=$!
 # The pid is our own child until it is waited for, so it cannot name another process.

@@ -126,6 +126,19 @@ fn options_ms(d: &Daemon) -> u64 {
     t.elapsed().as_millis() as u64
 }
 
+/// The share of the frames the daemon encodes while `during` runs that the viewer decodes.
+fn frame_ratio(d: &Daemon, viewer: &Viewer, during: impl FnOnce()) -> f64 {
+    let encoded = || d.metric("camstream_frames_encoded_total").unwrap_or(0.0);
+    let (e0, v0) = (encoded(), viewer.frames());
+    during();
+    let e = encoded() - e0;
+    // Frames encoded in the window reach the viewer within a moment.
+    wait_until(Duration::from_secs(3), || {
+        (viewer.frames() - v0) as f64 >= e
+    });
+    ((viewer.frames() - v0) as f64).min(e) / e.max(1.0)
+}
+
 fn median(v: &[u64]) -> u64 {
     let mut v = v.to_vec();
     v.sort_unstable();
@@ -141,75 +154,84 @@ fn oversized_first_requests_are_refused_under_load_without_starving_anyone() {
         "viewer never started\n{}",
         d.log()
     );
-    let _load = Burners::start(2);
-    // Let the load settle in before the baselines.
+    // scripts/test-loaded.sh already keeps both cores busy with stress-ng; doubling the load
+    // on top would measure the machine, not the floods.
+    let external = std::env::var_os("CAMSTREAM_TEST_LOADED").is_some();
+    let _load = (!external).then(|| Burners::start(2));
+    // Let the load settle in, then what the load alone costs the viewer: a window as long as
+    // the floods will take, without floods.
     std::thread::sleep(Duration::from_secs(1));
+    let quiet_ratio = frame_ratio(&d, &viewer, || std::thread::sleep(Duration::from_secs(8)));
     let rss0 = d.rss_kib();
-    let encoded0 = d.metric("camstream_frames_encoded_total").unwrap_or(0.0);
-    let decoded0 = viewer.frames();
     let t0 = Instant::now();
     let mut report = Vec::new();
     let mut latencies = Vec::new();
     let mut quiet = Vec::new();
-    for (kind, flood) in [
+    let floods = [
         ("1 MiB header value", Arc::new(one_mib_value(&d.url()))),
         ("100 000 header lines", Arc::new(many_lines(&d.url()))),
-    ] {
-        let mut outcomes = Vec::new();
-        let mut lat = Vec::new();
-        for _ in 0..FLOODS {
-            // The same request just before, without a flood: what the load alone costs.
-            quiet.push(options_ms(&d));
-            let (tx, rx) = std::sync::mpsc::channel();
-            let (port, f) = (d.rtsp_port, flood.clone());
-            let flooder = std::thread::spawn(move || flood_once(port, f, tx));
-            rx.recv_timeout(Duration::from_secs(10))
-                .expect("the flooder never sent");
-            lat.push(options_ms(&d));
-            outcomes.push(flooder.join().unwrap());
-            // Paced, so the run spans seconds of video for the viewer's frame count.
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        let refused = outcomes.iter().filter(|o| o.refused()).count();
-        report.push(format!(
+    ];
+    let ratio = frame_ratio(&d, &viewer, || {
+        for (kind, flood) in &floods {
+            let mut outcomes = Vec::new();
+            let mut lat = Vec::new();
+            for _ in 0..FLOODS {
+                // The same request just before, without a flood: what the load alone costs.
+                quiet.push(options_ms(&d));
+                let (tx, rx) = std::sync::mpsc::channel();
+                let (port, f) = (d.rtsp_port, Arc::clone(flood));
+                let flooder = std::thread::spawn(move || flood_once(port, f, tx));
+                rx.recv_timeout(Duration::from_secs(10))
+                    .expect("the flooder never sent");
+                lat.push(options_ms(&d));
+                outcomes.push(flooder.join().unwrap());
+                // Paced, so the run spans seconds of video for the viewer's frame count.
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let refused = outcomes.iter().filter(|o| o.refused()).count();
+            report.push(format!(
             "{kind}: {refused}/{FLOODS} refused or closed ({:?} ...); OPTIONS on another connection meanwhile: median {} ms, max {} ms, all {lat:?}",
             &outcomes[..3],
             median(&lat),
             lat.iter().max().unwrap()
         ));
-        assert_eq!(
-            refused,
-            FLOODS,
-            "{kind}: {outcomes:?}\n{}",
-            tail(&d.log(), 20)
-        );
-        latencies.extend(lat);
-    }
-    let took = t0.elapsed();
-    let encoded = d.metric("camstream_frames_encoded_total").unwrap_or(0.0) - encoded0;
-    // Frames encoded in the window reach the viewer within a moment.
-    wait_until(Duration::from_secs(3), || {
-        (viewer.frames() - decoded0) as f64 >= encoded
+            assert_eq!(
+                refused,
+                FLOODS,
+                "{kind}: {outcomes:?}\n{}",
+                tail(&d.log(), 20)
+            );
+            latencies.extend(lat);
+        }
     });
-    let decoded = ((viewer.frames() - decoded0) as f64).min(encoded);
-    let ratio = decoded / encoded.max(1.0);
+    let took = t0.elapsed();
     let rss1 = d.rss_kib();
     for line in &report {
         eprintln!("{line}");
     }
     eprintln!(
-        "{} floods in {:.1} s with both cores loaded: viewer decoded {decoded} of {encoded} frames encoded ({:.1} %); RSS {rss0} -> {rss1} KiB; median OPTIONS {} ms during floods, {} ms just before each (no flood, same load)",
+        "{} floods in {:.1} s with both cores loaded ({}): viewer kept {:.1} % of the frames encoded ({:.1} % in as long a window without floods); RSS {rss0} -> {rss1} KiB; median OPTIONS {} ms during floods, {} ms just before each (no flood, same load)",
         2 * FLOODS,
         took.as_secs_f64(),
+        if external {
+            "external load"
+        } else {
+            "two spinning threads"
+        },
         ratio * 100.0,
+        quiet_ratio * 100.0,
         median(&latencies),
         median(&quiet)
     );
     assert!(alive(&mut d), "daemon died\n{}", tail(&d.log(), 40));
+    // 99 %, unless the load alone (the same window without floods) already cost the viewer
+    // more: then the floods may cost at most one point more than the load. The viewer decodes
+    // in this process, so a machine loaded far beyond two cores starves it, floods or not.
     assert!(
-        ratio >= 0.99,
-        "viewer kept {:.1} % of frames",
-        ratio * 100.0
+        ratio >= 0.99_f64.min(quiet_ratio - 0.01),
+        "viewer kept {:.1} % of frames during the floods, {:.1} % without",
+        ratio * 100.0,
+        quiet_ratio * 100.0
     );
     assert!(
         rss1 < rss0 + 8 * 1024,
