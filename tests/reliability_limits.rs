@@ -263,7 +263,7 @@ fn oversized_first_requests_are_refused_under_load_without_starving_anyone() {
 fn the_limit_is_exact() {
     let d = daemon().set("rtsp.max_request_bytes", 1024).start();
     let head = |total: usize| {
-        let fixed = format!("OPTIONS * RTSP/1.0\r\nCSeq: 1\r\nX: \r\n\r\n").len();
+        let fixed = "OPTIONS * RTSP/1.0\r\nCSeq: 1\r\nX: \r\n\r\n".len();
         format!(
             "OPTIONS * RTSP/1.0\r\nCSeq: 1\r\nX: {}\r\n\r\n",
             "x".repeat(total - fixed)

@@ -261,20 +261,24 @@ pub fn set_receive_buffer(fd: std::os::fd::BorrowedFd<'_>, bytes: usize) {
     }
 }
 
+/// Unread bytes (unknown off Linux: 0).
 #[cfg(not(target_os = "linux"))]
 pub fn unread(_: std::os::fd::BorrowedFd<'_>) -> usize {
     0
 }
 
+/// Unsent bytes (unknown off Linux: 0).
 #[cfg(not(target_os = "linux"))]
 pub fn unsent(_: std::os::fd::BorrowedFd<'_>) -> usize {
     0
 }
 
+/// Bytes received (unknown off Linux).
 #[cfg(not(target_os = "linux"))]
 pub fn bytes_received(_: std::os::fd::BorrowedFd<'_>) -> Option<u64> {
     None
 }
 
+/// Receive buffer cap (not applied off Linux).
 #[cfg(not(target_os = "linux"))]
 pub fn set_receive_buffer(_: std::os::fd::BorrowedFd<'_>, _: usize) {}
