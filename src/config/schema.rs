@@ -306,7 +306,8 @@ pub struct RtspConfig {
     pub max_connections: u32,
     /// RTSP sessions at once (gst-rtsp-server's pool). Default 128.
     pub max_sessions: u32,
-    /// Largest request body (Content-Length) accepted, in bytes. Default 4096.
+    /// Largest request head (request line and headers) and largest request body
+    /// (Content-Length) accepted, in bytes; at least 256. Default 4096.
     pub max_request_bytes: u32,
     /// Seconds a connection without a session may stay silent before it is closed. Default 30.
     pub idle_timeout_s: u32,

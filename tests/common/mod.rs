@@ -71,6 +71,22 @@ pub fn daemon() -> DaemonBuilder {
 }
 
 impl DaemonBuilder {
+    /// The daemon's command line (both ports 0), for tests that wire its output themselves.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(&self.args);
+        cmd.arg("--set").arg("rtsp.port=0");
+        cmd.arg("--set").arg("http.port=0");
+        for (k, v) in &self.sets {
+            cmd.arg("--set").arg(format!("{k}={v}"));
+        }
+        cmd.env_remove("RUST_LOG");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
     /// Sets a configuration key (dotted) through `--set`.
     pub fn set(mut self, key: &str, value: impl ToString) -> Self {
         self.sets.push((key.into(), value.to_string()));
@@ -99,17 +115,7 @@ impl DaemonBuilder {
     /// Both servers bind port 0 and the test reads the ports back from the daemon's log: a port
     /// picked by the test and released could be taken by anyone before the daemon binds it.
     pub fn start(self) -> Daemon {
-        let mut cmd = Command::new(BIN);
-        cmd.args(&self.args);
-        cmd.arg("--set").arg("rtsp.port=0");
-        cmd.arg("--set").arg("http.port=0");
-        for (k, v) in &self.sets {
-            cmd.arg("--set").arg(format!("{k}={v}"));
-        }
-        cmd.env_remove("RUST_LOG");
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
+        let cmd = self.command();
         let wait_streaming = self.wait_streaming;
         let mut d = Daemon::spawn(cmd, 0, 0);
         assert!(
@@ -677,4 +683,42 @@ pub fn raw_exchange(port: u16, data: &[u8], timeout: Duration) -> Vec<u8> {
         }
     }
     out
+}
+
+/// TCP ports process `pid` listens on, from /proc (socket inodes of its descriptors matched
+/// against /proc/net/tcp and tcp6): for a daemon whose log the test cannot read.
+pub fn listening_ports(pid: u32) -> Vec<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .filter_map(|l| {
+                    let l = l.to_string_lossy().into_owned();
+                    l.strip_prefix("socket:[")
+                        .and_then(|r| r.strip_suffix(']'))
+                        .map(str::to_string)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut ports = Vec::new();
+    for table in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address, state 0A = LISTEN, inode.
+            if f.len() > 9
+                && f[3] == "0A"
+                && inodes.iter().any(|i| i == f[9])
+                && let Some(port) = f[1]
+                    .rsplit_once(':')
+                    .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+            {
+                ports.push(port);
+            }
+        }
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    ports
 }

@@ -176,7 +176,6 @@ impl LogLimiter {
 /// Offers the configured schemes. The C type is a bit set, but the bindings model it as a
 /// single-valued enum, which cannot say "Basic and Digest".
 fn set_methods(auth: &CamAuth, methods: &[AuthMethod]) {
-    use glib::translate::ToGlibPtr;
     let mut bits = gst_rtsp::ffi::GST_RTSP_AUTH_NONE;
     for m in methods {
         bits |= match m {
@@ -184,11 +183,7 @@ fn set_methods(auth: &CamAuth, methods: &[AuthMethod]) {
             AuthMethod::Digest => gst_rtsp::ffi::GST_RTSP_AUTH_DIGEST,
         };
     }
-    let auth: &gst_rtsp_server::RTSPAuth = auth.upcast_ref();
-    // SAFETY: a live auth object and a value made only of the C enum's defined bits.
-    unsafe {
-        gst_rtsp_server::ffi::gst_rtsp_auth_set_supported_methods(auth.to_glib_none().0, bits);
-    }
+    crate::output::rtsp::ffi::set_auth_methods(auth.upcast_ref(), bits);
 }
 
 /// The token viewers are given.

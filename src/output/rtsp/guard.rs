@@ -9,24 +9,28 @@
 //! Some input never reaches those signals: gst-rtsp-server reads request heads one byte per
 //! system call on the RTSP thread, so a client that streams an endless header line or thousands
 //! of header lines keeps that thread busy for seconds and starves every other client (and the
-//! liveness check). A watcher thread ([`FLOOD_BYTES`]) cuts such a connection off at the socket,
-//! which works even while the RTSP thread is stuck reading it.
+//! liveness check). A connection's first request is read and bounded by camstream itself before
+//! the library sees it (`accept.rs`). For what follows, the `rtsp-guard` thread is woken by every
+//! arrival of bytes on a handed-over client and cuts off one that has more than a request's
+//! worth unread or has overspent its [`Budget`]; this works even while the RTSP thread is stuck
+//! reading that client, but it races the library rather than gating it (docs/reliability.md).
 //!
 //! The same watcher drops a TCP viewer that has stopped reading: gst-rtsp-server keeps such a
 //! client connected forever and queues media for it, so its socket stays full and its backlog
 //! holds memory. A send queue that is full and has not moved for [`SEND_STALL`] is cut off.
 
-use std::collections::HashMap;
 use std::net::TcpStream;
 use std::os::fd::AsFd;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use gst::glib;
+use gst_rtsp_server::gio::prelude::*;
+use gst_rtsp_server::gst_rtsp;
 use gst_rtsp_server::prelude::*;
-use gst_rtsp_server::{gio, gst_rtsp};
 
-use crate::output::rtsp::ffi::{header, peer_ip};
+use crate::metrics::Metrics;
+use crate::output::rtsp::auth::LogLimiter;
+use crate::output::rtsp::ffi::{self, header, peer_ip, request_line};
 
 /// Longest request URI accepted, in bytes. Real clients send well under 200.
 pub const MAX_URI: usize = 1024;
@@ -338,29 +342,6 @@ fn range(s: &str, min: u32, max: u32) -> Option<(u32, u32)> {
     }
 }
 
-/// The request URI of a request message, as sent, and whether its version is RTSP/1.0.
-fn request_line(msg: &gst_rtsp::rtsp_message::RTSPMessage) -> Option<(String, bool)> {
-    use glib::translate::ToGlibPtr;
-    let mut method: gst_rtsp::ffi::GstRTSPMethod = 0;
-    let mut uri: *const std::ffi::c_char = std::ptr::null();
-    let mut version: gst_rtsp::ffi::GstRTSPVersion = 0;
-    // SAFETY: the bindings offer no getter; `uri` points into the message, which outlives this
-    // call, and is copied before returning. A non-request message returns an error.
-    unsafe {
-        let res = gst_rtsp::ffi::gst_rtsp_message_parse_request(
-            msg.to_glib_none().0,
-            &mut method,
-            &mut uri,
-            &mut version,
-        );
-        if res != gst_rtsp::ffi::GST_RTSP_OK || uri.is_null() {
-            return None;
-        }
-        let uri = std::ffi::CStr::from_ptr(uri).to_string_lossy().into_owned();
-        Some((uri, version == gst_rtsp::ffi::GST_RTSP_VERSION_1_0))
-    }
-}
-
 /// Runs [`check_request`] on the request in `ctx`.
 fn verdict(
     client: &gst_rtsp_server::RTSPClient,
@@ -393,13 +374,18 @@ fn verdict(
     }
 }
 
-/// Unread bytes in a client's socket at which it counts as flooding. A real client's request
-/// is a few hundred bytes and its RTCP a few hundred a second; 32 KiB sitting unread means the
-/// RTSP thread is busy reading this client byte by byte.
-pub const FLOOD_BYTES: usize = 32 * 1024;
-/// How often the watcher looks; a client is cut off at its second consecutive flooding look.
-const FLOOD_PERIOD: Duration = Duration::from_millis(200);
+/// How much more than one request a client may send in a burst once its connection is handed
+/// to the library, as a multiple of `rtsp.max_request_bytes`: a head and a body, with room for
+/// a few pipelined requests and RTCP reports.
+pub const BURST_REQUESTS: u64 = 4;
 
+/// The receive buffer given to every handed-over client socket. A viewer sends a few hundred
+/// bytes of requests and RTCP at a time; the cap bounds what the library can still read from a
+/// flooding client after the watcher has cut it off.
+pub const RECEIVE_BUFFER: usize = 32 * 1024;
+
+/// How often each client's send queue is looked at for a stall.
+pub const STALL_PERIOD: Duration = Duration::from_secs(1);
 /// Unsent bytes in a client's socket at which a send queue that does not move counts as
 /// stalled; an idle control connection has none.
 pub const STALL_BYTES: usize = 16 * 1024;
@@ -408,7 +394,7 @@ pub const STALL_BYTES: usize = 16 * 1024;
 pub const SEND_STALL: Duration = Duration::from_secs(5);
 
 /// Tracks whether a client's send queue is standing still; returns true when it has been full
-/// and unchanged for [`SEND_STALL`] (counted in looks of the watcher's period).
+/// and unchanged for [`SEND_STALL`] (counted in looks of [`STALL_PERIOD`]).
 pub fn send_stalled(unsent: usize, last: &mut usize, still: &mut u32) -> bool {
     if unsent >= STALL_BYTES && unsent == *last {
         *still = still.saturating_add(1);
@@ -416,120 +402,204 @@ pub fn send_stalled(unsent: usize, last: &mut usize, still: &mut u32) -> bool {
         *still = 0;
     }
     *last = unsent;
-    Duration::from_millis(FLOOD_PERIOD.as_millis() as u64 * u64::from(*still)) >= SEND_STALL
+    STALL_PERIOD.saturating_mul(*still) >= SEND_STALL
 }
 
-/// Bytes in a socket's send queue not yet acknowledged by the peer (Linux `SIOCOUTQ`).
-#[cfg(target_os = "linux")]
-fn unsent(socket: &TcpStream) -> usize {
-    use std::os::fd::AsRawFd;
-    unsafe extern "C" {
-        fn ioctl(fd: std::ffi::c_int, request: std::ffi::c_ulong, ...) -> std::ffi::c_int;
+/// The bytes a handed-over client may send: a token bucket holding `burst` bytes, refilled at
+/// `rate` bytes per second. Real clients send a request now and then and an RTCP report every
+/// few seconds; a client that streams bytes at the server empties it within one burst.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    burst: f64,
+    rate: f64,
+    level: f64,
+    seen: u64,
+    at: std::time::Instant,
+}
+
+impl Budget {
+    /// A full bucket for a client whose byte counter stands at `received`.
+    pub fn new(max_request_bytes: usize, received: u64, now: std::time::Instant) -> Self {
+        let burst = (max_request_bytes as u64 * BURST_REQUESTS) as f64;
+        Budget {
+            burst,
+            rate: max_request_bytes as f64,
+            level: burst,
+            seen: received,
+            at: now,
+        }
     }
-    const SIOCOUTQ: std::ffi::c_ulong = 0x5411;
-    let mut n: std::ffi::c_int = 0;
-    // SAFETY: SIOCOUTQ writes one int through the pointer, which is valid for the call; the
-    // descriptor is our own duplicate and open.
-    let rc = unsafe { ioctl(socket.as_raw_fd(), SIOCOUTQ, &mut n as *mut std::ffi::c_int) };
-    if rc == 0 { n.max(0) as usize } else { 0 }
-}
 
-#[cfg(not(target_os = "linux"))]
-fn unsent(_: &TcpStream) -> usize {
-    0
-}
-
-/// Whether a client has flooded for long enough to be cut off: `strikes` consecutive looks
-/// found at least [`FLOOD_BYTES`] unread.
-pub fn flooding(unread: usize, strikes: &mut u8) -> bool {
-    if unread >= FLOOD_BYTES {
-        *strikes = strikes.saturating_add(1);
-    } else {
-        *strikes = 0;
+    /// Spends what arrived since the last call (`received` is the connection's running total);
+    /// true when the client has sent more than its budget.
+    pub fn spend(&mut self, received: u64, now: std::time::Instant) -> bool {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.level = (self.level + dt * self.rate).min(self.burst);
+        self.level -= received.saturating_sub(self.seen) as f64;
+        self.seen = self.seen.max(received);
+        self.level < 0.0
     }
-    *strikes >= 2
 }
 
-struct Watched {
-    /// A duplicate of the client's socket: its own descriptor number cannot be reused while we
-    /// hold it, so a shutdown can never hit an unrelated file.
-    socket: TcpStream,
-    peer: String,
-    strikes: u8,
-    last_unsent: usize,
-    still: u32,
+/// Whether a client is flooding: more than a burst's worth of bytes sits unread (the RTSP
+/// thread would read it one byte per system call), or it has overspent its [`Budget`].
+pub fn flooding(unread: usize, allowance: usize, over_budget: bool) -> bool {
+    unread > allowance * BURST_REQUESTS as usize || over_budget
 }
 
-/// Client sockets under watch, keyed by the client object's address.
-fn watched() -> &'static Mutex<HashMap<usize, Watched>> {
-    static WATCHED: OnceLock<Mutex<HashMap<usize, Watched>>> = OnceLock::new();
-    WATCHED.get_or_init(|| {
-        let spawned = std::thread::Builder::new()
-            .name("rtsp-guard".into())
-            .spawn(watch_loop);
-        if let Err(e) = spawned {
+/// A TLS record carries up to 16 KiB (plus overhead), and a handshake several records: over
+/// TLS the watcher counts ciphertext, so its per-request allowance is at least this.
+pub const TLS_ALLOWANCE: usize = 18 * 1024;
+
+/// What the watcher needs, set once when the server starts.
+struct Watcher {
+    runtime: tokio::runtime::Handle,
+    /// Bytes one request may take on the wire: `rtsp.max_request_bytes`, or [`TLS_ALLOWANCE`].
+    allowance: usize,
+    metrics: Metrics,
+    log: LogLimiter,
+}
+
+static WATCHER: OnceLock<Watcher> = OnceLock::new();
+
+/// Starts the `rtsp-guard` thread (once per process) with the request limit every handed-over
+/// client is held to. Until this runs, [`install`] applies the request checks only.
+pub fn start_watcher(max_request_bytes: u32, tls: bool, metrics: Metrics) {
+    if WATCHER.get().is_some() {
+        return;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
             tracing::error!(error = %e, "Cannot start the RTSP flood watcher");
-        }
-        Mutex::new(HashMap::new())
-    })
-}
-
-fn watch_loop() {
-    let mut buf = vec![0u8; FLOOD_BYTES];
-    loop {
-        std::thread::sleep(FLOOD_PERIOD);
-        let mut map = watched().lock().unwrap();
-        map.retain(|_, w| {
-            // The library keeps its sockets non-blocking, and the duplicate shares that flag,
-            // so this peek never waits.
-            let unread = w.socket.peek(&mut buf).unwrap_or(0);
-            if flooding(unread, &mut w.strikes) {
-                tracing::warn!(peer = %w.peer, "Cut off an RTSP client flooding the server with request bytes");
-                let _ = w.socket.shutdown(std::net::Shutdown::Both);
-                return false;
-            }
-            if send_stalled(unsent(&w.socket), &mut w.last_unsent, &mut w.still) {
-                tracing::warn!(peer = %w.peer, "Dropped an RTSP client that stopped reading");
-                let _ = w.socket.shutdown(std::net::Shutdown::Both);
-                return false;
-            }
-            true
-        });
-    }
-}
-
-/// Puts a client's socket under the flood watch until the client closes.
-fn watch_client(client: &gst_rtsp_server::RTSPClient) {
-    use glib::translate::{FromGlibPtrNone, ToGlibPtr};
-    // SAFETY: the connection and its socket belong to the client, which is alive for this
-    // call; from_glib_none takes our own reference to the socket before we duplicate it.
-    let socket = unsafe {
-        let conn = gst_rtsp_server::ffi::gst_rtsp_client_get_connection(client.to_glib_none().0);
-        if conn.is_null() {
             return;
         }
-        let sock = gst_rtsp::ffi::gst_rtsp_connection_get_read_socket(conn);
-        if sock.is_null() {
-            return;
-        }
-        gio::Socket::from_glib_none(sock)
     };
-    let Ok(fd) = socket.as_fd().try_clone_to_owned() else {
+    let handle = runtime.handle().clone();
+    let spawned = std::thread::Builder::new()
+        .name("rtsp-guard".into())
+        .spawn(move || runtime.block_on(std::future::pending::<()>()));
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "Cannot start the RTSP flood watcher");
+        return;
+    }
+    let _ = WATCHER.set(Watcher {
+        runtime: handle,
+        allowance: if tls {
+            (max_request_bytes as usize).max(TLS_ALLOWANCE)
+        } else {
+            max_request_bytes as usize
+        },
+        metrics,
+        log: LogLimiter::new(5, Duration::from_secs(60)),
+    });
+}
+
+/// Cuts a connection under the library: shut down both ways, then read away what is queued so
+/// the library's next read finds end-of-stream instead of more flood.
+fn cut(stream: tokio::net::TcpStream) {
+    use std::io::Read;
+    let Ok(mut s) = stream.into_std() else {
         return;
     };
-    let key = client.as_ptr() as usize;
-    let entry = Watched {
-        socket: TcpStream::from(fd),
-        peer: peer_ip(client),
-        strikes: 0,
-        last_unsent: 0,
-        still: 0,
+    let _ = s.shutdown(std::net::Shutdown::Both);
+    let mut scratch = vec![0u8; 64 * 1024];
+    // Bounded: a peer still sending is reset by the kernel once both directions are shut.
+    for _ in 0..64 {
+        match s.read(&mut scratch) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Watches one handed-over client until it closes: woken by every arrival of bytes (no
+/// sampling), and once per [`STALL_PERIOD`] for the send queue.
+async fn watch(
+    socket: std::net::TcpStream,
+    peer: String,
+    mut closed: tokio::sync::oneshot::Receiver<()>,
+) {
+    let Some(w) = WATCHER.get() else {
+        return;
     };
-    watched().lock().unwrap().insert(key, entry);
-    // Our duplicate would keep the TCP connection open after the library closes its own
-    // descriptor, so it must go as soon as the client does.
+    let Ok(stream) = tokio::net::TcpStream::from_std(socket) else {
+        return;
+    };
+    let received = |s: &tokio::net::TcpStream| ffi::bytes_received(s.as_fd());
+    let mut budget = Budget::new(
+        w.allowance,
+        received(&stream).unwrap_or(0),
+        std::time::Instant::now(),
+    );
+    let mut tick = tokio::time::interval(STALL_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut last_unsent, mut still) = (0, 0);
+    loop {
+        tokio::select! {
+            _ = &mut closed => return,
+            ready = stream.readable() => {
+                if ready.is_err() {
+                    return;
+                }
+                let unread = ffi::unread(stream.as_fd());
+                let over = received(&stream)
+                    .is_some_and(|r| budget.spend(r, std::time::Instant::now()));
+                if flooding(unread, w.allowance, over) {
+                    w.metrics.rtsp_rejected("request_too_large");
+                    if let Some(suppressed) = w.log.allow(std::time::Instant::now()) {
+                        tracing::warn!(peer = %peer, unread, suppressed, "Cut off an RTSP client flooding the server with request bytes");
+                    }
+                    cut(stream);
+                    return;
+                }
+                // Edge-triggered: clearing the readiness (without reading: the bytes are the
+                // library's) means the next wake-up comes with the next bytes that arrive.
+                let _ = stream.try_io(tokio::io::Interest::READABLE, || {
+                    Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+                });
+            }
+            _ = tick.tick() => {
+                if send_stalled(ffi::unsent(stream.as_fd()), &mut last_unsent, &mut still) {
+                    tracing::warn!(peer = %peer, "Dropped an RTSP client that stopped reading");
+                    cut(stream);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Puts a client's socket under the watcher until the client closes. The watcher holds a
+/// duplicate of the socket: its own descriptor number cannot be reused while it is held, so a
+/// cut from the watcher thread can never hit an unrelated file, even while the RTSP thread is
+/// busy inside the library.
+fn watch_client(client: &gst_rtsp_server::RTSPClient) {
+    let Some(w) = WATCHER.get() else {
+        return;
+    };
+    let Some(socket) = ffi::client_socket(client) else {
+        return;
+    };
+    let Ok(fd) = socket.fd().try_clone_to_owned() else {
+        return;
+    };
+    ffi::set_receive_buffer(fd.as_fd(), RECEIVE_BUFFER);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    w.runtime
+        .spawn(watch(TcpStream::from(fd), peer_ip(client), rx));
+    // The duplicate would keep the TCP connection open after the library closes its own
+    // descriptor, so the watch must end as soon as the client does.
+    let tx = Mutex::new(Some(tx));
     client.connect_closed(move |_| {
-        watched().lock().unwrap().remove(&key);
+        if let Some(tx) = tx.lock().unwrap().take() {
+            let _ = tx.send(());
+        }
     });
 }
 
@@ -787,17 +857,41 @@ mod tests {
     }
 
     #[test]
-    fn flood_needs_two_consecutive_looks() {
-        let mut strikes = 0;
-        assert!(!flooding(FLOOD_BYTES, &mut strikes));
-        assert!(!flooding(10, &mut strikes));
-        assert!(!flooding(FLOOD_BYTES, &mut strikes));
-        assert!(flooding(FLOOD_BYTES + 1, &mut strikes));
+    fn unread_bytes_over_a_burst_are_a_flood() {
+        let burst = 4096 * BURST_REQUESTS as usize;
+        assert!(!flooding(burst, 4096, false));
+        assert!(flooding(burst + 1, 4096, false));
+        assert!(flooding(0, 4096, true));
+    }
+
+    #[test]
+    fn budget_allows_bursts_and_refills_but_not_a_stream() {
+        let t0 = std::time::Instant::now();
+        let limit = 4096;
+        let mut b = Budget::new(limit, 1000, t0);
+        // A burst of BURST_REQUESTS requests at once is allowed...
+        let burst = 1000 + limit as u64 * BURST_REQUESTS;
+        assert!(!b.spend(burst, t0));
+        // ...one more byte is not, until time refills the bucket.
+        assert!(b.spend(burst + 1, t0));
+        let mut b = Budget::new(limit, 0, t0);
+        let mut total = 0;
+        // A request per second, for an hour, never runs out.
+        for s in 1..3600u64 {
+            total += limit as u64;
+            assert!(!b.spend(total, t0 + Duration::from_secs(s)));
+        }
+        // A stream of 64 KiB every 100 ms runs out within a second.
+        let mut b = Budget::new(limit, 0, t0);
+        let over = (1..=10u64)
+            .position(|i| b.spend(i * 65536, t0 + Duration::from_millis(100 * i)))
+            .expect("a stream of bytes must overspend");
+        assert_eq!(over, 0);
     }
 
     #[test]
     fn send_stall_needs_a_full_queue_standing_still() {
-        let looks = (SEND_STALL.as_millis() / FLOOD_PERIOD.as_millis()) as usize;
+        let looks = (SEND_STALL.as_millis() / STALL_PERIOD.as_millis()) as usize;
         let (mut last, mut still) = (0, 0);
         // Draining, however slowly, never counts.
         for i in 0..looks * 3 {

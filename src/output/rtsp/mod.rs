@@ -6,6 +6,7 @@
 //! Everything here runs on the GLib thread; callbacks never block. Other threads talk to it
 //! through [`RtspServer`], which only queues work onto that context.
 
+pub mod accept;
 pub mod auth;
 pub mod ffi;
 pub mod guard;
@@ -572,12 +573,7 @@ impl RtspServer {
                 let main_loop = glib::MainLoop::new(Some(&ctx), false);
                 let result = ctx.with_thread_default(|| {
                     let server = gst_rtsp_server::RTSPServer::new();
-                    server.set_address(&config.address.to_string());
-                    server.set_service(&config.port.to_string());
                     server.set_content_length_limit(config.max_request_bytes);
-                    // The library's default backlog of 5 makes a burst of reconnecting viewers
-                    // wait for SYN retries (a second each) or be lost.
-                    server.set_backlog(config.max_connections.min(4096) as i32);
                     if let Some(pool) = server.session_pool() {
                         pool.set_max_sessions(config.max_sessions);
                     }
@@ -593,8 +589,18 @@ impl RtspServer {
                     let c = ctx_data.clone();
                     let reported = ctx_data.clone();
                     server.connect_client_connected(move |_, client| on_client(client, &c));
-                    let source = match server.attach(Some(&ctx)) {
-                        Ok(id) => id,
+                    // camstream accepts connections itself and hands them over once their
+                    // first request is read and bounded (accept.rs); the server never listens.
+                    guard::start_watcher(config.max_request_bytes, tls, metrics.clone());
+                    let counted = thread_viewers.clone();
+                    let acceptor = match accept::start(
+                        &server,
+                        &ctx,
+                        accept::AcceptConfig::new(&config, tls),
+                        move || counted.connected(),
+                        metrics.clone(),
+                    ) {
+                        Ok(a) => a,
                         Err(e) => {
                             let _ = ready_tx.send(Err(RtspError::Bind {
                                 address: config.address,
@@ -624,7 +630,7 @@ impl RtspServer {
                         },
                     );
                     cleanup.attach(Some(&ctx));
-                    let port = server.bound_port().max(0) as u16;
+                    let port = acceptor.port();
                     let _ = ready_tx.send(Ok((
                         server.clone(),
                         main_loop.clone(),
@@ -634,10 +640,7 @@ impl RtspServer {
                     )));
                     main_loop.run();
                     cleanup.destroy();
-                    // SourceId::remove would look in the default context, not ours.
-                    if let Some(s) = ctx.find_source_by_id(&source) {
-                        s.destroy();
-                    }
+                    drop(acceptor);
                 });
                 if let Err(e) = result {
                     tracing::error!(error = %e, "Could not own the RTSP main context");
