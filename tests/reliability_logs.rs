@@ -66,7 +66,11 @@ fn dropped_lines(http: u16) -> f64 {
 
 fn encoded(http: u16) -> f64 {
     let r = http_request(http, "GET", "/metrics", &[], b"");
-    metric_value(&r.text(), "camstream_frames_encoded_total").unwrap_or(0.0)
+    metric_value(
+        &r.text(),
+        "camstream_frames_encoded_total{stream=\"video\"}",
+    )
+    .unwrap_or(0.0)
 }
 
 /// A viewer decodes 10 s of frames: at least 95 % of those the daemon encoded meanwhile, and
