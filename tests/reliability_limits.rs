@@ -128,7 +128,10 @@ fn options_ms(d: &Daemon) -> u64 {
 
 /// The share of the frames the daemon encodes while `during` runs that the viewer decodes.
 fn frame_ratio(d: &Daemon, viewer: &Viewer, during: impl FnOnce()) -> f64 {
-    let encoded = || d.metric("camstream_frames_encoded_total{stream=\"video\"}").unwrap_or(0.0);
+    let encoded = || {
+        d.metric("camstream_frames_encoded_total{stream=\"video\"}")
+            .unwrap_or(0.0)
+    };
     let (e0, v0) = (encoded(), viewer.frames());
     during();
     let e = encoded() - e0;
