@@ -5,8 +5,8 @@ use std::path::Path;
 
 use crate::config::{Config, SourceKind, StreamConfig};
 use crate::stream::elements::{has_element, package_for};
+use crate::stream::encoder;
 use crate::stream::source::{self, Source};
-use crate::stream::{capture, encoder};
 
 /// One line of the report.
 struct Finding {
@@ -214,6 +214,5 @@ fn probe_stream(stream: &StreamConfig) -> Vec<Finding> {
             detail: e.to_string(),
         }),
     }
-    let _ = capture::SINK_NAME;
     out
 }
