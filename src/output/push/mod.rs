@@ -254,6 +254,20 @@ impl Manager {
         }
     }
 
+    /// Registers a push that does not run (disabled, or unable to start) with its fixed status.
+    fn park(&mut self, w: Wanted, shown: OutputHandle) {
+        self.outputs.set(shown);
+        self.active.insert(
+            w.config.name.clone(),
+            Active {
+                wanted: w,
+                cancel: None,
+                task: None,
+                counters: None,
+            },
+        );
+    }
+
     /// Starts a push (or registers it as disabled, or as failed when its secret is missing).
     fn launch(&mut self, w: Wanted) {
         let p = w.config.clone();
@@ -277,19 +291,13 @@ impl Manager {
                 ..Health::default()
             };
             metrics.set_state(&health.state);
-            self.outputs.set(handle(
-                &output,
-                fixed(health),
-                Detail::new(&p, scheme, None, retired),
-            ));
-            self.active.insert(
-                p.name.clone(),
-                Active {
-                    wanted: w,
-                    cancel: None,
-                    task: None,
-                    counters: None,
-                },
+            self.park(
+                w,
+                handle(
+                    &output,
+                    fixed(health),
+                    Detail::new(&p, scheme, None, retired),
+                ),
             );
             return;
         }
@@ -314,19 +322,13 @@ impl Manager {
                 };
                 metrics.set_state(&health.state);
                 metrics.set_last_error(&health);
-                self.outputs.set(handle(
-                    &output,
-                    fixed(health),
-                    Detail::new(&p, scheme, None, retired),
-                ));
-                self.active.insert(
-                    p.name.clone(),
-                    Active {
-                        wanted: w,
-                        cancel: None,
-                        task: None,
-                        counters: None,
-                    },
+                self.park(
+                    w,
+                    handle(
+                        &output,
+                        fixed(health),
+                        Detail::new(&p, scheme, None, retired),
+                    ),
                 );
                 return;
             }
