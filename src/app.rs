@@ -37,6 +37,9 @@ pub enum AppError {
     /// The HTTP sidecar could not start.
     #[error(transparent)]
     Http(#[from] HttpError),
+    /// The WebRTC media port could not be opened.
+    #[error(transparent)]
+    Webrtc(#[from] crate::output::webrtc::WebrtcError),
     /// The metrics recorder could not be installed.
     #[error("cannot install the metrics recorder: {0}")]
     Metrics(String),
@@ -303,6 +306,11 @@ pub async fn run(config: Config, origin: Origin) -> Result<u8, AppError> {
             }
         })
     };
+    let webrtc = if config.webrtc.enabled && config.http.enabled {
+        Some(crate::output::webrtc::Server::start(&config.webrtc, shutdown.child_token()).await?)
+    } else {
+        None
+    };
     let shared = http::Shared {
         control: control.clone(),
         heartbeat: rtsp.heartbeat(),
@@ -310,6 +318,7 @@ pub async fn run(config: Config, origin: Origin) -> Result<u8, AppError> {
         started: Instant::now(),
         token: http_token,
         rtsp_running: rtsp_running.clone(),
+        webrtc,
     };
     let main_part = if api_listener.is_some() {
         http::Part::Public

@@ -332,6 +332,7 @@ impl Control {
             ("auth", old.auth != new.auth),
             ("tls", old.tls != new.tls),
             ("log", old.log != new.log),
+            ("webrtc", old.webrtc != new.webrtc),
         ] {
             if changed {
                 tracing::warn!(

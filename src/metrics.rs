@@ -65,6 +65,20 @@ pub mod names {
     pub const RECORD_OLDEST_AGE: &str = "camstream_recording_oldest_age_seconds";
     /// Log lines dropped because stderr was gone, failing or not keeping up.
     pub const LOG_LINES_DROPPED: &str = "camstream_log_lines_dropped_total";
+    /// WebRTC viewers connected or connecting now, label `stream`.
+    pub const WEBRTC_VIEWERS: &str = "camstream_webrtc_viewers";
+    /// WebRTC sessions created (answered offers), label `stream`.
+    pub const WEBRTC_SESSIONS: &str = "camstream_webrtc_sessions_total";
+    /// WebRTC sessions freed, labels `stream`, `reason` (deleted, timeout, handshake_timeout, closed, shutdown).
+    pub const WEBRTC_CLOSED: &str = "camstream_webrtc_sessions_closed_total";
+    /// Offers refused, label `reason` (max_viewers, profile, bad_offer, no_picture, unauthorized).
+    pub const WEBRTC_REJECTED: &str = "camstream_webrtc_rejected_total";
+    /// UDP bytes sent to WebRTC viewers (media, RTCP, ICE, DTLS), label `stream`.
+    pub const WEBRTC_BYTES: &str = "camstream_webrtc_bytes_sent_total";
+    /// Frames handed to WebRTC viewers, label `stream`.
+    pub const WEBRTC_FRAMES: &str = "camstream_webrtc_frames_sent_total";
+    /// Keyframe requests (PLI/FIR) from browsers passed to the encoder, label `stream`.
+    pub const WEBRTC_KEYFRAME_REQUESTS: &str = "camstream_webrtc_keyframe_requests_total";
 }
 
 /// Handles to every metric; cheap to clone.

@@ -39,6 +39,8 @@ pub struct Config {
     pub record: RecordConfig,
     /// Restreams of the flat form's stream, as `[[push]]` tables. Default none.
     pub push: Vec<PushConfig>,
+    /// Browser viewing over WebRTC (WHEP).
+    pub webrtc: WebrtcConfig,
 }
 
 /// One camera: where its pictures come from, how it is encoded, and where it is served.
@@ -326,6 +328,46 @@ impl Default for RtspConfig {
             max_sessions: 128,
             max_request_bytes: 4096,
             idle_timeout_s: 30,
+        }
+    }
+}
+
+/// `[webrtc]`: browser viewing over WebRTC (WHEP), media on one UDP port for every viewer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebrtcConfig {
+    /// Whether `POST /whep/{stream}` is served. Default true.
+    pub enabled: bool,
+    /// Address the media socket binds. Default `0.0.0.0`.
+    pub address: IpAddr,
+    /// UDP port carrying every viewer's media (0: any free port, for tests). Default 8189.
+    pub udp_port: u16,
+    /// Addresses advertised to browsers besides the one the browser reached the HTTP server
+    /// at (e.g. a NAT's public address or a node address). Default none.
+    pub additional_hosts: Vec<IpAddr>,
+    /// STUN/TURN URLs handed to the web page's `RTCPeerConnection`. Default none: nothing is
+    /// contacted outside the LAN.
+    pub ice_servers: Vec<String>,
+    /// WebRTC viewers at once, over all streams; the next offer gets 503. Default 32.
+    pub max_viewers: u32,
+    /// Seconds a new session may take to connect (ICE and DTLS) before it is freed. Default 10.
+    pub handshake_timeout_s: u32,
+    /// Seconds without a packet from a connected browser after which its session is freed
+    /// (a closed tab that sent no DELETE). Default 10.
+    pub session_timeout_s: u32,
+}
+
+impl Default for WebrtcConfig {
+    fn default() -> Self {
+        WebrtcConfig {
+            enabled: true,
+            address: IpAddr::from([0, 0, 0, 0]),
+            udp_port: 8189,
+            additional_hosts: Vec::new(),
+            ice_servers: Vec::new(),
+            max_viewers: 32,
+            handshake_timeout_s: 10,
+            session_timeout_s: 10,
         }
     }
 }

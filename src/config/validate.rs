@@ -265,6 +265,16 @@ impl Config {
                 return bad(format!("{key} = 0 must be at least 1"));
             }
         }
+        let w = &self.webrtc;
+        for (key, v) in [
+            ("webrtc.max_viewers", w.max_viewers),
+            ("webrtc.handshake_timeout_s", w.handshake_timeout_s),
+            ("webrtc.session_timeout_s", w.session_timeout_s),
+        ] {
+            if w.enabled && v == 0 {
+                return bad(format!("{key} = 0 must be at least 1"));
+            }
+        }
         if r.max_request_bytes < 256 {
             return bad(format!(
                 "rtsp.max_request_bytes = {} is below 256",

@@ -30,6 +30,7 @@ use crate::output::snapshot::{SNAPSHOT_TIMEOUT, scaled_height};
 mod push;
 mod recordings;
 mod streams;
+mod webrtc;
 
 /// Why the sidecar could not start.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +73,8 @@ pub struct Shared {
     pub token: Option<crate::config::Secret>,
     /// Whether the RTSP server runs (false once shutdown began).
     pub rtsp_running: Arc<AtomicBool>,
+    /// The WebRTC (WHEP) server, when enabled.
+    pub webrtc: Option<Arc<crate::output::webrtc::Server>>,
 }
 
 /// Which endpoints a listener serves.
@@ -117,7 +120,11 @@ pub fn router(shared: Shared, part: Part) -> Router {
             .merge(protect(metrics_route, h.protect_metrics));
     }
     if part != Part::Public {
-        r = r.merge(protect(api, true)).merge(writes);
+        r = r
+            .merge(protect(api, true))
+            .merge(writes)
+            .merge(webrtc::whep())
+            .merge(webrtc::page());
     }
     r.fallback(not_found)
         .layer(middleware::from_fn(guard))

@@ -65,6 +65,7 @@ pub(super) fn describe(s: &Shared, c: &Camera) -> Value {
                     "output": o.output, "pushed": o.pushed, "dropped": o.dropped,
                 })).collect::<Vec<_>>(),
                 "viewers": viewers.playing(&e.name),
+                "webrtc_viewers": s.webrtc.as_ref().map_or(0, |w| w.viewers(&e.name)),
             })
         })
         .collect();

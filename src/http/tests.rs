@@ -41,6 +41,7 @@ fn shared(token: Option<&str>) -> Shared {
             .handle(),
         started: Instant::now(),
         token: token.map(|t| Secret(t.into())),
+        webrtc: None,
         rtsp_running: Arc::new(AtomicBool::new(true)),
     }
 }

@@ -22,6 +22,7 @@ pub mod push;
 pub mod record;
 pub mod rtsp;
 pub mod snapshot;
+pub mod webrtc;
 
 /// One running output of a stream, as the status API shows it.
 #[derive(Clone)]

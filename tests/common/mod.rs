@@ -61,6 +61,8 @@ pub fn daemon() -> DaemonBuilder {
             ("encoder.keyframe_interval".into(), "30".into()),
             ("rtsp.address".into(), "127.0.0.1".into()),
             ("http.address".into(), "127.0.0.1".into()),
+            ("webrtc.address".into(), "127.0.0.1".into()),
+            ("webrtc.udp_port".into(), "0".into()),
             ("supervisor.initial_backoff_ms".into(), "200".into()),
             ("supervisor.max_backoff_ms".into(), "1000".into()),
         ],

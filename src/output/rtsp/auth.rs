@@ -111,7 +111,8 @@ pub fn user_tried(header: &str) -> String {
     name.chars().filter(|c| !c.is_control()).take(64).collect()
 }
 
-fn decode_base64(s: &str) -> Option<Vec<u8>> {
+/// Standard base64 (padding optional), bounded; `None` on anything else.
+pub fn decode_base64(s: &str) -> Option<Vec<u8>> {
     fn val(c: u8) -> Option<u32> {
         Some(match c {
             b'A'..=b'Z' => c - b'A',

@@ -1,0 +1,246 @@
+// camstream's web page: live WebRTC (WHEP) video per stream, its state from the status API,
+// snapshots and recordings. Plain script, no dependencies, nothing fetched from elsewhere.
+'use strict';
+(function () {
+  const config = window.CAMSTREAM || { iceServers: [], webrtc: false };
+  const STATUS_EVERY_MS = 2000;
+  const CONNECT_TIMEOUT_MS = 10000;
+  const SNAPSHOT_EVERY_MS = 1000;
+
+  // A bearer token (when the API needs one) comes from "#token=..." once and is kept locally.
+  const hash = new URLSearchParams(location.hash.slice(1));
+  if (hash.get('token')) {
+    localStorage.setItem('camstream-token', hash.get('token'));
+    history.replaceState(null, '', location.pathname + location.search);
+  }
+  function headers(extra) {
+    const h = Object.assign({}, extra || {});
+    const t = localStorage.getItem('camstream-token');
+    if (t) h.Authorization = 'Bearer ' + t;
+    return h;
+  }
+  async function api(path) {
+    const r = await fetch(path, { headers: headers(), cache: 'no-store' });
+    if (!r.ok) {
+      let msg = r.status + ' ' + r.statusText;
+      try { msg = (await r.json()).error || msg; } catch (e) { /* not JSON */ }
+      const err = new Error(msg);
+      err.status = r.status;
+      throw err;
+    }
+    return r.json();
+  }
+
+  // Every player on the page, by stream, for people and tests to inspect.
+  const players = {};
+
+  // Plays `stream` in `video` over WHEP; on failure shows refreshed snapshots in `img` instead.
+  function Player(stream, video, img, overlay) {
+    this.stream = stream; this.video = video; this.img = img; this.overlay = overlay;
+    this.mode = 'connecting'; this.error = null; this.location = null; this.pc = null;
+    this.snapshotTimer = null; players[stream] = this;
+  }
+  Player.prototype.say = function (text) { this.overlay.textContent = text || ''; };
+  Player.prototype.start = async function () {
+    if (!config.webrtc || !window.RTCPeerConnection) {
+      return this.fallback(config.webrtc ? 'this browser has no WebRTC' : 'WebRTC is off on the server');
+    }
+    this.say('connecting…');
+    const pc = new RTCPeerConnection({ iceServers: (config.iceServers || []).map(u => ({ urls: u })) });
+    this.pc = pc;
+    pc.addTransceiver('video', { direction: 'recvonly' });
+    pc.ontrack = e => {
+      this.video.srcObject = e.streams[0] || new MediaStream([e.track]);
+      this.video.play().catch(() => {});
+    };
+    pc.onconnectionstatechange = () => {
+      if (pc.connectionState === 'failed') this.fallback('WebRTC connection failed (is UDP blocked?)');
+      if (pc.connectionState === 'disconnected') this.say('connection interrupted…');
+      if (pc.connectionState === 'connected') this.say('');
+    };
+    try {
+      await pc.setLocalDescription(await pc.createOffer());
+      // The server is ICE-lite and learns our address from our checks: no need to wait long.
+      await new Promise(done => {
+        if (pc.iceGatheringState === 'complete') return done();
+        pc.addEventListener('icegatheringstatechange', () => pc.iceGatheringState === 'complete' && done());
+        setTimeout(done, 1500);
+      });
+      const r = await fetch('/whep/' + encodeURIComponent(this.stream), {
+        method: 'POST', headers: headers({ 'Content-Type': 'application/sdp' }), body: pc.localDescription.sdp,
+      });
+      if (r.status !== 201) {
+        let msg = 'HTTP ' + r.status;
+        try { msg = (await r.json()).error || msg; } catch (e) { /* not JSON */ }
+        throw new Error(msg);
+      }
+      this.location = r.headers.get('Location');
+      await pc.setRemoteDescription({ type: 'answer', sdp: await r.text() });
+    } catch (e) {
+      return this.fallback('WebRTC unavailable: ' + e.message);
+    }
+    const started = Date.now();
+    const check = () => {
+      if (this.mode !== 'connecting') return;
+      const q = this.video.getVideoPlaybackQuality ? this.video.getVideoPlaybackQuality() : null;
+      if (q && q.totalVideoFrames > 0) { this.mode = 'webrtc'; this.say(''); return; }
+      if (Date.now() - started > CONNECT_TIMEOUT_MS) return this.fallback('no WebRTC video arrived (is UDP blocked?)');
+      setTimeout(check, 200);
+    };
+    check();
+  };
+  Player.prototype.stop = function () {
+    if (this.location) {
+      fetch(this.location, { method: 'DELETE', headers: headers(), keepalive: true }).catch(() => {});
+      this.location = null;
+    }
+    if (this.pc) { this.pc.close(); this.pc = null; }
+  };
+  Player.prototype.fallback = function (why) {
+    this.stop();
+    this.mode = 'snapshot'; this.error = why;
+    this.video.hidden = true; this.img.hidden = false;
+    this.say(why + ' — showing a snapshot every second');
+    const refresh = async () => {
+      try {
+        const r = await fetch('/snapshot.jpg?stream=' + encodeURIComponent(this.stream) + '&width=640',
+          { headers: headers(), cache: 'no-store' });
+        if (r.ok) {
+          const url = URL.createObjectURL(await r.blob());
+          const old = this.img.src;
+          this.img.src = url;
+          if (old.startsWith('blob:')) URL.revokeObjectURL(old);
+        }
+      } catch (e) { /* next round */ }
+      this.snapshotTimer = setTimeout(refresh, SNAPSHOT_EVERY_MS);
+    };
+    refresh();
+  };
+  window.addEventListener('pagehide', () => Object.values(players).forEach(p => p.stop()));
+
+  function fmtBitrate(bps) {
+    if (!(bps >= 0)) return '–';
+    return bps >= 1e6 ? (bps / 1e6).toFixed(2) + ' Mbit/s' : (bps / 1e3).toFixed(0) + ' kbit/s';
+  }
+
+  async function snapshot(stream) {
+    const r = await fetch('/snapshot.jpg?stream=' + encodeURIComponent(stream), { headers: headers(), cache: 'no-store' });
+    if (!r.ok) return alert('Snapshot failed: HTTP ' + r.status);
+    const a = document.createElement('a');
+    a.href = URL.createObjectURL(await r.blob());
+    a.download = stream + '-' + new Date().toISOString().replace(/[:.]/g, '-') + '.jpg';
+    a.click();
+  }
+
+  async function recordings(card, stream) {
+    const box = card.querySelector('.recordings');
+    box.hidden = !box.hidden;
+    if (box.hidden) return;
+    const list = box.querySelector('.spans');
+    list.textContent = 'loading…';
+    try {
+      const data = await api('/api/v1/recordings?stream=' + encodeURIComponent(stream));
+      list.textContent = '';
+      if (!data.spans.length) list.textContent = 'no recordings yet';
+      data.spans.slice(-20).reverse().forEach(span => {
+        const li = document.createElement('li');
+        const b = document.createElement('a');
+        b.href = '#';
+        const secs = Math.min(Math.floor(span.duration_s), 600);
+        b.textContent = new Date(span.start).toLocaleString() + ' (' + Math.round(span.duration_s) + ' s)';
+        b.onclick = async ev => {
+          ev.preventDefault();
+          const v = box.querySelector('.playback');
+          const url = '/recordings/' + encodeURIComponent(stream) + '.mp4?start=' + encodeURIComponent(span.start) + '&duration=' + Math.max(secs, 1);
+          v.hidden = false;
+          if (localStorage.getItem('camstream-token')) {
+            // A <video src> cannot send the token: fetch the (bounded) clip instead.
+            const r = await fetch(url, { headers: headers() });
+            v.src = URL.createObjectURL(await r.blob());
+          } else {
+            v.src = url;
+          }
+          v.play().catch(() => {});
+        };
+        li.appendChild(b);
+        list.appendChild(li);
+      });
+    } catch (e) {
+      list.textContent = 'cannot list recordings: ' + e.message;
+    }
+  }
+
+  // The stream list: cards made once per stream, figures refreshed from the status API.
+  async function index() {
+    const main = document.getElementById('streams');
+    const notice = document.getElementById('notice');
+    const cards = {};
+    const last = {};
+    document.getElementById('token-button').onclick = () => {
+      const t = prompt('HTTP API token (kept in this browser):', localStorage.getItem('camstream-token') || '');
+      if (t !== null) { t ? localStorage.setItem('camstream-token', t) : localStorage.removeItem('camstream-token'); location.reload(); }
+    };
+    async function refresh() {
+      let status;
+      try {
+        status = await api('/api/v1/status');
+        notice.hidden = true;
+      } catch (e) {
+        notice.hidden = false;
+        notice.textContent = e.status === 401
+          ? 'The status API needs the HTTP token: press "Token" or open this page as /#token=…'
+          : 'Cannot read the status: ' + e.message;
+        return;
+      }
+      document.getElementById('summary').textContent =
+        'version ' + status.version + ' · ' + status.gstreamer + ' · up ' + Math.round(status.uptime_s) + ' s';
+      const now = performance.now();
+      status.streams.forEach(s => {
+        let card = cards[s.name];
+        if (!card) {
+          card = document.getElementById('card').content.firstElementChild.cloneNode(true);
+          card.dataset.stream = s.name;
+          card.querySelector('.name').textContent = s.name;
+          card.querySelector('.fullscreen').href = '/view/' + encodeURIComponent(s.name);
+          card.querySelector('.snapshot').onclick = () => snapshot(s.name);
+          const rb = card.querySelector('.recordings-button');
+          rb.onclick = () => recordings(card, s.name);
+          main.appendChild(card);
+          cards[s.name] = card;
+          new Player(s.name, card.querySelector('video'), card.querySelector('img'), card.querySelector('.overlay')).start();
+        }
+        const enc = s.encodings[0] || {};
+        const st = card.querySelector('.state');
+        st.textContent = s.state; st.className = 'state badge ' + s.state;
+        card.querySelector('.encoder').textContent = s.encoder || '–';
+        card.querySelector('.resolution').textContent = enc.width ? enc.width + '×' + enc.height : '–';
+        const f = s.frames || {};
+        const prev = last[s.name];
+        if (prev && now > prev.t) {
+          const dt = (now - prev.t) / 1000;
+          card.querySelector('.fps').textContent = ((f.encoded - prev.frames) / dt).toFixed(1) + ' fps (set ' + enc.fps + ')';
+          card.querySelector('.bitrate').textContent = fmtBitrate((f.bytes - prev.bytes) * 8 / dt);
+        }
+        last[s.name] = { t: now, frames: f.encoded, bytes: f.bytes };
+        card.querySelector('.viewers').textContent =
+          (enc.viewers || 0) + ' RTSP · ' + (enc.webrtc_viewers || 0) + ' WebRTC';
+        card.querySelector('.restarts').textContent = s.restarts;
+        card.querySelector('.last-error').textContent = s.last_error || 'none';
+        const rec = s.settings && s.settings.record && s.settings.record.enabled;
+        card.querySelector('.recordings-button').hidden = !rec;
+      });
+    }
+    await refresh();
+    setInterval(refresh, STATUS_EVERY_MS);
+  }
+
+  // One stream, full window (embeddable in an <iframe>).
+  function view() {
+    const stream = decodeURIComponent(location.pathname.split('/').pop());
+    document.title = stream + ' · camstream';
+    const p = document.querySelector('.player');
+    new Player(stream, p.querySelector('video'), p.querySelector('img'), p.querySelector('.overlay')).start();
+  }
+
+  window.camstream = { index, view, players };
+})();

@@ -1,0 +1,319 @@
+//! Browser viewing over WebRTC (WHEP): str0m (sans-IO, pure Rust) answers each browser's offer,
+//! one UDP socket carries every viewer's media, and each viewer is a hub subscriber of its own,
+//! so the browser gets the hub's H.264 without a re-encode.
+//!
+//! - [`whep`]: profiles, the offer and the answer.
+//! - [`session`]: a viewer's hub subscription.
+//! - [`udp`]: the socket and the task that owns every session.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, gauge};
+use str0m::config::CryptoProvider;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::WebrtcConfig;
+use crate::metrics::names;
+use crate::stream::hub::Hub;
+
+pub mod session;
+pub mod udp;
+pub mod whep;
+
+pub use whep::OfferError;
+
+/// Frames waiting for the UDP task, over all sessions.
+const FRAME_QUEUE: usize = 1024;
+
+/// Why the WebRTC server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WebrtcError {
+    /// The UDP port could not be bound.
+    #[error(
+        "cannot listen for WebRTC media on UDP {addr}: {source} (set webrtc.udp_port, or webrtc.enabled = false)"
+    )]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+}
+
+/// Why an offer got no session.
+#[derive(Debug, thiserror::Error)]
+pub enum WhepError {
+    /// The offer cannot be served (bad, wrong profile, no picture yet).
+    #[error(transparent)]
+    Offer(#[from] OfferError),
+    /// `webrtc.max_viewers` sessions exist.
+    #[error("{0} WebRTC viewers are watching, the most webrtc.max_viewers allows")]
+    Full(u32),
+    /// No address to advertise.
+    #[error(
+        "no address to offer the browser: the request's Host is a name that does not resolve; set webrtc.additional_hosts"
+    )]
+    NoAddress,
+    /// The hub subscription failed.
+    #[error(transparent)]
+    Feed(#[from] session::FeedError),
+    /// The server is shutting down.
+    #[error("the WebRTC server is stopping")]
+    Stopped,
+}
+
+/// A registered session, as the HTTP side sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    /// Its public id (in the WHEP resource URL).
+    pub id: String,
+    /// Stream name.
+    pub stream: String,
+}
+
+/// Sessions by key, shared by the HTTP side and the UDP task.
+pub(crate) type Registry = Arc<Mutex<HashMap<u64, Entry>>>;
+
+/// An answered offer.
+pub struct Created {
+    /// The session id, for `Location: /whep/{stream}/{id}`.
+    pub id: String,
+    /// The SDP answer.
+    pub sdp: String,
+}
+
+/// The WebRTC server: one UDP socket and its task, and the table of sessions.
+pub struct Server {
+    config: WebrtcConfig,
+    local: SocketAddr,
+    crypto: Arc<CryptoProvider>,
+    commands: mpsc::UnboundedSender<udp::Command>,
+    frames: mpsc::Sender<session::Frame>,
+    registry: Registry,
+    next: AtomicU64,
+}
+
+impl Server {
+    /// Binds the UDP port and starts the task, which runs until `cancel`.
+    pub async fn start(
+        config: &WebrtcConfig,
+        cancel: CancellationToken,
+    ) -> Result<Arc<Server>, WebrtcError> {
+        let addr = SocketAddr::new(config.address, config.udp_port);
+        let socket = UdpSocket::bind(addr)
+            .await
+            .map_err(|source| WebrtcError::Bind { addr, source })?;
+        let local = socket
+            .local_addr()
+            .map_err(|source| WebrtcError::Bind { addr, source })?;
+        describe_gauge!(
+            names::WEBRTC_VIEWERS,
+            "WebRTC viewers connected or connecting, by stream"
+        );
+        describe_counter!(
+            names::WEBRTC_SESSIONS,
+            "WebRTC sessions created (offers answered), by stream"
+        );
+        describe_counter!(
+            names::WEBRTC_CLOSED,
+            "WebRTC sessions freed, by stream and reason"
+        );
+        describe_counter!(names::WEBRTC_REJECTED, "WHEP offers refused, by reason");
+        describe_counter!(
+            names::WEBRTC_BYTES,
+            "UDP bytes sent to WebRTC viewers, by stream"
+        );
+        describe_counter!(
+            names::WEBRTC_FRAMES,
+            "Frames handed to WebRTC viewers, by stream"
+        );
+        describe_counter!(
+            names::WEBRTC_KEYFRAME_REQUESTS,
+            "Browser keyframe requests (PLI/FIR) passed to the encoder, by stream"
+        );
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let (frames, frames_rx) = mpsc::channel(FRAME_QUEUE);
+        let registry: Registry = Arc::default();
+        let limits = udp::Limits {
+            handshake: Duration::from_secs(config.handshake_timeout_s.into()),
+            silence: Duration::from_secs(config.session_timeout_s.into()),
+        };
+        tokio::spawn(udp::run(
+            socket,
+            commands_rx,
+            frames_rx,
+            registry.clone(),
+            limits,
+            cancel,
+        ));
+        tracing::info!(udp = %local, "WebRTC (WHEP) media port open");
+        Ok(Arc::new(Server {
+            config: config.clone(),
+            local,
+            crypto: Arc::new(str0m::crypto::from_feature_flags()),
+            commands,
+            frames,
+            registry,
+            next: AtomicU64::new(1),
+        }))
+    }
+
+    /// The UDP address media arrives at.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// STUN/TURN URLs for the page's `RTCPeerConnection`.
+    pub fn ice_servers(&self) -> &[String] {
+        &self.config.ice_servers
+    }
+
+    /// WebRTC viewers of `stream` (connected or connecting).
+    pub fn viewers(&self, stream: &str) -> usize {
+        self.registry
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|e| e.stream == stream)
+            .count()
+    }
+
+    /// The host candidates for a browser that reached the HTTP server at `host`.
+    fn locals(&self, host: Option<IpAddr>) -> Vec<SocketAddr> {
+        let port = self.local.port();
+        let mut ips: Vec<IpAddr> = Vec::new();
+        if self.local.ip().is_unspecified() {
+            ips.extend(host);
+        } else {
+            ips.push(self.local.ip());
+        }
+        ips.extend(self.config.additional_hosts.iter().copied());
+        let mut out: Vec<SocketAddr> = Vec::new();
+        for ip in ips {
+            // The socket is IPv4 when bound to 0.0.0.0, IPv6 when bound to an IPv6 address.
+            if ip.is_unspecified() || ip.is_ipv4() != self.local.is_ipv4() {
+                continue;
+            }
+            let a = SocketAddr::new(ip, port);
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+        out
+    }
+
+    /// Answers `offer` for the stream of `hub`. `host` is the address the browser reached the
+    /// HTTP server at; it is advertised with `webrtc.additional_hosts`.
+    pub async fn create(
+        &self,
+        hub: Arc<Hub>,
+        offer: String,
+        host: Option<IpAddr>,
+    ) -> Result<Created, WhepError> {
+        let stream = hub.name().to_string();
+        let key = self.next.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{:032x}", rand::random::<u128>());
+        {
+            let mut r = self.registry.lock().unwrap();
+            if r.len() >= self.config.max_viewers as usize {
+                reject("max_viewers");
+                return Err(WhepError::Full(self.config.max_viewers));
+            }
+            // Held from now on, so concurrent offers cannot pass the limit together.
+            r.insert(
+                key,
+                Entry {
+                    id: id.clone(),
+                    stream: stream.clone(),
+                },
+            );
+        }
+        let made = self.prepare(hub, key, offer, host).await;
+        let new = match made {
+            Ok(n) => n,
+            Err(e) => {
+                self.registry.lock().unwrap().remove(&key);
+                reject(match &e {
+                    WhepError::Offer(OfferError::Profile { .. }) => "profile",
+                    WhepError::Offer(OfferError::NoPicture(_)) => "no_picture",
+                    WhepError::Offer(_) => "bad_offer",
+                    _ => "error",
+                });
+                return Err(e);
+            }
+        };
+        let sdp = new.1;
+        if self
+            .commands
+            .send(udp::Command::Add(Box::new(new.0)))
+            .is_err()
+        {
+            self.registry.lock().unwrap().remove(&key);
+            return Err(WhepError::Stopped);
+        }
+        counter!(names::WEBRTC_SESSIONS, "stream" => stream.clone()).increment(1);
+        gauge!(names::WEBRTC_VIEWERS, "stream" => stream.clone()).set(self.viewers(&stream) as f64);
+        Ok(Created { id, sdp })
+    }
+
+    async fn prepare(
+        &self,
+        hub: Arc<Hub>,
+        key: u64,
+        offer: String,
+        host: Option<IpAddr>,
+    ) -> Result<(udp::NewSession, String), WhepError> {
+        let locals = self.locals(host);
+        if locals.is_empty() {
+            return Err(WhepError::NoAddress);
+        }
+        let crypto = self.crypto.clone();
+        let frames = self.frames.clone();
+        // Making a DTLS certificate and starting a pipeline take a moment: off the runtime.
+        tokio::task::spawn_blocking(move || {
+            let stream = hub.name().to_string();
+            let caps = hub.caps();
+            let answered = whep::answer(&offer, &stream, caps.as_ref(), &locals, &crypto)?;
+            let feed = session::start(&hub, key, frames)?;
+            Ok((
+                udp::NewSession {
+                    key,
+                    stream,
+                    rtc: answered.rtc,
+                    locals,
+                    feed,
+                    hub,
+                },
+                answered.sdp,
+            ))
+        })
+        .await
+        .map_err(|_| WhepError::Stopped)?
+    }
+
+    /// Frees the session `id` of `stream` (a WHEP DELETE); false when there is none.
+    pub fn delete(&self, stream: &str, id: &str) -> bool {
+        let key = self
+            .registry
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, e)| e.id == id && e.stream == stream)
+            .map(|(k, _)| *k);
+        match key {
+            Some(k) => self.commands.send(udp::Command::Remove(k)).is_ok(),
+            None => false,
+        }
+    }
+}
+
+/// Counts a refused offer.
+pub fn reject(reason: &'static str) {
+    counter!(names::WEBRTC_REJECTED, "reason" => reason).increment(1);
+}

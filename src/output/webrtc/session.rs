@@ -1,0 +1,106 @@
+//! A WebRTC viewer's feed: its own hub subscription (`appsrc ! appsink`), so each browser has
+//! the hub's bounded, leaky queue and starts on a keyframe like every other output. Frames are
+//! handed to the UDP task without blocking; a full hand-over queue drops the frame and the
+//! session then waits for the next keyframe rather than sending a broken picture.
+
+use std::sync::Arc;
+
+use gst::prelude::*;
+use tokio::sync::mpsc;
+
+use crate::stream::hub::{Hub, SubscriberSettings, Subscription};
+
+/// One encoded access unit for one session.
+pub struct Frame {
+    /// The session it is for.
+    pub session: u64,
+    /// Annex B bytes (SPS/PPS in front of every keyframe).
+    pub data: Vec<u8>,
+    /// Presentation time in ns.
+    pub pts_ns: u64,
+    /// Whether it is a keyframe.
+    pub keyframe: bool,
+    /// Counts every frame the feed received, handed over or not: a gap means a lost frame.
+    pub seq: u64,
+}
+
+/// Why a feed could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    /// GStreamer refused the pipeline.
+    #[error("cannot start a WebRTC feed of {stream}: {reason}")]
+    Start {
+        /// Stream name.
+        stream: String,
+        /// What GStreamer said.
+        reason: String,
+    },
+}
+
+/// A running feed; dropping it unsubscribes and stops its pipeline (call from a blocking
+/// context: the state change may wait on a streaming thread).
+pub struct Feed {
+    pipeline: gst::Pipeline,
+    _subscription: Subscription,
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+/// Subscribes session `session` to `hub`; frames go to `tx`.
+pub fn start(hub: &Arc<Hub>, session: u64, tx: mpsc::Sender<Frame>) -> Result<Feed, FeedError> {
+    let fail = |reason: String| FeedError::Start {
+        stream: hub.name().to_string(),
+        reason,
+    };
+    let pipeline = gst::parse::launch(
+        "appsrc name=src is-live=true format=time ! appsink name=sink sync=false max-buffers=30 drop=true",
+    )
+    .map_err(|e| fail(e.to_string()))?
+    .downcast::<gst::Pipeline>()
+    .map_err(|_| fail("not a pipeline".into()))?;
+    let appsrc = pipeline
+        .by_name("src")
+        .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
+        .ok_or_else(|| fail("no appsrc".into()))?;
+    let appsink = pipeline
+        .by_name("sink")
+        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+        .ok_or_else(|| fail("no appsink".into()))?;
+    let mut seq = 0u64;
+    appsink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let Some(buffer) = sample.buffer() else {
+                    return Ok(gst::FlowSuccess::Ok);
+                };
+                let Ok(map) = buffer.map_readable() else {
+                    return Ok(gst::FlowSuccess::Ok);
+                };
+                seq += 1;
+                let frame = Frame {
+                    seq,
+                    session,
+                    data: map.as_slice().to_vec(),
+                    pts_ns: buffer.pts().map_or(0, |t| t.nseconds()),
+                    keyframe: !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
+                };
+                // Never waits: a UDP task that cannot keep up loses frames, not the capture.
+                let _ = tx.try_send(frame);
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+    let subscription = hub.subscribe(&appsrc, SubscriberSettings::new("webrtc"));
+    pipeline
+        .set_state(gst::State::Playing)
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(Feed {
+        pipeline,
+        _subscription: subscription,
+    })
+}

@@ -1,0 +1,369 @@
+//! The one UDP socket every WebRTC viewer shares, and the task that owns every session's str0m
+//! state. A packet goes to the session that `accepts` it (STUN by its ICE credentials, the rest
+//! by the browser's address), frames from the sessions' feeds are written into their str0m
+//! instances, and each instance's output (media, RTCP, DTLS, STUN answers) leaves through the
+//! same socket. Sessions that never connect, or whose browser falls silent, are freed here.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use metrics::{Counter, counter, gauge};
+use str0m::media::{Frequency, MediaTime, Mid, Pt};
+use str0m::net::{DatagramRecv, Protocol, Receive};
+use str0m::{Event, IceConnectionState, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::Registry;
+use super::session::{Feed, Frame};
+use crate::metrics::names;
+use crate::stream::hub::Hub;
+
+/// Keyframe requests from one browser passed on at most this often (a lossy link sends PLIs in
+/// bursts; the encoder needs one).
+const KEYFRAME_REQUEST_GAP: Duration = Duration::from_millis(500);
+/// How often handshake and silence limits are checked.
+const HOUSEKEEPING: Duration = Duration::from_millis(250);
+
+/// A new session for the task, answered and subscribed.
+pub(super) struct NewSession {
+    /// Key in the registry and in frames.
+    pub key: u64,
+    /// Stream name.
+    pub stream: String,
+    /// Its str0m instance, after the answer.
+    pub rtc: Rtc,
+    /// The host candidates advertised to the browser.
+    pub locals: Vec<SocketAddr>,
+    /// Its hub subscription.
+    pub feed: Feed,
+    /// The hub, for keyframe requests.
+    pub hub: Arc<Hub>,
+}
+
+/// What the HTTP side asks of the task.
+pub(super) enum Command {
+    /// Take over a session.
+    Add(Box<NewSession>),
+    /// Free a session (a WHEP DELETE).
+    Remove(u64),
+}
+
+/// Limits the task enforces.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    /// Longest time from answer to connected.
+    pub handshake: Duration,
+    /// Longest silence from a connected browser.
+    pub silence: Duration,
+}
+
+struct Session {
+    stream: String,
+    rtc: Rtc,
+    locals: Vec<SocketAddr>,
+    feed: Option<Feed>,
+    hub: Arc<Hub>,
+    created: Instant,
+    last_rx: Instant,
+    next_timeout: Instant,
+    connected: bool,
+    mid: Option<Mid>,
+    pt: Option<Pt>,
+    waiting_keyframe: bool,
+    last_seq: u64,
+    last_keyframe_request: Option<Instant>,
+    end: Option<&'static str>,
+    bytes: Counter,
+    frames: Counter,
+    keyframe_requests: Counter,
+}
+
+impl Session {
+    fn new(n: NewSession, now: Instant) -> Self {
+        let label = [("stream", n.stream.clone())];
+        Session {
+            bytes: counter!(names::WEBRTC_BYTES, &label),
+            frames: counter!(names::WEBRTC_FRAMES, &label),
+            keyframe_requests: counter!(names::WEBRTC_KEYFRAME_REQUESTS, &label),
+            stream: n.stream,
+            rtc: n.rtc,
+            locals: n.locals,
+            feed: Some(n.feed),
+            hub: n.hub,
+            created: now,
+            last_rx: now,
+            next_timeout: now,
+            connected: false,
+            mid: None,
+            pt: None,
+            waiting_keyframe: true,
+            last_seq: 0,
+            last_keyframe_request: None,
+            end: None,
+        }
+    }
+
+    /// Runs str0m until it waits for time or input, sending what it produced.
+    fn drive(&mut self, socket: &UdpSocket) {
+        loop {
+            if !self.rtc.is_alive() {
+                self.end.get_or_insert("closed");
+                return;
+            }
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    self.next_timeout = t;
+                    return;
+                }
+                Ok(Output::Transmit(t)) => {
+                    // A full socket buffer loses this datagram, like the network would; the
+                    // task never waits on one viewer.
+                    if socket.try_send_to(&t.contents, t.destination).is_ok() {
+                        self.bytes.increment(t.contents.len() as u64);
+                    }
+                }
+                Ok(Output::Event(e)) => self.on_event(e),
+                Err(e) => {
+                    tracing::debug!(stream = %self.stream, error = %e, "WebRTC session failed");
+                    self.end.get_or_insert("closed");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, e: Event) {
+        match e {
+            Event::Connected => {
+                self.connected = true;
+                self.waiting_keyframe = true;
+                tracing::info!(stream = %self.stream, after_ms = self.created.elapsed().as_millis() as u64, "WebRTC viewer connected");
+                self.hub.request_keyframe();
+            }
+            Event::MediaAdded(m) => self.mid = Some(m.mid),
+            Event::KeyframeRequest(_) => {
+                let now = Instant::now();
+                if self
+                    .last_keyframe_request
+                    .is_none_or(|t| now.duration_since(t) >= KEYFRAME_REQUEST_GAP)
+                {
+                    self.last_keyframe_request = Some(now);
+                    self.keyframe_requests.increment(1);
+                    self.hub.request_keyframe();
+                }
+            }
+            Event::IceConnectionStateChange(s) => {
+                tracing::debug!(stream = %self.stream, state = ?s, "WebRTC ICE state");
+                if s == IceConnectionState::Disconnected && self.connected {
+                    // The browser stopped answering consent checks: its tab is gone or its
+                    // network is. Sending on would be sending into the void.
+                    self.end.get_or_insert("closed");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn write(&mut self, f: Frame) {
+        let gap = f.seq != self.last_seq + 1;
+        self.last_seq = f.seq;
+        let Some(mid) = self.mid.filter(|_| self.connected) else {
+            return;
+        };
+        if gap {
+            self.waiting_keyframe = true;
+        }
+        if self.waiting_keyframe {
+            if !f.keyframe {
+                return;
+            }
+            self.waiting_keyframe = false;
+        }
+        let Some(writer) = self.rtc.writer(mid) else {
+            return;
+        };
+        let Some(pt) = self
+            .pt
+            .or_else(|| writer.payload_params().next().map(|p| p.pt()))
+        else {
+            return;
+        };
+        self.pt = Some(pt);
+        let rtp_time = MediaTime::new(f.pts_ns.wrapping_mul(9) / 100_000, Frequency::NINETY_KHZ);
+        match writer.write(pt, Instant::now(), rtp_time, f.data) {
+            Ok(()) => self.frames.increment(1),
+            Err(e) => tracing::debug!(stream = %self.stream, error = %e, "WebRTC frame not sent"),
+        }
+    }
+
+    /// The local address a datagram from `source` arrived at, as str0m needs it. The socket is
+    /// bound to one port on every address, so the address is inferred from the candidates this
+    /// session advertised: loopback for loopback, otherwise the first of the same family.
+    fn local_for(&self, source: SocketAddr) -> SocketAddr {
+        let same = || {
+            self.locals
+                .iter()
+                .filter(move |l| l.is_ipv4() == source.is_ipv4())
+        };
+        same()
+            .find(|l| l.ip().is_loopback() == source.ip().is_loopback())
+            .or_else(|| same().next())
+            .or(self.locals.first())
+            .copied()
+            .unwrap_or(source)
+    }
+}
+
+/// Runs the socket and every session until `cancel`.
+pub(super) async fn run(
+    socket: UdpSocket,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    mut frames: mpsc::Receiver<Frame>,
+    registry: Registry,
+    limits: Limits,
+    cancel: CancellationToken,
+) {
+    let mut sessions: HashMap<u64, Session> = HashMap::new();
+    let mut buf = vec![0u8; 2048];
+    let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
+    loop {
+        let wake = sessions
+            .values()
+            .map(|s| s.next_timeout)
+            .min()
+            .unwrap_or(next_housekeeping)
+            .min(next_housekeeping);
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = socket.recv_from(&mut buf) => match r {
+                Ok((n, source)) => receive(&mut sessions, &socket, &buf[..n], source),
+                Err(e) => {
+                    // ICMP port unreachable from a gone browser surfaces here on Linux.
+                    tracing::trace!(error = %e, "WebRTC socket receive");
+                }
+            },
+            c = commands.recv() => match c {
+                Some(Command::Add(n)) => {
+                    let key = n.key;
+                    let mut s = Session::new(*n, Instant::now());
+                    s.drive(&socket);
+                    sessions.insert(key, s);
+                }
+                Some(Command::Remove(key)) => {
+                    if let Some(s) = sessions.get_mut(&key) {
+                        s.end.get_or_insert("deleted");
+                        s.rtc.disconnect();
+                    }
+                }
+                None => break,
+            },
+            Some(f) = frames.recv() => {
+                if let Some(s) = sessions.get_mut(&f.session) {
+                    s.write(f);
+                    s.drive(&socket);
+                }
+            },
+            _ = tokio::time::sleep_until(wake.into()) => {}
+        }
+        let now = Instant::now();
+        for s in sessions.values_mut() {
+            if s.next_timeout <= now && s.end.is_none() {
+                if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
+                    tracing::debug!(stream = %s.stream, error = %e, "WebRTC session failed");
+                    s.end = Some("closed");
+                    continue;
+                }
+                s.drive(&socket);
+            }
+        }
+        if now >= next_housekeeping {
+            next_housekeeping = now + HOUSEKEEPING;
+            for s in sessions.values_mut() {
+                if !s.connected && now.duration_since(s.created) > limits.handshake {
+                    s.end.get_or_insert("handshake_timeout");
+                } else if s.connected && now.duration_since(s.last_rx) > limits.silence {
+                    s.end.get_or_insert("timeout");
+                }
+            }
+        }
+        let ended: Vec<u64> = sessions
+            .iter()
+            .filter(|(_, s)| s.end.is_some())
+            .map(|(k, _)| *k)
+            .collect();
+        for key in ended {
+            if let Some(s) = sessions.remove(&key) {
+                free(s, key, &registry);
+            }
+        }
+    }
+    for (key, mut s) in sessions.drain() {
+        s.end.get_or_insert("shutdown");
+        free(s, key, &registry);
+    }
+}
+
+fn receive(
+    sessions: &mut HashMap<u64, Session>,
+    socket: &UdpSocket,
+    data: &[u8],
+    source: SocketAddr,
+) {
+    let Ok(local) = socket.local_addr() else {
+        return;
+    };
+    let input = |destination: SocketAddr| -> Option<Input<'_>> {
+        let contents = DatagramRecv::try_from(data).ok()?;
+        Some(Input::Receive(
+            Instant::now(),
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination,
+                contents,
+            },
+        ))
+    };
+    let Some(probe) = input(local) else { return };
+    let Some(s) = sessions
+        .values_mut()
+        .find(|s| s.end.is_none() && s.rtc.accepts(&probe))
+    else {
+        return;
+    };
+    let destination = if local.ip().is_unspecified() {
+        s.local_for(source)
+    } else {
+        local
+    };
+    let Some(input) = input(destination) else {
+        return;
+    };
+    s.last_rx = Instant::now();
+    if let Err(e) = s.rtc.handle_input(input) {
+        tracing::debug!(stream = %s.stream, error = %e, "WebRTC input refused");
+        s.end.get_or_insert("closed");
+        return;
+    }
+    s.drive(socket);
+}
+
+fn free(mut s: Session, key: u64, registry: &Registry) {
+    let reason = s.end.unwrap_or("closed");
+    tracing::info!(stream = %s.stream, reason, connected = s.connected, "WebRTC viewer left");
+    counter!(names::WEBRTC_CLOSED, "stream" => s.stream.clone(), "reason" => reason).increment(1);
+    let left = {
+        let mut r = registry.lock().unwrap();
+        r.remove(&key);
+        r.values().filter(|e| e.stream == s.stream).count()
+    };
+    gauge!(names::WEBRTC_VIEWERS, "stream" => s.stream.clone()).set(left as f64);
+    // Stopping the feed's pipeline may wait on its streaming thread: not on this task.
+    if let Some(feed) = s.feed.take() {
+        tokio::task::spawn_blocking(move || drop(feed));
+    }
+}

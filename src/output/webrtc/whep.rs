@@ -1,0 +1,297 @@
+//! The WHEP side of a session: what H.264 profile the stream carries, what the browser's offer
+//! accepts, and the SDP answer str0m makes from them. A browser that cannot take the stream's
+//! profile gets a clear refusal here instead of a silent `a=inactive` answer.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use str0m::change::SdpOffer;
+use str0m::config::CryptoProvider;
+use str0m::{Candidate, Rtc, RtcConfig};
+
+/// Why an offer was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum OfferError {
+    /// The body is not an SDP offer str0m can read, or has no video to receive.
+    #[error("bad SDP offer: {0}")]
+    Bad(String),
+    /// The browser accepts none of the profiles the stream could be sent as.
+    #[error(
+        "the browser cannot take this stream: it is H.264 {stream} but the offer only accepts {offered}; {hint}"
+    )]
+    Profile {
+        /// The stream's profile, e.g. "high (640028)".
+        stream: String,
+        /// What the offer lists, e.g. "constrained-baseline (42e01f)".
+        offered: String,
+        /// What to do about it.
+        hint: &'static str,
+    },
+    /// The stream has produced no picture yet, so its profile is unknown.
+    #[error("stream {0} has no picture yet; retry in a moment")]
+    NoPicture(String),
+    /// str0m refused the offer.
+    #[error("cannot answer the offer: {0}")]
+    Rtc(String),
+}
+
+/// The stream's profile as the RTP `profile-level-id` (profile_idc, constraint flags, level),
+/// from the caps `h264parse` put on the encoded stream.
+pub fn profile_level_id(caps: &gst::CapsRef) -> Option<u32> {
+    let s = caps.structure(0)?;
+    let profile = s.get::<&str>("profile").ok()?;
+    let level = s.get::<&str>("level").ok().unwrap_or("3.1");
+    let (idc, constraints): (u32, u32) = match profile {
+        "constrained-baseline" => (0x42, 0xe0),
+        "baseline" => (0x42, 0x00),
+        "main" => (0x4d, 0x00),
+        "extended" => (0x58, 0x00),
+        "high" => (0x64, 0x00),
+        "constrained-high" => (0x64, 0x0c),
+        "progressive-high" => (0x64, 0x08),
+        "high-10" => (0x6e, 0x00),
+        "high-4:2:2" => (0x7a, 0x00),
+        "high-4:4:4" => (0xf4, 0x00),
+        _ => return None,
+    };
+    let level_idc = match level {
+        "1b" => 11,
+        l => {
+            let (major, minor) = l.split_once('.').unwrap_or((l, "0"));
+            major.parse::<u32>().ok()? * 10 + minor.parse::<u32>().ok()?
+        }
+    };
+    Some(idc << 16 | constraints << 8 | level_idc)
+}
+
+/// A readable name for a `profile-level-id`, e.g. "high (640028)".
+pub fn profile_name(plid: u32) -> String {
+    let idc = plid >> 16;
+    let constraints = (plid >> 8) & 0xff;
+    let name = match (idc, constraints & 0x40 != 0) {
+        (0x42, true) => "constrained-baseline",
+        (0x4d, true) => "constrained-baseline",
+        (0x42, false) => "baseline",
+        (0x4d, false) => "main",
+        (0x58, _) => "extended",
+        (0x64, _) => "high",
+        (0x6e, _) => "high-10",
+        (0x7a, _) => "high-4:2:2",
+        (0xf4, _) => "high-4:4:4",
+        _ => "unknown",
+    };
+    format!("{name} ({plid:06x})")
+}
+
+/// The H.264 `profile-level-id`s an offer lists for packetization mode 1.
+pub fn offered_profiles(sdp: &str) -> Vec<u32> {
+    let h264: Vec<&str> = sdp
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("a=rtpmap:"))
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(_, codec)| codec.to_ascii_uppercase().starts_with("H264/"))
+        .map(|(pt, _)| pt)
+        .collect();
+    let mut out = Vec::new();
+    for l in sdp.lines().filter_map(|l| l.trim().strip_prefix("a=fmtp:")) {
+        let Some((pt, params)) = l.split_once(' ') else {
+            continue;
+        };
+        if !h264.contains(&pt) {
+            continue;
+        }
+        let mut plid = None;
+        let mut mode1 = false;
+        for kv in params.split(';') {
+            match kv.trim().split_once('=') {
+                Some(("profile-level-id", v)) => plid = u32::from_str_radix(v.trim(), 16).ok(),
+                Some(("packetization-mode", v)) => mode1 = v.trim() == "1",
+                _ => {}
+            }
+        }
+        if let (Some(p), true) = (plid, mode1)
+            && !out.contains(&p)
+        {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Whether the answer sends video: str0m answers an offer it cannot serve with an inactive or
+/// rejected (port 0) video section rather than an error.
+fn answer_sends_video(answer: &str) -> bool {
+    let mut in_video = false;
+    let mut sends = false;
+    for l in answer.lines().map(str::trim) {
+        if let Some(m) = l.strip_prefix("m=") {
+            in_video = m.starts_with("video ") && !m.starts_with("video 0 ");
+            continue;
+        }
+        if in_video && (l == "a=sendonly" || l == "a=sendrecv") {
+            sends = true;
+        }
+    }
+    sends
+}
+
+/// A session's str0m state and the answer to send back.
+pub struct Answered {
+    /// The str0m instance, ready for the UDP task.
+    pub rtc: Rtc,
+    /// The SDP answer.
+    pub sdp: String,
+}
+
+/// Answers `offer` for a stream whose caps are `caps`, advertising `locals` as host candidates.
+/// Only the stream's own profile is configured, so str0m picks the browser's matching payload
+/// type or none; none is refused with [`OfferError::Profile`].
+pub fn answer(
+    offer: &str,
+    stream: &str,
+    caps: Option<&gst::Caps>,
+    locals: &[SocketAddr],
+    crypto: &Arc<CryptoProvider>,
+) -> Result<Answered, OfferError> {
+    if !offer.contains("m=video") {
+        return Err(OfferError::Bad("the offer has no video section".into()));
+    }
+    let plid = caps
+        .and_then(|c| profile_level_id(c))
+        .ok_or_else(|| OfferError::NoPicture(stream.to_string()))?;
+    let parsed = SdpOffer::from_sdp_string(offer).map_err(|e| OfferError::Bad(e.to_string()))?;
+    let mut config = RtcConfig::new()
+        .set_ice_lite(true)
+        .set_crypto_provider(crypto.clone())
+        .clear_codecs();
+    config
+        .codec_config()
+        .add_h264(96.into(), Some(97.into()), true, plid);
+    let mut rtc = config.build(Instant::now());
+    for addr in locals {
+        match Candidate::host(*addr, "udp") {
+            Ok(c) => {
+                rtc.add_local_candidate(c);
+            }
+            Err(e) => tracing::debug!(%addr, error = %e, "Address not advertised to a browser"),
+        }
+    }
+    let answer = rtc
+        .sdp_api()
+        .accept_offer(parsed)
+        .map_err(|e| OfferError::Rtc(e.to_string()))?;
+    let sdp = answer.to_sdp_string();
+    if !answer_sends_video(&sdp) {
+        let offered = offered_profiles(offer);
+        let offered = if offered.is_empty() {
+            "no H.264 (packetization-mode 1)".to_string()
+        } else {
+            offered
+                .into_iter()
+                .map(profile_name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let hint = if plid >> 8 == 0x42e0 {
+            "this browser offers no Constrained Baseline H.264 with packetization-mode 1, which \
+             every WebRTC browser is expected to decode"
+        } else {
+            "set the stream's encoder profile to constrained-baseline, which every browser plays"
+        };
+        return Err(OfferError::Profile {
+            stream: profile_name(plid),
+            offered,
+            hint,
+        });
+    }
+    Ok(Answered { rtc, sdp })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles_from_caps() {
+        gst::init().unwrap();
+        let caps = gst::Caps::builder("video/x-h264")
+            .field("profile", "high")
+            .field("level", "4")
+            .build();
+        assert_eq!(profile_level_id(&caps), Some(0x640028));
+        let caps = gst::Caps::builder("video/x-h264")
+            .field("profile", "constrained-baseline")
+            .field("level", "3.1")
+            .build();
+        assert_eq!(profile_level_id(&caps), Some(0x42e01f));
+        let caps = gst::Caps::builder("video/x-h264").build();
+        assert_eq!(profile_level_id(&caps), None);
+    }
+
+    #[test]
+    fn profiles_from_offer() {
+        let sdp = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 102 103 104\r\n\
+                   a=rtpmap:102 H264/90000\r\n\
+                   a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n\
+                   a=rtpmap:103 H264/90000\r\n\
+                   a=fmtp:103 packetization-mode=0;profile-level-id=640c1f\r\n\
+                   a=rtpmap:104 rtx/90000\r\na=fmtp:104 apt=102\r\n";
+        assert_eq!(offered_profiles(sdp), vec![0x42e01f]);
+        assert_eq!(profile_name(0x42e01f), "constrained-baseline (42e01f)");
+        assert_eq!(profile_name(0x640028), "high (640028)");
+    }
+
+    /// A Firefox-style offer (Constrained Baseline only) against a High stream is refused with
+    /// both profiles named, and answered once the stream is Constrained Baseline.
+    #[test]
+    fn high_stream_and_baseline_only_offer() {
+        gst::init().unwrap();
+        let offer = "v=0\r\no=- 1 0 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
+            a=fingerprint:sha-256 9B:3C:2A:0D:6E:41:55:8F:90:1A:2B:3C:4D:5E:6F:70:81:92:A3:B4:C5:D6:E7:F8:09:1A:2B:3C:4D:5E:6F:70\r\n\
+            a=group:BUNDLE 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 126\r\nc=IN IP4 0.0.0.0\r\na=recvonly\r\n\
+            a=fmtp:126 profile-level-id=42e01f;level-asymmetry-allowed=1;packetization-mode=1\r\n\
+            a=ice-pwd:4e1dc6b1c7a3c2d4e5f60718293a4b5c\r\na=ice-ufrag:8f2a91c4\r\na=mid:0\r\n\
+            a=rtcp-fb:126 nack pli\r\na=rtcp-mux\r\na=rtpmap:126 H264/90000\r\na=setup:actpass\r\n";
+        let crypto = Arc::new(str0m::crypto::from_feature_flags());
+        let locals = ["127.0.0.1:8189".parse().unwrap()];
+        let high = gst::Caps::builder("video/x-h264")
+            .field("profile", "high")
+            .field("level", "3.1")
+            .build();
+        match answer(offer, "video", Some(&high), &locals, &crypto) {
+            Err(e @ OfferError::Profile { .. }) => {
+                let m = e.to_string();
+                assert!(m.contains("high (64001f)"), "{m}");
+                assert!(m.contains("constrained-baseline (42e01f)"), "{m}");
+                assert!(m.contains("set the stream's encoder profile"), "{m}");
+            }
+            Err(e) => panic!("wrong refusal: {e}"),
+            Ok(a) => panic!("answered: {}", a.sdp),
+        }
+        let cb = gst::Caps::builder("video/x-h264")
+            .field("profile", "constrained-baseline")
+            .field("level", "3.1")
+            .build();
+        let a = answer(offer, "video", Some(&cb), &locals, &crypto).unwrap();
+        assert!(a.sdp.contains("a=sendonly"), "{}", a.sdp);
+        assert!(a.sdp.contains("127.0.0.1 8189"), "{}", a.sdp);
+        assert!(matches!(
+            answer(offer, "video", None, &locals, &crypto),
+            Err(OfferError::NoPicture(_))
+        ));
+    }
+
+    #[test]
+    fn inactive_answer_is_no_video() {
+        assert!(answer_sends_video(
+            "v=0\r\nm=video 9 X 96\r\na=sendonly\r\n"
+        ));
+        assert!(!answer_sends_video(
+            "v=0\r\nm=video 9 X 96\r\na=inactive\r\n"
+        ));
+        assert!(!answer_sends_video(
+            "v=0\r\nm=video 0 X 96\r\na=sendonly\r\n"
+        ));
+    }
+}

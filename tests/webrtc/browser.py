@@ -1,0 +1,262 @@
+#!/usr/bin/env python3
+"""Drives headless Chromium (Debian's) over raw CDP against camstream's web page and prints one
+JSON object. Loopback only: Chromium is started with --allow-loopback-in-peer-connection and
+given a media permission for the page's origin, so it offers 127.0.0.1 host candidates, and
+camstream's ICE-lite server answers on 127.0.0.1.
+
+Usage:
+  browser.py play URL STREAM [--seconds S] [--screenshot PNG] [--kill]
+      Opens URL, waits for STREAM's player to show WebRTC video, then measures decoded frames and
+      currentTime over S seconds (default 5). With --kill the browser is SIGKILLed at the end
+      (a tab that goes away without a WHEP DELETE).
+  browser.py tabs URL STREAM N [--seconds S]
+      Opens N tabs on URL (a /view/ page), waits until all play, measures each over S seconds.
+  browser.py latency URL STREAM [--seconds S]
+      Reads the clock painted into the frames (benches' clockoverlay) from the decoded video and
+      reports glass-to-glass latency samples.
+
+Every wait is bounded; only the Chromium process started here is ended."""
+import base64
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+
+import websocket
+
+CHROMIUM = next((p for p in ("/usr/lib/chromium/chromium", "/usr/bin/chromium") if os.path.exists(p)), "chromium")
+
+
+class Browser:
+    def __init__(self):
+        self.profile = tempfile.mkdtemp(prefix="camstream-webrtc-")
+        self.proc = subprocess.Popen(
+            [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--no-default-browser-check", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--mute-audio",
+             "--autoplay-policy=no-user-gesture-required",
+             "--allow-loopback-in-peer-connection",
+             # Keep background tabs rendering at full rate (the multi-tab check).
+             "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
+             "--disable-backgrounding-occluded-windows",
+             "--window-size=1000,760",
+             f"--user-data-dir={self.profile}", "--remote-debugging-port=0", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        port_file = os.path.join(self.profile, "DevToolsActivePort")
+        deadline = time.time() + 30
+        while not os.path.exists(port_file) or not open(port_file).read().strip():
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError("chromium did not open its DevTools port")
+            time.sleep(0.1)
+        time.sleep(0.2)
+        self.port = int(open(port_file).read().split()[0])
+
+    def targets(self):
+        return json.load(urllib.request.urlopen(f"http://127.0.0.1:{self.port}/json/list", timeout=5))
+
+    def browser_ws(self):
+        info = json.load(urllib.request.urlopen(f"http://127.0.0.1:{self.port}/json/version", timeout=5))
+        return Tab(info["webSocketDebuggerUrl"])
+
+    def new_tab(self, url):
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}/json/new?" + urllib.parse.quote(url, safe=":/?&=#"), method="PUT")
+        t = json.load(urllib.request.urlopen(req, timeout=10))
+        return Tab(t["webSocketDebuggerUrl"])
+
+    def first_tab(self):
+        return Tab(next(t["webSocketDebuggerUrl"] for t in self.targets() if t["type"] == "page"))
+
+    def close(self, kill=False):
+        if self.proc.poll() is None:
+            if kill:
+                self.proc.send_signal(signal.SIGKILL)
+            else:
+                try:
+                    self.browser_ws().call("Browser.close")
+                except Exception:
+                    pass
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        time.sleep(1)  # children may still write into the profile
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
+class Tab:
+    def __init__(self, ws_url):
+        self.ws = websocket.create_connection(ws_url, suppress_origin=True, timeout=30)
+        self.next = 0
+        self.errors = []
+
+    def _event(self, msg):
+        m, p = msg.get("method"), msg.get("params", {})
+        if m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
+            self.errors.append("console: " + " ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", [])))
+        elif m == "Runtime.exceptionThrown":
+            d = p.get("exceptionDetails", {})
+            self.errors.append("exception: " + str(d.get("exception", {}).get("description") or d.get("text")))
+        elif m == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
+            e = p["entry"]
+            self.errors.append(f"log ({e.get('source')}): {e.get('text')} {e.get('url', '')}")
+
+    def call(self, method, **params):
+        self.next += 1
+        i = self.next
+        self.ws.send(json.dumps({"id": i, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv())
+            if msg.get("id") == i:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg.get("result", {})
+            self._event(msg)
+
+    def pump(self, seconds):
+        """Reads events for a while (console errors arrive as events)."""
+        end = time.time() + seconds
+        self.ws.settimeout(0.1)
+        try:
+            while time.time() < end:
+                try:
+                    self._event(json.loads(self.ws.recv()))
+                except websocket.WebSocketTimeoutException:
+                    pass
+        finally:
+            self.ws.settimeout(30)
+
+    def eval(self, expr):
+        r = self.call("Runtime.evaluate", expression=expr, returnByValue=True, awaitPromise=True)
+        if "exceptionDetails" in r:
+            raise RuntimeError("evaluate: " + str(r["exceptionDetails"].get("text")))
+        return r.get("result", {}).get("value")
+
+
+def probe(stream):
+    s = json.dumps(stream)
+    return ("(() => { const p = window.camstream && window.camstream.players[%s]; if (!p) return null; "
+            "const v = p.video, q = v.getVideoPlaybackQuality(); "
+            "return {mode: p.mode, error: p.error, frames: q.totalVideoFrames, dropped: q.droppedVideoFrames, "
+            "t: v.currentTime, w: v.videoWidth, h: v.videoHeight, now: performance.now()}; })()" % s)
+
+
+def grant(browser, url):
+    origin = "{0.scheme}://{0.netloc}".format(urllib.parse.urlsplit(url))
+    # With a media permission Chromium lists host candidates, 127.0.0.1 among them given
+    # --allow-loopback-in-peer-connection.
+    browser.browser_ws().call("Browser.grantPermissions", origin=origin,
+                              permissions=["videoCapture", "audioCapture"])
+
+
+def open_page(tab, url):
+    tab.call("Runtime.enable")
+    tab.call("Log.enable")
+    tab.call("Page.enable")
+    tab.call("Page.navigate", url=url)
+
+
+def wait_playing(tab, stream, timeout):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        last = tab.eval(probe(stream))
+        if last and last["mode"] == "snapshot":
+            return last
+        if last and last["mode"] == "webrtc" and last["frames"] > 0 and last["t"] > 0:
+            return last
+        tab.pump(0.2)
+    return last
+
+
+def measure(tabs, stream, seconds):
+    a = [t.eval(probe(stream)) for t in tabs]
+    for t in tabs:
+        t.pump(seconds / len(tabs))
+    b = [t.eval(probe(stream)) for t in tabs]
+    out = []
+    for x, y in zip(a, b):
+        dt = (y["now"] - x["now"]) / 1000.0
+        out.append({"fps": (y["frames"] - x["frames"]) / dt, "current_time_advance": y["t"] - x["t"],
+                    "wall_s": dt, "frames": y["frames"], "dropped": y["dropped"] - x["dropped"],
+                    "width": y["w"], "height": y["h"], "mode": y["mode"], "error": y["error"]})
+    return out
+
+
+def cmd_play(args):
+    url, stream = args[0], args[1]
+    seconds = float(opt(args, "--seconds", 5))
+    shot = opt(args, "--screenshot", None)
+    kill = "--kill" in args
+    result = {"ok": False, "error": None}
+    b = Browser()
+    try:
+        grant(b, url)
+        tab = b.first_tab()
+        open_page(tab, url)
+        t0 = time.time()
+        first = wait_playing(tab, stream, 25)
+        result["first"] = first
+        result["time_to_play_s"] = time.time() - t0
+        if not first or first["mode"] != "webrtc":
+            result["error"] = "no WebRTC video: %s" % json.dumps(first)
+        else:
+            result["measure"] = measure([tab], stream, seconds)[0]
+            # Let the status table refresh at least once, for the screenshot.
+            tab.pump(2.5)
+            result["page"] = tab.eval("(() => { const c = document.querySelector('.card'); return c ? "
+                                      "{state: c.querySelector('.state').textContent, viewers: c.querySelector('.viewers').textContent, "
+                                      "fps: c.querySelector('.fps').textContent, encoder: c.querySelector('.encoder').textContent} : null; })()")
+            result["ok"] = True
+        if shot:
+            png = tab.call("Page.captureScreenshot", format="png")["data"]
+            with open(shot, "wb") as f:
+                f.write(base64.b64decode(png))
+        result["console_errors"] = tab.errors
+    except Exception as e:  # reported, not hidden: the test prints it
+        result["error"] = f"driver: {e}"
+    finally:
+        b.close(kill=kill)
+    print(json.dumps(result))
+
+
+def cmd_tabs(args):
+    url, stream, n = args[0], args[1], int(args[2])
+    seconds = float(opt(args, "--seconds", 10))
+    result = {"ok": False, "error": None}
+    b = Browser()
+    try:
+        grant(b, url)
+        tabs = [b.first_tab()]
+        open_page(tabs[0], url)
+        for _ in range(n - 1):
+            t = b.new_tab("about:blank")
+            open_page(t, url)
+            tabs.append(t)
+        states = [wait_playing(t, stream, 40) for t in tabs]
+        result["modes"] = [s and s["mode"] for s in states]
+        if all(s and s["mode"] == "webrtc" for s in states):
+            result["tabs"] = measure(tabs, stream, seconds)
+            result["ok"] = True
+        else:
+            result["error"] = "not every tab plays WebRTC: %s" % json.dumps(states)
+        result["console_errors"] = sum((t.errors for t in tabs), [])
+    except Exception as e:
+        result["error"] = f"driver: {e}"
+    finally:
+        b.close()
+    print(json.dumps(result))
+
+
+def opt(args, name, default):
+    return args[args.index(name) + 1] if name in args else default
+
+
+if __name__ == "__main__":
+    {"play": cmd_play, "tabs": cmd_tabs}[sys.argv[1]](sys.argv[2:])
