@@ -313,3 +313,40 @@ fn whep_follows_the_stream_access_rules_and_limits() {
     let r = post_offer(&d, "video", FIREFOX_OFFER, Some("Bearer tok123"));
     assert_eq!(r.status, 201, "{}", r.text());
 }
+
+#[test]
+fn without_webrtc_the_page_falls_back_to_snapshots_and_says_why() {
+    // A place is taken (the first offer holds it until its handshake times out): the page's
+    // offer is refused, and it shows refreshed snapshots with the reason.
+    let d = camera(&[("webrtc.max_viewers", "1")]);
+    assert_eq!(post_offer(&d, "video", FIREFOX_OFFER, None).status, 201);
+    let url = format!("http://127.0.0.1:{}/view/video", d.http_port);
+    let r = browser(&["play", &url, "video", "--fallback"]);
+    assert_eq!(r["ok"], true, "{r}");
+    let f = &r["fallback"];
+    assert_eq!(f["image_shown"], true, "{r}");
+    assert_eq!(f["video_shown"], false, "{r}");
+    assert_eq!(f["image_width"], 320, "{r}");
+    let overlay = f["overlay"].as_str().unwrap();
+    assert!(overlay.contains("max_viewers"), "{overlay}");
+    assert!(overlay.contains("snapshot every second"), "{overlay}");
+    drop(d);
+
+    // WebRTC off: the same fallback, and nothing on the page fails.
+    let d = camera(&[("webrtc.enabled", "false")]);
+    assert_eq!(post_offer(&d, "video", FIREFOX_OFFER, None).status, 404);
+    let url = format!("http://127.0.0.1:{}/", d.http_port);
+    let shot = root().join("docs/web-fallback.png");
+    let r = browser(&[
+        "play",
+        &url,
+        "video",
+        "--fallback",
+        "--screenshot",
+        shot.to_str().unwrap(),
+    ]);
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["console_errors"], serde_json::json!([]), "{r}");
+    let overlay = r["fallback"]["overlay"].as_str().unwrap();
+    assert!(overlay.contains("WebRTC is off"), "{overlay}");
+}

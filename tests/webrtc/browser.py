@@ -5,10 +5,11 @@ given a media permission for the page's origin, so it offers 127.0.0.1 host cand
 camstream's ICE-lite server answers on 127.0.0.1.
 
 Usage:
-  browser.py play URL STREAM [--seconds S] [--screenshot PNG] [--kill]
+  browser.py play URL STREAM [--seconds S] [--screenshot PNG] [--kill] [--fallback]
       Opens URL, waits for STREAM's player to show WebRTC video, then measures decoded frames and
       currentTime over S seconds (default 5). With --kill the browser is SIGKILLed at the end
-      (a tab that goes away without a WHEP DELETE).
+      (a tab that goes away without a WHEP DELETE). With --fallback the player is expected to
+      have fallen back to refreshed snapshots (WebRTC off or failing).
   browser.py tabs URL STREAM N [--seconds S]
       Opens N tabs on URL (a /view/ page), waits until all play, measures each over S seconds.
   browser.py latency URL STREAM [--seconds S]
@@ -34,7 +35,7 @@ CHROMIUM = next((p for p in ("/usr/lib/chromium/chromium", "/usr/bin/chromium") 
 
 
 class Browser:
-    def __init__(self):
+    def __init__(self, extra=()):
         self.profile = tempfile.mkdtemp(prefix="camstream-webrtc-")
         self.proc = subprocess.Popen(
             [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
@@ -45,7 +46,7 @@ class Browser:
              # Keep background tabs rendering at full rate (the multi-tab check).
              "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
              "--disable-backgrounding-occluded-windows",
-             "--window-size=1000,760",
+             "--window-size=1000,760", *extra,
              f"--user-data-dir={self.profile}", "--remote-debugging-port=0", "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         port_file = os.path.join(self.profile, "DevToolsActivePort")
@@ -175,10 +176,14 @@ def wait_playing(tab, stream, timeout):
     return last
 
 
-def measure(tabs, stream, seconds):
+def measure(tabs, stream, seconds, window=None):
     a = [t.eval(probe(stream)) for t in tabs]
+    if window is not None:
+        window["start"] = time.time()
     for t in tabs:
         t.pump(seconds / len(tabs))
+    if window is not None:
+        window["end"] = time.time()
     b = [t.eval(probe(stream)) for t in tabs]
     out = []
     for x, y in zip(a, b):
@@ -194,6 +199,7 @@ def cmd_play(args):
     seconds = float(opt(args, "--seconds", 5))
     shot = opt(args, "--screenshot", None)
     kill = "--kill" in args
+    fallback = "--fallback" in args
     result = {"ok": False, "error": None}
     b = Browser()
     try:
@@ -204,7 +210,14 @@ def cmd_play(args):
         first = wait_playing(tab, stream, 25)
         result["first"] = first
         result["time_to_play_s"] = time.time() - t0
-        if not first or first["mode"] != "webrtc":
+        if fallback:
+            tab.pump(3)
+            result["fallback"] = tab.eval(
+                "(() => { const p = window.camstream.players[%s]; return {mode: p.mode, error: p.error, "
+                "overlay: p.overlay.textContent, image_width: p.img.naturalWidth, image_shown: !p.img.hidden, "
+                "video_shown: !p.video.hidden}; })()" % json.dumps(stream))
+            result["ok"] = result["fallback"]["mode"] == "snapshot" and result["fallback"]["image_width"] > 0
+        elif not first or first["mode"] != "webrtc":
             result["error"] = "no WebRTC video: %s" % json.dumps(first)
         else:
             result["measure"] = measure([tab], stream, seconds)[0]
@@ -242,11 +255,74 @@ def cmd_tabs(args):
         states = [wait_playing(t, stream, 40) for t in tabs]
         result["modes"] = [s and s["mode"] for s in states]
         if all(s and s["mode"] == "webrtc" for s in states):
-            result["tabs"] = measure(tabs, stream, seconds)
+            tabs[0].pump(2)  # past the joins' transients
+            window = {}
+            result["tabs"] = measure(tabs, stream, seconds, window)
+            result["window"] = window
             result["ok"] = True
         else:
             result["error"] = "not every tab plays WebRTC: %s" % json.dumps(states)
         result["console_errors"] = sum((t.errors for t in tabs), [])
+    except Exception as e:
+        result["error"] = f"driver: {e}"
+    finally:
+        b.close()
+    print(json.dumps(result))
+
+
+# Reads the stamp benches/camstream/stamp.rs paints (64 16x16 blocks, then the inverted check
+# row) from every frame as the compositor gets it, against this machine's wall clock.
+STAMP_JS = r"""
+(() => {
+  const p = window.camstream.players[%s];
+  const v = p.video, c = document.createElement('canvas');
+  c.width = 1024; c.height = 32;
+  const g = c.getContext('2d', { willReadFrequently: true });
+  window.__lat = []; window.__unreadable = 0;
+  const onFrame = (now, meta) => {
+    g.drawImage(v, 0, 0, 1024, 32, 0, 0, 1024, 32);
+    const d = g.getImageData(0, 0, 1024, 32).data;
+    const bit = (row, i) => {
+      let sum = 0;
+      for (let y = row * 16 + 4; y < row * 16 + 12; y++)
+        for (let x = i * 16 + 4; x < i * 16 + 12; x++) {
+          const o = (y * 1024 + x) * 4; sum += d[o] + d[o + 1] + d[o + 2];
+        }
+      return sum / 192 > 128 ? 1n : 0n;
+    };
+    let a = 0n, ok = true;
+    for (let i = 0; i < 64; i++) { const b0 = bit(0, i); if (b0 === bit(1, i)) { ok = false; break; } a = (a << 1n) | b0; }
+    if (ok) window.__lat.push(performance.timeOrigin + meta.presentationTime - Number(a) / 1000);
+    else window.__unreadable++;
+    v.requestVideoFrameCallback(onFrame);
+  };
+  v.requestVideoFrameCallback(onFrame);
+  return true;
+})()
+"""
+
+
+def cmd_latency(args):
+    url, stream = args[0], args[1]
+    seconds = float(opt(args, "--seconds", 10))
+    result = {"ok": False, "error": None}
+    b = Browser()
+    try:
+        grant(b, url)
+        tab = b.first_tab()
+        open_page(tab, url)
+        first = wait_playing(tab, stream, 25)
+        if not first or first["mode"] != "webrtc":
+            raise RuntimeError("no WebRTC video: %s" % json.dumps(first))
+        tab.pump(2)  # past the join's transient
+        tab.eval(STAMP_JS % json.dumps(stream))
+        result["window"] = {"start": time.time()}
+        tab.pump(seconds)
+        result["window"]["end"] = time.time()
+        result["latencies_ms"] = tab.eval("window.__lat")
+        result["unreadable"] = tab.eval("window.__unreadable")
+        result["ok"] = len(result["latencies_ms"]) > 0
+        result["console_errors"] = tab.errors
     except Exception as e:
         result["error"] = f"driver: {e}"
     finally:
@@ -259,4 +335,4 @@ def opt(args, name, default):
 
 
 if __name__ == "__main__":
-    {"play": cmd_play, "tabs": cmd_tabs}[sys.argv[1]](sys.argv[2:])
+    {"play": cmd_play, "tabs": cmd_tabs, "latency": cmd_latency}[sys.argv[1]](sys.argv[2:])

@@ -103,7 +103,7 @@
     this.say(why + ' — showing a snapshot every second');
     const refresh = async () => {
       try {
-        const r = await fetch('/snapshot.jpg?stream=' + encodeURIComponent(this.stream) + '&width=640',
+        const r = await fetch('/snapshot.jpg?stream=' + encodeURIComponent(this.stream),
           { headers: headers(), cache: 'no-store' });
         if (r.ok) {
           const url = URL.createObjectURL(await r.blob());
