@@ -18,7 +18,6 @@
 #[allow(dead_code)]
 #[path = "../camstream/rawclient.rs"]
 mod rawclient;
-#[allow(dead_code)]
 #[path = "../../tests/common/rtsp_wire.rs"]
 mod rtsp_wire;
 #[allow(dead_code)]
