@@ -37,9 +37,7 @@ pub enum AppError {
     /// The HTTP sidecar could not start.
     #[error(transparent)]
     Http(#[from] HttpError),
-    /// The WebRTC media port could not be opened.
-    #[error(transparent)]
-    Webrtc(#[from] crate::output::webrtc::WebrtcError),
+
     /// The metrics recorder could not be installed.
     #[error("cannot install the metrics recorder: {0}")]
     Metrics(String),
@@ -306,8 +304,16 @@ pub async fn run(config: Config, origin: Origin) -> Result<u8, AppError> {
             }
         })
     };
+    // Browser viewing is an extra: a busy UDP port (another WebRTC server on 8189) must not
+    // keep the camera off the air. The page falls back to snapshots and says so.
     let webrtc = if config.webrtc.enabled && config.http.enabled {
-        Some(crate::output::webrtc::Server::start(&config.webrtc, shutdown.child_token()).await?)
+        match crate::output::webrtc::Server::start(&config.webrtc, shutdown.child_token()).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(error = %e, "WebRTC is off");
+                None
+            }
+        }
     } else {
         None
     };

@@ -350,3 +350,19 @@ fn without_webrtc_the_page_falls_back_to_snapshots_and_says_why() {
     let overlay = r["fallback"]["overlay"].as_str().unwrap();
     assert!(overlay.contains("WebRTC is off"), "{overlay}");
 }
+
+#[test]
+fn a_busy_udp_port_turns_webrtc_off_but_not_the_camera() {
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let d = camera(&[("webrtc.udp_port", port.as_str())]);
+    assert!(
+        d.wait_log("WebRTC is off", Duration::from_secs(5)),
+        "{}",
+        d.log()
+    );
+    assert_eq!(d.get("/readyz").status, 200);
+    let r = post_offer(&d, "video", FIREFOX_OFFER, None);
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(r.text().contains("could not be opened"), "{}", r.text());
+}

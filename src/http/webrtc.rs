@@ -200,7 +200,7 @@ async fn offer(
     let Some(server) = s.webrtc.clone() else {
         return error(
             StatusCode::NOT_FOUND,
-            "WebRTC is off: set webrtc.enabled = true",
+            "WebRTC is off: webrtc.enabled = false, or its UDP port could not be opened (see the log)",
         );
     };
     let headers = req.headers().clone();
