@@ -366,3 +366,41 @@ fn a_busy_udp_port_turns_webrtc_off_but_not_the_camera() {
     assert_eq!(r.status, 404, "{}", r.text());
     assert!(r.text().contains("could not be opened"), "{}", r.text());
 }
+
+#[test]
+fn the_page_lists_and_plays_recordings() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().display().to_string();
+    let d = camera(&[
+        ("record.enabled", "true"),
+        ("record.path", path.as_str()),
+        ("record.min_free_mb", "0"),
+    ]);
+    // At least a few seconds recorded.
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let r = d.get("/api/v1/recordings?stream=video");
+            r.status == 200
+                && r.json()["spans"]
+                    .as_array()
+                    .and_then(|s| s.last())
+                    .and_then(|s| s["duration_s"].as_f64())
+                    .is_some_and(|s| s >= 3.0)
+        }),
+        "nothing recorded: {}",
+        d.log()
+    );
+    let url = format!("http://127.0.0.1:{}/", d.http_port);
+    let shot = root().join("docs/web-recordings.png");
+    let r = browser(&[
+        "recordings",
+        &url,
+        "video",
+        "--screenshot",
+        shot.to_str().unwrap(),
+    ]);
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["live_mode"], "webrtc", "{r}");
+    assert_eq!(r["playback"]["w"], 320, "{r}");
+    assert_eq!(r["console_errors"], serde_json::json!([]), "{r}");
+}

@@ -12,6 +12,8 @@ Usage:
       have fallen back to refreshed snapshots (WebRTC off or failing).
   browser.py tabs URL STREAM N [--seconds S]
       Opens N tabs on URL (a /view/ page), waits until all play, measures each over S seconds.
+  browser.py recordings URL STREAM [--screenshot PNG]
+      Opens the page, lists STREAM's recordings and plays the newest span in the card.
   browser.py latency URL STREAM [--seconds S]
       Reads the clock painted into the frames (benches' clockoverlay) from the decoded video and
       reports glass-to-glass latency samples.
@@ -330,9 +332,60 @@ def cmd_latency(args):
     print(json.dumps(result))
 
 
+def cmd_recordings(args):
+    url, stream = args[0], args[1]
+    shot = opt(args, "--screenshot", None)
+    result = {"ok": False, "error": None}
+    b = Browser()
+    try:
+        grant(b, url)
+        tab = b.first_tab()
+        open_page(tab, url)
+        first = wait_playing(tab, stream, 25)
+        result["live_mode"] = first and first["mode"]
+        card = "document.querySelector('.card[data-stream=%s]')" % json.dumps(stream)
+        deadline = time.time() + 10
+        while time.time() < deadline and not tab.eval("(() => { const c = %s; return !!c && !c.querySelector('.recordings-button').hidden; })()" % card):
+            tab.pump(0.2)
+        tab.eval("%s.querySelector('.recordings-button').click()" % card)
+        deadline = time.time() + 10
+        links = 0
+        while time.time() < deadline:
+            links = tab.eval("%s.querySelectorAll('.spans a').length" % card)
+            if links:
+                break
+            tab.pump(0.2)
+        result["spans_listed"] = links
+        if links:
+            tab.eval("%s.querySelector('.spans a').click()" % card)
+            deadline = time.time() + 30
+            while time.time() < deadline:
+                pb = tab.eval("(() => { const v = %s.querySelector('.playback'); return {t: v.currentTime, w: v.videoWidth, "
+                              "e: v.error ? String(v.error.code) : null, src: v.currentSrc}; })()" % card)
+                result["playback"] = pb
+                if pb["e"] or pb["t"] >= 1.0:
+                    break
+                tab.pump(0.25)
+            result["ok"] = bool(result.get("playback")) and result["playback"]["t"] >= 1.0
+        tab.pump(2.5)  # the status table's next refresh
+        if shot:
+            # The player below the card, in view.
+            tab.eval("%s.querySelector('.playback').scrollIntoView({block: 'end'})" % card)
+            tab.pump(0.5)
+            png = tab.call("Page.captureScreenshot", format="png")["data"]
+            with open(shot, "wb") as f:
+                f.write(base64.b64decode(png))
+        result["console_errors"] = tab.errors
+    except Exception as e:
+        result["error"] = f"driver: {e}"
+    finally:
+        b.close()
+    print(json.dumps(result))
+
+
 def opt(args, name, default):
     return args[args.index(name) + 1] if name in args else default
 
 
 if __name__ == "__main__":
-    {"play": cmd_play, "tabs": cmd_tabs, "latency": cmd_latency}[sys.argv[1]](sys.argv[2:])
+    {"play": cmd_play, "tabs": cmd_tabs, "latency": cmd_latency, "recordings": cmd_recordings}[sys.argv[1]](sys.argv[2:])
