@@ -144,6 +144,35 @@ fn the_page_plays_webrtc_in_chromium_with_no_console_errors() {
     );
     assert_eq!(table["state"], "streaming", "{r}");
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
+    // The driver closed the tab: the page's pagehide handler sent the DELETE.
+    assert!(
+        wait_until(Duration::from_secs(3), || viewers(&d) == 0.0),
+        "a closed tab is still counted"
+    );
+    assert_eq!(
+        d.metric("camstream_webrtc_sessions_closed_total{stream=\"video\",reason=\"deleted\"}"),
+        Some(1.0)
+    );
+
+    // On a phone: one column, nothing wider than the screen.
+    let shot = docs.join("web-phone.png");
+    let url = format!("http://127.0.0.1:{}/", d.http_port);
+    let r = browser(&[
+        "play",
+        &url,
+        "video",
+        "--seconds",
+        "2",
+        "--mobile",
+        "--screenshot",
+        shot.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        r["ok"], true,
+        "the page did not play on a phone-sized screen: {r}"
+    );
+    assert_eq!(r["overflow_px"], 0, "{r}");
+    assert_eq!(r["console_errors"], serde_json::json!([]), "{r}");
 
     // One stream full-window, as a dashboard embeds it.
     assert_eq!(d.get("/view/video").status, 200);

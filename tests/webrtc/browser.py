@@ -5,7 +5,7 @@ given a media permission for the page's origin, so it offers 127.0.0.1 host cand
 camstream's ICE-lite server answers on 127.0.0.1.
 
 Usage:
-  browser.py play URL STREAM [--seconds S] [--screenshot PNG] [--kill] [--fallback]
+  browser.py play URL STREAM [--seconds S] [--screenshot PNG] [--kill] [--fallback] [--mobile]
       Opens URL, waits for STREAM's player to show WebRTC video, then measures decoded frames and
       currentTime over S seconds (default 5). With --kill the browser is SIGKILLed at the end
       (a tab that goes away without a WHEP DELETE). With --fallback the player is expected to
@@ -202,11 +202,16 @@ def cmd_play(args):
     shot = opt(args, "--screenshot", None)
     kill = "--kill" in args
     fallback = "--fallback" in args
+    mobile = "--mobile" in args
     result = {"ok": False, "error": None}
     b = Browser()
     try:
         grant(b, url)
         tab = b.first_tab()
+        if mobile:
+            # A phone: 390 CSS pixels wide, touch, high density.
+            tab.call("Emulation.setDeviceMetricsOverride", width=390, height=844,
+                     deviceScaleFactor=2, mobile=True)
         open_page(tab, url)
         t0 = time.time()
         first = wait_playing(tab, stream, 25)
@@ -229,11 +234,17 @@ def cmd_play(args):
                                       "{state: c.querySelector('.state').textContent, viewers: c.querySelector('.viewers').textContent, "
                                       "fps: c.querySelector('.fps').textContent, encoder: c.querySelector('.encoder').textContent} : null; })()")
             result["ok"] = True
+        # Nothing wider than the window (no sideways scrolling on a phone).
+        result["overflow_px"] = tab.eval("document.documentElement.scrollWidth - document.documentElement.clientWidth")
         if shot:
             png = tab.call("Page.captureScreenshot", format="png")["data"]
             with open(shot, "wb") as f:
                 f.write(base64.b64decode(png))
         result["console_errors"] = tab.errors
+        if not kill:
+            # Close the tab as a person would: the page's pagehide handler sends the DELETE.
+            tab.call("Page.close")
+            time.sleep(0.5)
     except Exception as e:  # reported, not hidden: the test prints it
         result["error"] = f"driver: {e}"
     finally:
