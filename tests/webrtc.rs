@@ -433,3 +433,44 @@ fn the_page_lists_and_plays_recordings() {
     assert_eq!(r["playback"]["w"], 320, "{r}");
     assert_eq!(r["console_errors"], serde_json::json!([]), "{r}");
 }
+
+#[test]
+fn webrtc_playback_carries_on_across_a_camera_restart() {
+    let d = camera(&[("http.token", "tok123")]);
+    let url = format!("http://127.0.0.1:{}/view/video", d.http_port);
+    let player = std::thread::spawn(move || browser(&["play", &url, "video", "--seconds", "8"]));
+    assert!(
+        wait_until(Duration::from_secs(30), || viewers(&d) == 1.0),
+        "no viewer"
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    // A new pattern rebuilds the capture pipeline; the hub keeps its subscribers.
+    let r = http_request(
+        d.http_port,
+        "PATCH",
+        "/api/v1/streams/video",
+        &[
+            ("Authorization", "Bearer tok123"),
+            ("Content-Type", "application/json"),
+        ],
+        br#"{"source": {"pattern": "ball"}}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["applied"], "restart", "{}", r.text());
+    let r = player.join().unwrap();
+    assert_eq!(r["ok"], true, "{r}");
+    let m = &r["measure"];
+    let wall = m["wall_s"].as_f64().unwrap();
+    let frames = m["fps"].as_f64().unwrap() * wall;
+    eprintln!("across the restart: {m}");
+    // At most 1.5 s without a picture around the restart.
+    assert!(
+        frames >= (wall - 1.5) * 30.0,
+        "{frames:.0} frames in {wall:.1} s across the restart: {r}"
+    );
+    assert_eq!(m["mode"], "webrtc", "{r}");
+    assert!(
+        d.metric("camstream_pipeline_restarts_total{stream=\"video\",reason=\"reconfigure\"}")
+            .is_some_and(|v| v >= 1.0)
+    );
+}

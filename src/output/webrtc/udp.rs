@@ -25,6 +25,10 @@ use crate::stream::hub::Hub;
 /// Keyframe requests from one browser passed on at most this often (a lossy link sends PLIs in
 /// bursts; the encoder needs one).
 const KEYFRAME_REQUEST_GAP: Duration = Duration::from_millis(500);
+/// A gap between two frames' timestamps beyond which the timeline is taken to have restarted.
+const MAX_FRAME_GAP_NS: u64 = 5_000_000_000;
+/// The step used across such a restart (a frame at 30 fps).
+const FALLBACK_FRAME_NS: u64 = 33_333_333;
 /// How often handshake and silence limits are checked.
 const HOUSEKEEPING: Duration = Duration::from_millis(250);
 
@@ -76,6 +80,8 @@ struct Session {
     waiting_keyframe: bool,
     last_seq: u64,
     last_keyframe_request: Option<Instant>,
+    /// The last frame written: its pts and the media time it was sent with (ns).
+    last_time: Option<(u64, u64)>,
     end: Option<&'static str>,
     bytes: Counter,
     frames: Counter,
@@ -103,6 +109,7 @@ impl Session {
             waiting_keyframe: true,
             last_seq: 0,
             last_keyframe_request: None,
+            last_time: None,
             end: None,
         }
     }
@@ -193,7 +200,17 @@ impl Session {
             return;
         };
         self.pt = Some(pt);
-        let rtp_time = MediaTime::new(f.pts_ns.wrapping_mul(9) / 100_000, Frequency::NINETY_KHZ);
+        // Media time follows the frames' timestamps but never goes back or leaps: a camera
+        // restart starts a new timeline, which the browser's jitter buffer must not see.
+        let media_ns = match self.last_time {
+            Some((pts, sent)) if f.pts_ns > pts && f.pts_ns - pts < MAX_FRAME_GAP_NS => {
+                sent + (f.pts_ns - pts)
+            }
+            Some((_, sent)) => sent + FALLBACK_FRAME_NS,
+            None => f.pts_ns,
+        };
+        self.last_time = Some((f.pts_ns, media_ns));
+        let rtp_time = MediaTime::new(media_ns / 100_000 * 9, Frequency::NINETY_KHZ);
         match writer.write(pt, Instant::now(), rtp_time, f.data) {
             Ok(()) => self.frames.increment(1),
             Err(e) => tracing::debug!(stream = %self.stream, error = %e, "WebRTC frame not sent"),
