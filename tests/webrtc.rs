@@ -102,7 +102,7 @@ fn post_offer(d: &Daemon, stream: &str, offer: &str, auth: Option<&str>) -> comm
 
 #[test]
 fn the_page_plays_webrtc_in_chromium_with_no_console_errors() {
-    let d = camera(&[]);
+    let d = camera(&[("encoder.keyframe_interval", "300")]);
     let page = d.get("/");
     assert_eq!(page.status, 200);
     assert!(page.text().contains("/web/app.js"), "{}", page.text());
@@ -136,6 +136,19 @@ fn the_page_plays_webrtc_in_chromium_with_no_console_errors() {
     );
     assert_eq!(m["width"], 320, "{r}");
     assert_eq!(m["height"], 240, "{r}");
+    // A new viewer's picture comes with the keyframe it asked for, not at the next scheduled
+    // one (every 10 s here).
+    let t = &r["first"]["timing"];
+    let (connected, first) = (
+        t["connected_ms"].as_f64().unwrap(),
+        t["first_frame_ms"].as_f64().unwrap(),
+    );
+    eprintln!("timing: {t}");
+    assert!(
+        first - connected <= 300.0,
+        "first frame {:.0} ms after connecting: {t}",
+        first - connected
+    );
     // The status table is live: the WebRTC viewer and the measured rate show.
     let table = &r["page"];
     assert!(

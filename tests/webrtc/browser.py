@@ -147,7 +147,7 @@ def probe(stream):
     return ("(() => { const p = window.camstream && window.camstream.players[%s]; if (!p) return null; "
             "const v = p.video, q = v.getVideoPlaybackQuality(); "
             "return {mode: p.mode, error: p.error, frames: q.totalVideoFrames, dropped: q.droppedVideoFrames, "
-            "t: v.currentTime, w: v.videoWidth, h: v.videoHeight, now: performance.now()}; })()" % s)
+            "t: v.currentTime, w: v.videoWidth, h: v.videoHeight, now: performance.now(), timing: p.timing}; })()" % s)
 
 
 def grant(browser, url):

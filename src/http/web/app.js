@@ -38,6 +38,8 @@
   function Player(stream, video, img, overlay) {
     this.stream = stream; this.video = video; this.img = img; this.overlay = overlay;
     this.mode = 'connecting'; this.error = null; this.location = null; this.pc = null;
+    // Milliseconds from start() to: the answer, ICE+DTLS connected, the first decoded frame.
+    this.timing = {};
     this.snapshotTimer = null; players[stream] = this;
   }
   Player.prototype.say = function (text) { this.overlay.textContent = text || ''; };
@@ -46,6 +48,9 @@
       return this.fallback(config.webrtc ? 'this browser has no WebRTC' : 'WebRTC is off on the server');
     }
     this.say('connecting…');
+    const t0 = performance.now();
+    const mark = what => { if (this.timing[what] === undefined) this.timing[what] = Math.round(performance.now() - t0); };
+    if (this.video.requestVideoFrameCallback) this.video.requestVideoFrameCallback(() => mark('first_frame_ms'));
     const pc = new RTCPeerConnection({ iceServers: (config.iceServers || []).map(u => ({ urls: u })) });
     this.pc = pc;
     pc.addTransceiver('video', { direction: 'recvonly' });
@@ -56,7 +61,7 @@
     pc.onconnectionstatechange = () => {
       if (pc.connectionState === 'failed') this.fallback('WebRTC connection failed (is UDP blocked?)');
       if (pc.connectionState === 'disconnected') this.say('connection interrupted…');
-      if (pc.connectionState === 'connected') this.say('');
+      if (pc.connectionState === 'connected') { mark('connected_ms'); this.say(''); }
     };
     try {
       await pc.setLocalDescription(await pc.createOffer());
@@ -75,6 +80,7 @@
         throw new Error(msg);
       }
       this.location = r.headers.get('Location');
+      mark('answer_ms');
       await pc.setRemoteDescription({ type: 'answer', sdp: await r.text() });
     } catch (e) {
       return this.fallback('WebRTC unavailable: ' + e.message);
