@@ -73,7 +73,7 @@ pub mod names {
     pub const WEBRTC_CLOSED: &str = "camstream_webrtc_sessions_closed_total";
     /// Offers refused, label `reason` (max_viewers, profile, bad_offer, no_picture, unauthorized).
     pub const WEBRTC_REJECTED: &str = "camstream_webrtc_rejected_total";
-    /// UDP bytes sent to WebRTC viewers (media, RTCP, ICE, DTLS), label `stream`.
+    /// Bytes sent to WebRTC viewers over UDP or ICE-TCP (media, RTCP, ICE, DTLS), label `stream`.
     pub const WEBRTC_BYTES: &str = "camstream_webrtc_bytes_sent_total";
     /// Frames handed to WebRTC viewers, label `stream`.
     pub const WEBRTC_FRAMES: &str = "camstream_webrtc_frames_sent_total";

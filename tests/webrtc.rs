@@ -134,6 +134,10 @@ fn the_page_plays_webrtc_in_chromium_with_no_console_errors() {
         advance >= 0.9 * wall,
         "currentTime advanced {advance:.2} s in {wall:.2} s: {r}"
     );
+    assert_eq!(
+        r["pair"]["protocol"], "udp",
+        "UDP is preferred when offered: {r}"
+    );
     assert_eq!(m["width"], 320, "{r}");
     assert_eq!(m["height"], 240, "{r}");
     // A new viewer's picture comes with the keyframe it asked for, not at the next scheduled
@@ -272,6 +276,10 @@ fn an_offer_that_cannot_take_the_profile_is_refused_with_a_reason() {
     assert!(answer.contains("profile-level-id=42e0"), "{answer}");
     assert!(answer.contains("a=candidate:"), "{answer}");
     assert!(answer.contains("127.0.0.1"), "{answer}");
+    assert!(
+        answer.contains("tcptype passive"),
+        "ICE-TCP offered too: {answer}"
+    );
     let location = r.header("location").unwrap().to_string();
     assert!(location.starts_with("/whep/video/"), "{location}");
     assert_eq!(viewers(&d), 1.0);
@@ -486,4 +494,21 @@ fn webrtc_playback_carries_on_across_a_camera_restart() {
         d.metric("camstream_pipeline_restarts_total{stream=\"video\",reason=\"reconfigure\"}")
             .is_some_and(|v| v >= 1.0)
     );
+}
+
+#[test]
+fn ice_tcp_carries_the_stream_where_udp_is_not_offered() {
+    // Only ICE-TCP is offered: the browser must connect over TCP to the same port number.
+    let d = camera(&[("webrtc.transports", "[\"tcp\"]")]);
+    assert!(d.wait_log("ice_udp=false ice_tcp=true", Duration::from_secs(5)));
+    let url = format!("http://127.0.0.1:{}/view/video", d.http_port);
+    let r = browser(&["play", &url, "video", "--seconds", "3"]);
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["pair"]["protocol"], "tcp", "{r}");
+    assert_eq!(r["pair"]["local_protocol"], "tcp", "{r}");
+    assert!(
+        r["measure"]["fps"].as_f64().unwrap() >= 25.0,
+        "over ICE-TCP: {r}"
+    );
+    assert_eq!(r["console_errors"], serde_json::json!([]), "{r}");
 }

@@ -332,6 +332,16 @@ impl Default for RtspConfig {
     }
 }
 
+/// How a browser's media reaches camstream's WebRTC port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IceTransport {
+    /// UDP (what every browser prefers).
+    Udp,
+    /// ICE-TCP (RFC 6544, passive), on the same port number.
+    Tcp,
+}
+
 /// `[webrtc]`: browser viewing over WebRTC (WHEP), media on one UDP port for every viewer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -340,6 +350,9 @@ pub struct WebrtcConfig {
     pub enabled: bool,
     /// Address the media socket binds. Default `0.0.0.0`.
     pub address: IpAddr,
+    /// How browsers may reach the media port: `udp`, and `tcp` (ICE-TCP, the same port number
+    /// over TCP, for networks that pass no UDP). Default both.
+    pub transports: Vec<IceTransport>,
     /// UDP port carrying every viewer's media (0: any free port, for tests). Default 8189.
     pub udp_port: u16,
     /// Addresses advertised to browsers besides the one the browser reached the HTTP server
@@ -362,6 +375,7 @@ impl Default for WebrtcConfig {
         WebrtcConfig {
             enabled: true,
             address: IpAddr::from([0, 0, 0, 0]),
+            transports: vec![IceTransport::Udp, IceTransport::Tcp],
             udp_port: 8189,
             additional_hosts: Vec::new(),
             ice_servers: Vec::new(),

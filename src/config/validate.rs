@@ -266,6 +266,9 @@ impl Config {
             }
         }
         let w = &self.webrtc;
+        if w.enabled && w.transports.is_empty() {
+            return bad("webrtc.transports is empty; offer udp, tcp or both".into());
+        }
         for (key, v) in [
             ("webrtc.max_viewers", w.max_viewers),
             ("webrtc.handshake_timeout_s", w.handshake_timeout_s),

@@ -228,6 +228,14 @@ def cmd_play(args):
             result["error"] = "no WebRTC video: %s" % json.dumps(first)
         else:
             result["measure"] = measure([tab], stream, seconds)[0]
+            # The candidate pair in use: which transport carried the media.
+            result["pair"] = tab.eval(
+                "(async () => { const pc = window.camstream.players[%s].pc; if (!pc) return null; "
+                "const st = await pc.getStats(); let pair = null; "
+                "st.forEach(r => { if (r.type === 'transport' && r.selectedCandidatePairId) pair = st.get(r.selectedCandidatePairId); }); "
+                "if (!pair) return null; const l = st.get(pair.localCandidateId), r = st.get(pair.remoteCandidateId); "
+                "return {protocol: r.protocol, remote: r.address + ':' + r.port, remote_type: r.candidateType, "
+                "local_type: l.candidateType, local_protocol: l.protocol}; })()" % json.dumps(stream))
             # Let the status table refresh at least once, for the screenshot.
             tab.pump(2.5)
             result["page"] = tab.eval("(() => { const c = document.querySelector('.card'); return c ? "

@@ -5,6 +5,7 @@
 //! - [`whep`]: profiles, the offer and the answer.
 //! - [`session`]: a viewer's hub subscription.
 //! - [`udp`]: the socket and the task that owns every session.
+//! - [`tcp`]: ICE-TCP connections on the same port number, fed into that task.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -14,15 +15,16 @@ use std::time::Duration;
 
 use metrics::{counter, describe_counter, describe_gauge, gauge};
 use str0m::config::CryptoProvider;
-use tokio::net::UdpSocket;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::WebrtcConfig;
+use crate::config::{IceTransport, WebrtcConfig};
 use crate::metrics::names;
 use crate::stream::hub::Hub;
 
 pub mod session;
+pub mod tcp;
 pub mod udp;
 pub mod whep;
 
@@ -39,6 +41,16 @@ pub enum WebrtcError {
         "cannot listen for WebRTC media on UDP {addr}: {source} (set webrtc.udp_port, or webrtc.enabled = false)"
     )]
     Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The ICE-TCP port could not be bound (with UDP off).
+    #[error(
+        "cannot listen for WebRTC media on TCP {addr}: {source} (set webrtc.udp_port, or webrtc.transports)"
+    )]
+    BindTcp {
         /// Address.
         addr: SocketAddr,
         /// What the OS said.
@@ -97,6 +109,7 @@ pub struct Server {
     frames: mpsc::Sender<session::Frame>,
     registry: Registry,
     next: AtomicU64,
+    transports: whep::Transports,
 }
 
 impl Server {
@@ -105,13 +118,47 @@ impl Server {
         config: &WebrtcConfig,
         cancel: CancellationToken,
     ) -> Result<Arc<Server>, WebrtcError> {
-        let addr = SocketAddr::new(config.address, config.udp_port);
-        let socket = UdpSocket::bind(addr)
-            .await
-            .map_err(|source| WebrtcError::Bind { addr, source })?;
-        let local = socket
-            .local_addr()
-            .map_err(|source| WebrtcError::Bind { addr, source })?;
+        let want_udp = config.transports.contains(&IceTransport::Udp);
+        let want_tcp = config.transports.contains(&IceTransport::Tcp);
+        let mut addr = SocketAddr::new(config.address, config.udp_port);
+        let udp = if want_udp {
+            let socket = UdpSocket::bind(addr)
+                .await
+                .map_err(|source| WebrtcError::Bind { addr, source })?;
+            // ICE-TCP takes the same port number (the one chosen, with udp_port = 0).
+            addr = socket
+                .local_addr()
+                .map_err(|source| WebrtcError::Bind { addr, source })?;
+            Some(socket)
+        } else {
+            None
+        };
+        let tcp = if want_tcp {
+            match TcpListener::bind(addr).await {
+                Ok(l) => Some(l),
+                // Without UDP, TCP is the only way in: that is fatal. Beside UDP it is a
+                // fallback, so its absence is logged and browsers use UDP.
+                Err(source) if udp.is_none() => {
+                    return Err(WebrtcError::BindTcp { addr, source });
+                }
+                Err(e) => {
+                    tracing::warn!(%addr, error = %e, "ICE-TCP off: its TCP port could not be opened");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let local = match (&udp, &tcp) {
+            (Some(u), _) => u.local_addr(),
+            (None, Some(t)) => t.local_addr(),
+            (None, None) => Ok(addr),
+        }
+        .map_err(|source| WebrtcError::Bind { addr, source })?;
+        let transports = whep::Transports {
+            udp: udp.is_some(),
+            tcp: tcp.is_some(),
+        };
         describe_gauge!(
             names::WEBRTC_VIEWERS,
             "WebRTC viewers connected or connecting, by stream"
@@ -127,7 +174,7 @@ impl Server {
         describe_counter!(names::WEBRTC_REJECTED, "WHEP offers refused, by reason");
         describe_counter!(
             names::WEBRTC_BYTES,
-            "UDP bytes sent to WebRTC viewers, by stream"
+            "Bytes sent to WebRTC viewers (UDP or ICE-TCP), by stream"
         );
         describe_counter!(
             names::WEBRTC_FRAMES,
@@ -144,15 +191,31 @@ impl Server {
             handshake: Duration::from_secs(config.handshake_timeout_s.into()),
             silence: Duration::from_secs(config.session_timeout_s.into()),
         };
+        let (tcp_tx, tcp_rx) = mpsc::channel(FRAME_QUEUE);
+        if let Some(listener) = tcp {
+            tokio::spawn(tcp::listen(
+                listener,
+                tcp_tx,
+                (config.max_viewers as usize).saturating_mul(2),
+                limits.silence.max(limits.handshake),
+                cancel.clone(),
+            ));
+        }
         tokio::spawn(udp::run(
-            socket,
+            udp,
+            tcp_rx,
             commands_rx,
             frames_rx,
             registry.clone(),
             limits,
             cancel,
         ));
-        tracing::info!(udp = %local, "WebRTC (WHEP) media port open");
+        tracing::info!(
+            address = %local,
+            ice_udp = transports.udp,
+            ice_tcp = transports.tcp,
+            "WebRTC (WHEP) media port open"
+        );
         Ok(Arc::new(Server {
             config: config.clone(),
             local,
@@ -161,6 +224,7 @@ impl Server {
             frames,
             registry,
             next: AtomicU64::new(1),
+            transports,
         }))
     }
 
@@ -275,11 +339,13 @@ impl Server {
         }
         let crypto = self.crypto.clone();
         let frames = self.frames.clone();
+        let transports = self.transports;
         // Making a DTLS certificate and starting a pipeline take a moment: off the runtime.
         tokio::task::spawn_blocking(move || {
             let stream = hub.name().to_string();
             let caps = hub.caps();
-            let answered = whep::answer(&offer, &stream, caps.as_ref(), &locals, &crypto)?;
+            let answered =
+                whep::answer(&offer, &stream, caps.as_ref(), &locals, transports, &crypto)?;
             let feed = session::start(&hub, key, frames)?;
             Ok((
                 udp::NewSession {

@@ -1,8 +1,8 @@
 //! The one UDP socket every WebRTC viewer shares, and the task that owns every session's str0m
-//! state. A packet goes to the session that `accepts` it (STUN by its ICE credentials, the rest
-//! by the browser's address), frames from the sessions' feeds are written into their str0m
-//! instances, and each instance's output (media, RTCP, DTLS, STUN answers) leaves through the
-//! same socket. Sessions that never connect, or whose browser falls silent, are freed here.
+//! state. A packet (or an ICE-TCP message, see `tcp`) goes to the session that `accepts` it
+//! (STUN by its ICE credentials, the rest by the browser's address), frames from the sessions'
+//! feeds are written into their str0m instances, and each instance's output (media, RTCP, DTLS,
+//! STUN answers) leaves the way its browser came in. Sessions that never connect, or whose browser falls silent, are freed here.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Registry;
 use super::session::{Feed, Frame};
+use super::tcp::TcpEvent;
 use crate::metrics::names;
 use crate::stream::hub::Hub;
 
@@ -63,6 +64,30 @@ pub(super) struct Limits {
     pub handshake: Duration,
     /// Longest silence from a connected browser.
     pub silence: Duration,
+}
+
+/// Where str0m's output goes: the UDP socket, or a browser's ICE-TCP connection.
+struct Net {
+    udp: Option<UdpSocket>,
+    tcp: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+}
+
+impl Net {
+    /// Sends one message; false when it could not go (a full buffer or queue, a gone peer),
+    /// which the protocols above recover from like a lost packet.
+    fn send(&self, t: &str0m::net::Transmit) -> bool {
+        match t.proto {
+            Protocol::Udp => self
+                .udp
+                .as_ref()
+                .is_some_and(|u| u.try_send_to(&t.contents, t.destination).is_ok()),
+            Protocol::Tcp => self
+                .tcp
+                .get(&t.destination)
+                .is_some_and(|tx| tx.try_send(t.contents.to_vec()).is_ok()),
+            _ => false,
+        }
+    }
 }
 
 struct Session {
@@ -115,7 +140,7 @@ impl Session {
     }
 
     /// Runs str0m until it waits for time or input, sending what it produced.
-    fn drive(&mut self, socket: &UdpSocket) {
+    fn drive(&mut self, net: &Net) {
         loop {
             if !self.rtc.is_alive() {
                 self.end.get_or_insert("closed");
@@ -129,7 +154,7 @@ impl Session {
                 Ok(Output::Transmit(t)) => {
                     // A full socket buffer loses this datagram, like the network would; the
                     // task never waits on one viewer.
-                    if socket.try_send_to(&t.contents, t.destination).is_ok() {
+                    if net.send(&t) {
                         self.bytes.increment(t.contents.len() as u64);
                     }
                 }
@@ -237,7 +262,8 @@ impl Session {
 
 /// Runs the socket and every session until `cancel`.
 pub(super) async fn run(
-    socket: UdpSocket,
+    udp: Option<UdpSocket>,
+    mut tcp: mpsc::Receiver<TcpEvent>,
     mut commands: mpsc::UnboundedReceiver<Command>,
     mut frames: mpsc::Receiver<Frame>,
     registry: Registry,
@@ -246,6 +272,10 @@ pub(super) async fn run(
 ) {
     let mut sessions: HashMap<u64, Session> = HashMap::new();
     let mut buf = vec![0u8; 2048];
+    let mut net = Net {
+        udp,
+        tcp: HashMap::new(),
+    };
     let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
     loop {
         let wake = sessions
@@ -256,18 +286,34 @@ pub(super) async fn run(
             .min(next_housekeeping);
         tokio::select! {
             _ = cancel.cancelled() => break,
-            r = socket.recv_from(&mut buf) => match r {
-                Ok((n, source)) => receive(&mut sessions, &socket, &buf[..n], source),
+            r = recv(&net.udp, &mut buf) => match r {
+                Ok((n, source)) => {
+                    let local = net.udp.as_ref().and_then(|u| u.local_addr().ok());
+                    if let Some(local) = local {
+                        receive(&mut sessions, &net, Protocol::Udp, &buf[..n], source, local);
+                    }
+                }
                 Err(e) => {
                     // ICMP port unreachable from a gone browser surfaces here on Linux.
                     tracing::trace!(error = %e, "WebRTC socket receive");
+                }
+            },
+            Some(e) = tcp.recv() => match e {
+                TcpEvent::Open { peer, tx, .. } => {
+                    net.tcp.insert(peer, tx);
+                }
+                TcpEvent::Data { peer, local, data } => {
+                    receive(&mut sessions, &net, Protocol::Tcp, &data, peer, local);
+                }
+                TcpEvent::Closed { peer } => {
+                    net.tcp.remove(&peer);
                 }
             },
             c = commands.recv() => match c {
                 Some(Command::Add(n)) => {
                     let key = n.key;
                     let mut s = Session::new(*n, Instant::now());
-                    s.drive(&socket);
+                    s.drive(&net);
                     sessions.insert(key, s);
                 }
                 Some(Command::Remove(key)) => {
@@ -281,7 +327,7 @@ pub(super) async fn run(
             Some(f) = frames.recv() => {
                 if let Some(s) = sessions.get_mut(&f.session) {
                     s.write(f);
-                    s.drive(&socket);
+                    s.drive(&net);
                 }
             },
             _ = tokio::time::sleep_until(wake.into()) => {}
@@ -294,7 +340,7 @@ pub(super) async fn run(
                     s.end = Some("closed");
                     continue;
                 }
-                s.drive(&socket);
+                s.drive(&net);
             }
         }
         if now >= next_housekeeping {
@@ -324,21 +370,28 @@ pub(super) async fn run(
     }
 }
 
+/// The next datagram, or never when UDP is off.
+async fn recv(udp: &Option<UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+    match udp {
+        Some(u) => u.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
 fn receive(
     sessions: &mut HashMap<u64, Session>,
-    socket: &UdpSocket,
+    net: &Net,
+    proto: Protocol,
     data: &[u8],
     source: SocketAddr,
+    local: SocketAddr,
 ) {
-    let Ok(local) = socket.local_addr() else {
-        return;
-    };
     let input = |destination: SocketAddr| -> Option<Input<'_>> {
         let contents = DatagramRecv::try_from(data).ok()?;
         Some(Input::Receive(
             Instant::now(),
             Receive {
-                proto: Protocol::Udp,
+                proto,
                 source,
                 destination,
                 contents,
@@ -352,10 +405,12 @@ fn receive(
     else {
         return;
     };
-    let destination = if local.ip().is_unspecified() {
-        s.local_for(source)
-    } else {
+    // str0m matches the destination against the candidates it advertised: a socket bound to
+    // every address cannot tell it (nor can one behind a NAT), so it is inferred.
+    let destination = if s.locals.contains(&local) {
         local
+    } else {
+        s.local_for(source)
     };
     let Some(input) = input(destination) else {
         return;
@@ -366,7 +421,7 @@ fn receive(
         s.end.get_or_insert("closed");
         return;
     }
-    s.drive(socket);
+    s.drive(net);
 }
 
 fn free(mut s: Session, key: u64, registry: &Registry) {

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use str0m::change::SdpOffer;
 use str0m::config::CryptoProvider;
+use str0m::net::TcpType;
 use str0m::{Candidate, Rtc, RtcConfig};
 
 /// Why an offer was refused.
@@ -144,6 +145,15 @@ pub struct Answered {
     pub sdp: String,
 }
 
+/// Which host candidates to advertise.
+#[derive(Debug, Clone, Copy)]
+pub struct Transports {
+    /// UDP candidates.
+    pub udp: bool,
+    /// ICE-TCP passive candidates.
+    pub tcp: bool,
+}
+
 /// Answers `offer` for a stream whose caps are `caps`, advertising `locals` as host candidates.
 /// Only the stream's own profile is configured, so str0m picks the browser's matching payload
 /// type or none; none is refused with [`OfferError::Profile`].
@@ -152,6 +162,7 @@ pub fn answer(
     stream: &str,
     caps: Option<&gst::Caps>,
     locals: &[SocketAddr],
+    transports: Transports,
     crypto: &Arc<CryptoProvider>,
 ) -> Result<Answered, OfferError> {
     if !offer.contains("m=video") {
@@ -170,11 +181,28 @@ pub fn answer(
         .add_h264(96.into(), Some(97.into()), true, plid);
     let mut rtc = config.build(Instant::now());
     for addr in locals {
-        match Candidate::host(*addr, "udp") {
-            Ok(c) => {
-                rtc.add_local_candidate(c);
+        let mut candidates = Vec::new();
+        if transports.udp {
+            candidates.push(Candidate::host(*addr, "udp"));
+        }
+        if transports.tcp {
+            candidates.push(
+                Candidate::builder()
+                    .tcp()
+                    .host(*addr)
+                    .tcptype(TcpType::Passive)
+                    .build(),
+            );
+        }
+        for c in candidates {
+            match c {
+                Ok(c) => {
+                    rtc.add_local_candidate(c);
+                }
+                Err(e) => {
+                    tracing::debug!(%addr, error = %e, "Address not advertised to a browser")
+                }
             }
-            Err(e) => tracing::debug!(%addr, error = %e, "Address not advertised to a browser"),
         }
     }
     let answer = rtc
@@ -211,6 +239,11 @@ pub fn answer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const BOTH: Transports = Transports {
+        udp: true,
+        tcp: true,
+    };
 
     #[test]
     fn profiles_from_caps() {
@@ -259,7 +292,7 @@ mod tests {
             .field("profile", "high")
             .field("level", "3.1")
             .build();
-        match answer(offer, "video", Some(&high), &locals, &crypto) {
+        match answer(offer, "video", Some(&high), &locals, BOTH, &crypto) {
             Err(e @ OfferError::Profile { .. }) => {
                 let m = e.to_string();
                 assert!(m.contains("high (64001f)"), "{m}");
@@ -273,11 +306,31 @@ mod tests {
             .field("profile", "constrained-baseline")
             .field("level", "3.1")
             .build();
-        let a = answer(offer, "video", Some(&cb), &locals, &crypto).unwrap();
+        let a = answer(offer, "video", Some(&cb), &locals, BOTH, &crypto).unwrap();
         assert!(a.sdp.contains("a=sendonly"), "{}", a.sdp);
-        assert!(a.sdp.contains("127.0.0.1 8189"), "{}", a.sdp);
+        let candidates: Vec<&str> = a
+            .sdp
+            .lines()
+            .filter(|l| l.starts_with("a=candidate:"))
+            .collect();
+        assert!(
+            candidates
+                .iter()
+                .any(|l| l.to_ascii_lowercase().contains(" udp ")
+                    && l.contains("127.0.0.1 8189 typ host ufrag")),
+            "{}",
+            a.sdp
+        );
+        assert!(
+            candidates
+                .iter()
+                .any(|l| l.to_ascii_lowercase().contains(" tcp ")
+                    && l.contains("127.0.0.1 8189 typ host tcptype passive")),
+            "{}",
+            a.sdp
+        );
         assert!(matches!(
-            answer(offer, "video", None, &locals, &crypto),
+            answer(offer, "video", None, &locals, BOTH, &crypto),
             Err(OfferError::NoPicture(_))
         ));
     }
