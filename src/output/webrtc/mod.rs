@@ -100,7 +100,8 @@ pub struct Created {
     pub sdp: String,
 }
 
-/// The WebRTC server: one UDP socket and its task, and the table of sessions.
+/// The WebRTC server: the media port (one UDP socket, an ICE-TCP listener), the task that owns
+/// every session, and the table of sessions.
 pub struct Server {
     config: WebrtcConfig,
     local: SocketAddr,
@@ -113,7 +114,8 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds the UDP port and starts the task, which runs until `cancel`.
+    /// Binds the media port (UDP, and TCP for ICE-TCP) and starts the tasks, which run until
+    /// `cancel`.
     pub async fn start(
         config: &WebrtcConfig,
         cancel: CancellationToken,
@@ -226,16 +228,6 @@ impl Server {
             next: AtomicU64::new(1),
             transports,
         }))
-    }
-
-    /// The UDP address media arrives at.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local
-    }
-
-    /// STUN/TURN URLs for the page's `RTCPeerConnection`.
-    pub fn ice_servers(&self) -> &[String] {
-        &self.config.ice_servers
     }
 
     /// WebRTC viewers of `stream` (connected or connecting).
