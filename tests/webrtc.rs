@@ -512,3 +512,51 @@ fn ice_tcp_carries_the_stream_where_udp_is_not_offered() {
     );
     assert_eq!(r["console_errors"], serde_json::json!([]), "{r}");
 }
+
+#[test]
+fn every_stream_and_rendition_plays() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("camstream.toml");
+    std::fs::write(
+        &config,
+        r#"
+[[streams]]
+name = "cam1"
+source = { kind = "test", pattern = "smpte" }
+[[streams.renditions]]
+name = "cam1_low"
+width = 160
+height = 120
+bitrate_kbps = 150
+
+[[streams]]
+name = "cam2"
+source = { kind = "test", pattern = "ball" }
+"#,
+    )
+    .unwrap();
+    let d = daemon()
+        .arg("--config")
+        .arg(config.display())
+        .set("video.fps", "30")
+        .start();
+    assert!(d.wait_log_count("Streaming source=", 2, Duration::from_secs(30)));
+    // The page: a card per camera, both playing.
+    let url = format!("http://127.0.0.1:{}/", d.http_port);
+    let r = browser(&["play", &url, "cam1,cam2", "--seconds", "3"]);
+    assert_eq!(r["ok"], true, "{r}");
+    assert!(r["measure"]["fps"].as_f64().unwrap() >= 25.0, "{r}");
+    let cam2 = &r["others"]["cam2"];
+    assert_eq!(cam2["mode"], "webrtc", "{r}");
+    assert!(
+        cam2["frames_after"].as_f64().unwrap() >= cam2["frames_before"].as_f64().unwrap() + 60.0,
+        "cam2 did not keep playing: {r}"
+    );
+    assert_eq!(r["console_errors"], serde_json::json!([]), "{r}");
+    // A rendition is a stream of its own for WHEP.
+    let url = format!("http://127.0.0.1:{}/view/cam1_low", d.http_port);
+    let r = browser(&["play", &url, "cam1_low", "--seconds", "2"]);
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["measure"]["width"], 160, "{r}");
+    assert_eq!(r["measure"]["height"], 120, "{r}");
+}

@@ -5,9 +5,9 @@ given a media permission for the page's origin, so it offers 127.0.0.1 host cand
 camstream's ICE-lite server answers on 127.0.0.1.
 
 Usage:
-  browser.py play URL STREAM [--seconds S] [--screenshot PNG] [--kill] [--fallback] [--mobile]
+  browser.py play URL STREAM[,STREAM...] [--seconds S] [--screenshot PNG] [--kill] [--fallback] [--mobile]
       Opens URL, waits for STREAM's player to show WebRTC video, then measures decoded frames and
-      currentTime over S seconds (default 5). With --kill the browser is SIGKILLed at the end
+      currentTime over S seconds (default 5); further streams named must play too. With --kill the browser is SIGKILLed at the end
       (a tab that goes away without a WHEP DELETE). With --fallback the player is expected to
       have fallen back to refreshed snapshots (WebRTC off or failing).
   browser.py tabs URL STREAM N [--seconds S]
@@ -197,7 +197,8 @@ def measure(tabs, stream, seconds, window=None):
 
 
 def cmd_play(args):
-    url, stream = args[0], args[1]
+    url, streams = args[0], args[1].split(",")
+    stream = streams[0]
     seconds = float(opt(args, "--seconds", 5))
     shot = opt(args, "--screenshot", None)
     kill = "--kill" in args
@@ -227,7 +228,15 @@ def cmd_play(args):
         elif not first or first["mode"] != "webrtc":
             result["error"] = "no WebRTC video: %s" % json.dumps(first)
         else:
+            # Every other stream named plays as well (its frame count grows).
+            others = {}
+            for other in streams[1:]:
+                w = wait_playing(tab, other, 25)
+                others[other] = {"mode": w and w["mode"], "frames_before": w and w["frames"]}
             result["measure"] = measure([tab], stream, seconds)[0]
+            for other, o in others.items():
+                o["frames_after"] = tab.eval(probe(other))["frames"]
+            result["others"] = others
             # The candidate pair in use: which transport carried the media.
             result["pair"] = tab.eval(
                 "(async () => { const pc = window.camstream.players[%s].pc; if (!pc) return null; "
