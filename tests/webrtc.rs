@@ -560,3 +560,17 @@ source = { kind = "test", pattern = "ball" }
     assert_eq!(r["measure"]["width"], 160, "{r}");
     assert_eq!(r["measure"]["height"], 120, "{r}");
 }
+
+#[test]
+fn sigterm_with_webrtc_viewers_exits_promptly() {
+    let mut d = camera(&[]);
+    let url = format!("http://127.0.0.1:{}/view/video", d.http_port);
+    let player = std::thread::spawn(move || browser(&["play", &url, "video", "--seconds", "6"]));
+    assert!(wait_until(Duration::from_secs(30), || viewers(&d) == 1.0));
+    std::thread::sleep(Duration::from_secs(2));
+    let (status, took) = d.terminate();
+    let status = status.expect("the daemon exits");
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
+    let _ = player.join();
+}
