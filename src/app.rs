@@ -268,6 +268,8 @@ pub async fn run(config: Config, origin: Origin) -> Result<u8, AppError> {
     );
 
     let shutdown = CancellationToken::new();
+    crate::events::register_metrics();
+    crate::hooks::start(&config.hooks, &config.hook_limits, shutdown.child_token());
     let (exit_tx, mut exit_rx) = mpsc::unbounded_channel();
     let control = Arc::new(Control::new(
         config.clone(),
@@ -303,7 +305,10 @@ pub async fn run(config: Config, origin: Origin) -> Result<u8, AppError> {
             }
         })
     };
+    let analysis =
+        crate::analysis::start(&config.analysis, control.clone(), shutdown.child_token());
     let shared = http::Shared {
+        analysis,
         control: control.clone(),
         heartbeat: rtsp.heartbeat(),
         prometheus,

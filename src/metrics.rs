@@ -65,6 +65,24 @@ pub mod names {
     pub const RECORD_OLDEST_AGE: &str = "camstream_recording_oldest_age_seconds";
     /// Log lines dropped because stderr was gone, failing or not keeping up.
     pub const LOG_LINES_DROPPED: &str = "camstream_log_lines_dropped_total";
+    /// Events published on the event bus, label `event`.
+    pub const EVENTS: &str = "camstream_events_total";
+    /// Hook runs that finished, labels `event`, `kind` (run, webhook), `result` (ok, failed,
+    /// timeout, dropped).
+    pub const HOOK_RUNS: &str = "camstream_hooks_runs_total";
+    /// Hook runs in progress.
+    pub const HOOKS_RUNNING: &str = "camstream_hooks_running";
+    /// Analysis requests finished, label `result` (ok, failed, no_picture).
+    pub const ANALYSIS_REQUESTS: &str = "camstream_analysis_requests_total";
+    /// Seconds the last successful analysis request took.
+    pub const ANALYSIS_DURATION: &str = "camstream_analysis_last_duration_seconds";
+    /// Unix time of the last successful analysis, 0 before the first.
+    pub const ANALYSIS_LAST_SUCCESS: &str = "camstream_analysis_last_success_timestamp_seconds";
+    /// ONVIF SOAP requests, labels `service`, `operation` (unknown ones as "other"), `result`
+    /// (ok, fault, unauthorized).
+    pub const ONVIF_REQUESTS: &str = "camstream_onvif_requests_total";
+    /// WS-Discovery probes answered.
+    pub const ONVIF_PROBES: &str = "camstream_onvif_discovery_probes_total";
 }
 
 /// Handles to every metric; cheap to clone.

@@ -19,6 +19,7 @@ use figment::providers::Serialized;
 pub mod h264;
 mod layers;
 mod legacy;
+pub mod nvr;
 pub mod push_url;
 mod schema;
 mod validate;
@@ -26,6 +27,7 @@ mod validate;
 pub use h264::Level;
 pub use layers::{Sources, figment, parse_override};
 pub use legacy::LEGACY_ENV;
+pub use nvr::{AnalysisConfig, HookConfig, HookEvent, HookLimits, OnvifConfig};
 pub use schema::*;
 
 /// The file read when `--config` is not given, if it exists.

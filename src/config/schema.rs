@@ -39,6 +39,14 @@ pub struct Config {
     pub record: RecordConfig,
     /// Restreams of the flat form's stream, as `[[push]]` tables. Default none.
     pub push: Vec<PushConfig>,
+    /// ONVIF discovery and services (docs/onvif.md).
+    pub onvif: super::nvr::OnvifConfig,
+    /// Commands and webhooks run on events, as `[[hooks]]` tables (docs/hooks.md). Default none.
+    pub hooks: Vec<super::nvr::HookConfig>,
+    /// Bounds on hook runs.
+    pub hook_limits: super::nvr::HookLimits,
+    /// Pictures sent to a vision model (docs/hooks.md).
+    pub analysis: super::nvr::AnalysisConfig,
 }
 
 /// One camera: where its pictures come from, how it is encoded, and where it is served.

@@ -72,6 +72,8 @@ pub struct Shared {
     pub token: Option<crate::config::Secret>,
     /// Whether the RTSP server runs (false once shutdown began).
     pub rtsp_running: Arc<AtomicBool>,
+    /// The frame analysis, when `[analysis]` is enabled.
+    pub analysis: Option<crate::analysis::Analysis>,
 }
 
 /// Which endpoints a listener serves.
@@ -258,6 +260,9 @@ async fn status(AxumState(s): AxumState<Shared>) -> Response {
         "viewers": s.control.rtsp().viewers().list(),
         "config": s.control.config().redacted(),
     });
+    if let (Some(b), Some(a)) = (body.as_object_mut(), &s.analysis) {
+        b.insert("analysis".into(), json!(a.status()));
+    }
     if let (Some(b), Some(f)) = (body.as_object_mut(), first.as_object()) {
         for key in [
             "state",

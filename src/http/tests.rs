@@ -42,6 +42,7 @@ fn shared(token: Option<&str>) -> Shared {
         started: Instant::now(),
         token: token.map(|t| Secret(t.into())),
         rtsp_running: Arc::new(AtomicBool::new(true)),
+        analysis: None,
     }
 }
 

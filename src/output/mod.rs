@@ -80,6 +80,16 @@ pub struct Context {
 /// Each runs until `cancel` and keeps `outputs` current.
 pub fn start(camera: &Camera, ctx: &Context, outputs: &Outputs, cancel: &CancellationToken) {
     // Output managers are started here, one line each, as they land.
+    crate::events::follow(
+        camera.watch_status(),
+        (
+            crate::events::HookEvent::CameraDown,
+            crate::events::HookEvent::CameraUp,
+        ),
+        camera.name.clone(),
+        Vec::new(),
+        cancel.child_token(),
+    );
     record::start(camera, ctx, outputs, cancel);
     push::start(camera, ctx, outputs, cancel);
 }

@@ -403,6 +403,10 @@ fn on_client(client: &gst_rtsp_server::RTSPClient, c: &Arc<ClientCtx>) {
         return;
     }
     tracing::info!(peer = %address, "Client connected");
+    crate::events::publish(
+        crate::events::Event::new(crate::events::HookEvent::ViewerConnected, "")
+            .with("peer", &address),
+    );
     guard::install(client);
     metrics.client_connected();
     viewers.clients.lock().unwrap().insert(
@@ -513,10 +517,16 @@ fn on_client(client: &gst_rtsp_server::RTSPClient, c: &Arc<ClientCtx>) {
     let w = Arc::downgrade(c);
     client.connect_closed(move |_| {
         tracing::info!(peer = %address, "Client disconnected");
-        if let Some(c) = w.upgrade() {
-            c.viewers.clients.lock().unwrap().remove(&key);
+        let gone = w.upgrade().and_then(|c| {
+            let v = c.viewers.clients.lock().unwrap().remove(&key);
             c.refresh_viewers();
-        }
+            v
+        });
+        let stream = gone.map(|v| v.stream).unwrap_or_default();
+        crate::events::publish(
+            crate::events::Event::new(crate::events::HookEvent::ViewerDisconnected, &stream)
+                .with("peer", &address),
+        );
     });
 }
 

@@ -1,0 +1,207 @@
+//! Event hooks: `[[hooks]]` entries run a command (argv, no shell; the event's fields as
+//! `CAMSTREAM_*` environment variables) or POST the event as JSON to a webhook. Bounded on every
+//! side: at most `hook_limits.max_concurrent` at once, at most `max_queued` waiting (more are
+//! dropped), each run killed or abandoned at its `timeout_s`. Failures are logged and counted
+//! (`camstream_hooks_runs_total`). Nothing here can hold up a stream: hooks only listen to the
+//! event bus, and a listener that falls behind loses events, not frames.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{HookConfig, HookEvent, HookLimits};
+use crate::events::{self, Event};
+use crate::metrics::names;
+
+/// Largest webhook answer read (the body is only logged on failure).
+const MAX_ANSWER: usize = 4096;
+
+/// How a run ended, as the `result` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Ok,
+    Failed,
+    Timeout,
+    Dropped,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Failed => "failed",
+            Outcome::Timeout => "timeout",
+            Outcome::Dropped => "dropped",
+        }
+    }
+}
+
+fn kind(h: &HookConfig) -> &'static str {
+    if h.run.is_empty() { "webhook" } else { "run" }
+}
+
+fn count(event: HookEvent, kind: &'static str, outcome: Outcome) {
+    metrics::counter!(names::HOOK_RUNS, "event" => event.as_str(), "kind" => kind, "result" => outcome.as_str())
+        .increment(1);
+}
+
+/// Starts the hook runner when hooks are configured; it listens until `cancel`.
+pub fn start(hooks: &[HookConfig], limits: &HookLimits, cancel: CancellationToken) {
+    if hooks.is_empty() {
+        return;
+    }
+    for h in hooks {
+        if let Some(e) = h.on {
+            for o in [
+                Outcome::Ok,
+                Outcome::Failed,
+                Outcome::Timeout,
+                Outcome::Dropped,
+            ] {
+                let _ = metrics::counter!(names::HOOK_RUNS, "event" => e.as_str(), "kind" => kind(h), "result" => o.as_str());
+            }
+        }
+    }
+    metrics::gauge!(names::HOOKS_RUNNING).set(0.0);
+    tracing::info!(
+        hooks = hooks.len(),
+        max_concurrent = limits.max_concurrent,
+        "Event hooks active"
+    );
+    let hooks: Arc<[HookConfig]> = hooks.into();
+    let slots = Arc::new(Semaphore::new(limits.max_concurrent as usize));
+    let pending = Arc::new(AtomicUsize::new(0));
+    let max_pending = limits.max_queued as usize + limits.max_concurrent as usize;
+    // Subscribed before returning, so no event published after start is missed.
+    let mut rx = events::subscribe();
+    tokio::spawn(async move {
+        loop {
+            let event = tokio::select! {
+                r = rx.recv() => match r {
+                    Ok(e) => e,
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "Hook runner fell behind; events were dropped");
+                        continue;
+                    }
+                    Err(RecvError::Closed) => return,
+                },
+                _ = cancel.cancelled() => return,
+            };
+            for h in hooks.iter() {
+                if h.on != Some(event.kind) || !(h.stream.is_empty() || h.stream == event.stream) {
+                    continue;
+                }
+                if pending.fetch_add(1, Ordering::AcqRel) >= max_pending {
+                    pending.fetch_sub(1, Ordering::AcqRel);
+                    tracing::warn!(
+                        event = event.kind.as_str(),
+                        "Too many hooks waiting; this run is dropped"
+                    );
+                    count(event.kind, kind(h), Outcome::Dropped);
+                    continue;
+                }
+                let (h, e, slots, pending, cancel) = (
+                    h.clone(),
+                    event.clone(),
+                    slots.clone(),
+                    pending.clone(),
+                    cancel.clone(),
+                );
+                tokio::spawn(async move {
+                    let permit = tokio::select! {
+                        p = slots.acquire_owned() => p,
+                        _ = cancel.cancelled() => { pending.fetch_sub(1, Ordering::AcqRel); return; }
+                    };
+                    metrics::gauge!(names::HOOKS_RUNNING).increment(1.0);
+                    let outcome = run_one(&h, &e).await;
+                    metrics::gauge!(names::HOOKS_RUNNING).decrement(1.0);
+                    count(e.kind, kind(&h), outcome);
+                    drop(permit);
+                    pending.fetch_sub(1, Ordering::AcqRel);
+                });
+            }
+        }
+    });
+}
+
+async fn run_one(h: &HookConfig, e: &Event) -> Outcome {
+    let timeout = Duration::from_secs(u64::from(h.timeout_s));
+    if h.run.is_empty() {
+        webhook(h, e, timeout).await
+    } else {
+        command(h, e, timeout).await
+    }
+}
+
+async fn webhook(h: &HookConfig, e: &Event, timeout: Duration) -> Outcome {
+    let body = e.to_json().to_string().into_bytes();
+    match crate::webclient::post_json(&h.webhook, body, timeout, MAX_ANSWER).await {
+        Ok(a) if (200..300).contains(&a.status) => {
+            tracing::debug!(event = e.kind.as_str(), url = %h.webhook, status = a.status, "Webhook delivered");
+            Outcome::Ok
+        }
+        Ok(a) => {
+            let text = String::from_utf8_lossy(&a.body[..a.body.len().min(200)]).to_string();
+            tracing::warn!(event = e.kind.as_str(), url = %h.webhook, status = a.status, answer = %text, "Webhook refused");
+            Outcome::Failed
+        }
+        Err(err @ crate::webclient::WebError::Timeout { .. }) => {
+            tracing::warn!(event = e.kind.as_str(), url = %h.webhook, error = %err, "Webhook timed out");
+            Outcome::Timeout
+        }
+        Err(err) => {
+            tracing::warn!(event = e.kind.as_str(), url = %h.webhook, error = %err, "Webhook failed");
+            Outcome::Failed
+        }
+    }
+}
+
+async fn command(h: &HookConfig, e: &Event, timeout: Duration) -> Outcome {
+    let program = &h.run[0];
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(&h.run[1..])
+        .envs(e.env())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        // Its own process group, so a timeout kills whatever the command started too.
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(err) => {
+            tracing::warn!(event = e.kind.as_str(), program = %program, error = %err, "Hook command could not start");
+            return Outcome::Failed;
+        }
+    };
+    match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(status)) if status.success() => {
+            tracing::debug!(event = e.kind.as_str(), program = %program, "Hook command finished");
+            Outcome::Ok
+        }
+        Ok(Ok(status)) => {
+            tracing::warn!(event = e.kind.as_str(), program = %program, status = %status, "Hook command failed");
+            Outcome::Failed
+        }
+        Ok(Err(err)) => {
+            tracing::warn!(event = e.kind.as_str(), program = %program, error = %err, "Hook command could not be waited for");
+            Outcome::Failed
+        }
+        Err(_) => {
+            if let Some(pid) = child
+                .id()
+                .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+            {
+                let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+            }
+            let _ = child.kill().await;
+            tracing::warn!(event = e.kind.as_str(), program = %program, timeout_s = h.timeout_s, "Hook command killed at its timeout");
+            Outcome::Timeout
+        }
+    }
+}
