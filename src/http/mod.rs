@@ -27,6 +27,7 @@ use crate::control::Control;
 use crate::output::rtsp::Heartbeat;
 use crate::output::snapshot::{SNAPSHOT_TIMEOUT, scaled_height};
 
+mod onvif;
 mod push;
 mod recordings;
 mod streams;
@@ -74,6 +75,8 @@ pub struct Shared {
     pub rtsp_running: Arc<AtomicBool>,
     /// The frame analysis, when `[analysis]` is enabled.
     pub analysis: Option<crate::analysis::Analysis>,
+    /// The ONVIF services, when `[onvif]` is enabled.
+    pub onvif: Option<Arc<crate::output::onvif::Onvif>>,
 }
 
 /// Which endpoints a listener serves.
@@ -120,6 +123,9 @@ pub fn router(shared: Shared, part: Part) -> Router {
     }
     if part != Part::Public {
         r = r.merge(protect(api, true)).merge(writes);
+    }
+    if part != Part::Api && shared.onvif.is_some() {
+        r = r.merge(onvif::routes());
     }
     r.fallback(not_found)
         .layer(middleware::from_fn(guard))

@@ -43,6 +43,7 @@ fn shared(token: Option<&str>) -> Shared {
         token: token.map(|t| Secret(t.into())),
         rtsp_running: Arc::new(AtomicBool::new(true)),
         analysis: None,
+        onvif: None,
     }
 }
 

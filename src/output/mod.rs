@@ -17,6 +17,7 @@ use crate::stream::camera::Camera;
 use crate::stream::clock::SharedTime;
 use crate::stream::status::Health;
 
+pub mod onvif;
 pub mod pipeline;
 pub mod push;
 pub mod record;
