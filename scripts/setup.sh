@@ -38,4 +38,6 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 if [ "${1:-}" = "--test" ]; then
   bash "$(dirname "$0")/../tests/recording/setup-venv.sh"
+  # ONVIF clients (onvif-zeep, WSDiscovery) for tests/onvif.rs.
+  bash "$(dirname "$0")/../tests/onvif/setup-venv.sh"
 fi

@@ -308,7 +308,10 @@ pub async fn run(config: Config, origin: Origin) -> Result<u8, AppError> {
     let analysis =
         crate::analysis::start(&config.analysis, control.clone(), shutdown.child_token());
     let onvif = if config.onvif.enabled {
-        Some(Arc::new(crate::output::onvif::Onvif::new(&config)?))
+        Some(Arc::new(crate::output::onvif::Onvif::new(
+            &config,
+            rtsp.port(),
+        )?))
     } else {
         None
     };

@@ -135,8 +135,9 @@ pub struct Answer {
 }
 
 impl Onvif {
-    /// The services for `config`; fails when the accounts cannot be read.
-    pub fn new(config: &Config) -> Result<Self, crate::config::ConfigError> {
+    /// The services for `config`, with RTSP on `rtsp_port` (the port bound, which differs from
+    /// the configured one when that is 0); fails when the accounts cannot be read.
+    pub fn new(config: &Config, rtsp_port: u16) -> Result<Self, crate::config::ConfigError> {
         let accounts = config
             .users()?
             .into_iter()
@@ -156,7 +157,7 @@ impl Onvif {
                 accounts,
                 Duration::from_secs(u64::from(config.onvif.max_clock_skew_s)),
             ),
-            rtsp_port: config.rtsp.port,
+            rtsp_port,
             rtsp_scheme: if config.tls.enabled() {
                 "rtsps"
             } else {
