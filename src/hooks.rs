@@ -1,13 +1,13 @@
 //! Event hooks: `[[hooks]]` entries run a command (argv, no shell; the event's fields as
 //! `CAMSTREAM_*` environment variables) or POST the event as JSON to a webhook. Bounded on every
-//! side: at most `hook_limits.max_concurrent` at once, at most `max_queued` waiting (more are
-//! dropped), each run killed or abandoned at its `timeout_s`. Failures are logged and counted
+//! side: at most `hook_limits.max_concurrent` at once, started in event order; events waiting
+//! for a slot stay in the event bus (256 deep; beyond that the oldest are dropped and counted);
+//! each run is killed (its whole process group) or abandoned at its `timeout_s`. Failures are logged and counted
 //! (`camstream_hooks_runs_total`). Nothing here can hold up a stream: hooks only listen to the
 //! event bus, and a listener that falls behind loses events, not frames.
 
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -27,7 +27,6 @@ enum Outcome {
     Ok,
     Failed,
     Timeout,
-    Dropped,
 }
 
 impl Outcome {
@@ -36,7 +35,6 @@ impl Outcome {
             Outcome::Ok => "ok",
             Outcome::Failed => "failed",
             Outcome::Timeout => "timeout",
-            Outcome::Dropped => "dropped",
         }
     }
 }
@@ -57,17 +55,13 @@ pub fn start(hooks: &[HookConfig], limits: &HookLimits, cancel: CancellationToke
     }
     for h in hooks {
         if let Some(e) = h.on {
-            for o in [
-                Outcome::Ok,
-                Outcome::Failed,
-                Outcome::Timeout,
-                Outcome::Dropped,
-            ] {
+            for o in [Outcome::Ok, Outcome::Failed, Outcome::Timeout] {
                 let _ = metrics::counter!(names::HOOK_RUNS, "event" => e.as_str(), "kind" => kind(h), "result" => o.as_str());
             }
         }
     }
     metrics::gauge!(names::HOOKS_RUNNING).set(0.0);
+    let _ = metrics::counter!(names::HOOK_EVENTS_MISSED);
     tracing::info!(
         hooks = hooks.len(),
         max_concurrent = limits.max_concurrent,
@@ -75,8 +69,6 @@ pub fn start(hooks: &[HookConfig], limits: &HookLimits, cancel: CancellationToke
     );
     let hooks: Arc<[HookConfig]> = hooks.into();
     let slots = Arc::new(Semaphore::new(limits.max_concurrent as usize));
-    let pending = Arc::new(AtomicUsize::new(0));
-    let max_pending = limits.max_queued as usize + limits.max_concurrent as usize;
     // Subscribed before returning, so no event published after start is missed.
     let mut rx = events::subscribe();
     tokio::spawn(async move {
@@ -85,7 +77,8 @@ pub fn start(hooks: &[HookConfig], limits: &HookLimits, cancel: CancellationToke
                 r = rx.recv() => match r {
                     Ok(e) => e,
                     Err(RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, "Hook runner fell behind; events were dropped");
+                        tracing::warn!(missed = n, "Hooks fell behind; events were dropped");
+                        metrics::counter!(names::HOOK_EVENTS_MISSED).increment(n);
                         continue;
                     }
                     Err(RecvError::Closed) => return,
@@ -96,33 +89,22 @@ pub fn start(hooks: &[HookConfig], limits: &HookLimits, cancel: CancellationToke
                 if h.on != Some(event.kind) || !(h.stream.is_empty() || h.stream == event.stream) {
                     continue;
                 }
-                if pending.fetch_add(1, Ordering::AcqRel) >= max_pending {
-                    pending.fetch_sub(1, Ordering::AcqRel);
-                    tracing::warn!(
-                        event = event.kind.as_str(),
-                        "Too many hooks waiting; this run is dropped"
-                    );
-                    count(event.kind, kind(h), Outcome::Dropped);
-                    continue;
-                }
-                let (h, e, slots, pending, cancel) = (
-                    h.clone(),
-                    event.clone(),
-                    slots.clone(),
-                    pending.clone(),
-                    cancel.clone(),
-                );
+                // Runs start in event order; while every slot is busy, events wait in the
+                // bus (which drops and counts the oldest when full), never in the stream.
+                let permit = tokio::select! {
+                    p = slots.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => return,
+                    },
+                    _ = cancel.cancelled() => return,
+                };
+                let (h, e) = (h.clone(), event.clone());
                 tokio::spawn(async move {
-                    let permit = tokio::select! {
-                        p = slots.acquire_owned() => p,
-                        _ = cancel.cancelled() => { pending.fetch_sub(1, Ordering::AcqRel); return; }
-                    };
                     metrics::gauge!(names::HOOKS_RUNNING).increment(1.0);
                     let outcome = run_one(&h, &e).await;
                     metrics::gauge!(names::HOOKS_RUNNING).decrement(1.0);
                     count(e.kind, kind(&h), outcome);
                     drop(permit);
-                    pending.fetch_sub(1, Ordering::AcqRel);
                 });
             }
         }

@@ -68,8 +68,10 @@ pub mod names {
     /// Events published on the event bus, label `event`.
     pub const EVENTS: &str = "camstream_events_total";
     /// Hook runs that finished, labels `event`, `kind` (run, webhook), `result` (ok, failed,
-    /// timeout, dropped).
+    /// timeout).
     pub const HOOK_RUNS: &str = "camstream_hooks_runs_total";
+    /// Events the hooks never saw because they fell more than 256 events behind.
+    pub const HOOK_EVENTS_MISSED: &str = "camstream_hooks_events_missed_total";
     /// Hook runs in progress.
     pub const HOOKS_RUNNING: &str = "camstream_hooks_running";
     /// Analysis requests finished, label `result` (ok, failed, no_picture).

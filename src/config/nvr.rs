@@ -123,18 +123,13 @@ impl Default for HookConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HookLimits {
-    /// Hooks running at once; more wait for a slot. Default 4.
+    /// Hooks running at once; more wait for a slot, in event order. Default 4.
     pub max_concurrent: u32,
-    /// Hook runs waiting for a slot; beyond this, new ones are dropped and counted. Default 64.
-    pub max_queued: u32,
 }
 
 impl Default for HookLimits {
     fn default() -> Self {
-        HookLimits {
-            max_concurrent: 4,
-            max_queued: 64,
-        }
+        HookLimits { max_concurrent: 4 }
     }
 }
 
@@ -207,7 +202,6 @@ pub(crate) fn validate(
         in_range("onvif.max_clock_skew_s", onvif.max_clock_skew_s, 5, 86_400)?;
     }
     in_range("hook_limits.max_concurrent", limits.max_concurrent, 1, 64)?;
-    in_range("hook_limits.max_queued", limits.max_queued, 1, 10_000)?;
     for (i, h) in hooks.iter().enumerate() {
         let key = format!("hooks[{i}]");
         if h.on.is_none() {
