@@ -332,6 +332,12 @@ impl Control {
             ("auth", old.auth != new.auth),
             ("tls", old.tls != new.tls),
             ("log", old.log != new.log),
+            ("onvif", old.onvif != new.onvif),
+            (
+                "hooks",
+                old.hooks != new.hooks || old.hook_limits != new.hook_limits,
+            ),
+            ("analysis", old.analysis != new.analysis),
         ] {
             if changed {
                 tracing::warn!(

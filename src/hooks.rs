@@ -187,3 +187,97 @@ async fn command(h: &HookConfig, e: &Event, timeout: Duration) -> Outcome {
         }
     }
 }
+
+/// Where a program given as `run[0]` resolves to: a path as is, a bare name through `PATH`.
+fn resolve_program(program: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &std::path::Path| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        let p = std::path::PathBuf::from(program);
+        return executable(&p).then_some(p);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(program))
+            .find(|p| executable(p))
+    })
+}
+
+/// `camstream check` lines for `[[hooks]]`, `[analysis]` and `[onvif]`: `(ok, what, detail)`.
+/// Hook programs are looked up, the analysis endpoint is connected to (1 s), the discovery
+/// port is bound; no request is sent.
+pub fn check(config: &crate::config::Config) -> Vec<(bool, String, String)> {
+    let mut out = Vec::new();
+    for (i, h) in config.hooks.iter().enumerate() {
+        let on = h.on.map_or("?", HookEvent::as_str);
+        let what = format!("hooks[{i}] ({on})");
+        if let Some(program) = h.run.first() {
+            out.push(match resolve_program(program) {
+                Some(p) => (true, what, format!("runs {}", p.display())),
+                None => (
+                    false,
+                    what,
+                    format!("{program:?} is not an executable file (nor found in PATH)"),
+                ),
+            });
+        } else {
+            out.push((true, what, format!("POSTs to {}", h.webhook)));
+        }
+    }
+    let a = &config.analysis;
+    if a.enabled {
+        let addr = a
+            .url
+            .strip_prefix("http://")
+            .and_then(|r| r.split('/').next())
+            .map(|h| {
+                if h.contains(':') {
+                    h.to_string()
+                } else {
+                    format!("{h}:80")
+                }
+            });
+        use std::net::ToSocketAddrs;
+        let reachable = addr
+            .as_deref()
+            .and_then(|a| a.to_socket_addrs().ok()?.next())
+            .map(|sa| std::net::TcpStream::connect_timeout(&sa, Duration::from_secs(1)));
+        out.push(match reachable {
+            Some(Ok(_)) => (
+                true,
+                "analysis endpoint".into(),
+                format!("{} answers", a.url),
+            ),
+            Some(Err(e)) => (
+                false,
+                "analysis endpoint".into(),
+                format!(
+                    "{} is not reachable now ({e}); the daemon retries with backoff",
+                    a.url
+                ),
+            ),
+            None => (
+                false,
+                "analysis endpoint".into(),
+                format!("{} does not resolve", a.url),
+            ),
+        });
+    }
+    let o = &config.onvif;
+    if o.enabled && o.discovery {
+        out.push(
+            match crate::output::onvif::discovery::check(o.discovery_port) {
+                Ok(()) => (
+                    true,
+                    "onvif discovery".into(),
+                    format!("UDP port {} can be bound", o.discovery_port),
+                ),
+                Err(e) => (false, "onvif discovery".into(), e.to_string()),
+            },
+        );
+    }
+    out
+}

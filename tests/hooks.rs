@@ -225,3 +225,49 @@ timeout_s = 3
     assert!(gap < Duration::from_millis(700), "largest gap {gap:?}");
     assert!(!v.errored());
 }
+
+#[test]
+fn check_reports_hooks_and_refuses_bad_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("camstream.toml");
+    std::fs::write(
+        &config,
+        r#"
+[[hooks]]
+on = "camera_down"
+run = ["/no/such/program", "x"]
+
+[[hooks]]
+on = "push_up"
+run = ["sh", "-c", "true"]
+"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args(["check", "--config"])
+        .arg(&config)
+        .args(["--set", "source.kind=test", "--set", "encoder.kind=x264"])
+        .args(["--set", "video.width=320", "--set", "video.height=240"])
+        .args(["--set", "rtsp.port=0", "--set", "http.port=0"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "FAIL hooks[0] (camera_down): \"/no/such/program\" is not an executable file"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("ok   hooks[1] (push_up): runs /"), "{text}");
+    assert!(!out.status.success());
+
+    std::fs::write(&config, "[[hooks]]\nrun = [\"true\"]\n").unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("hooks[0].on is missing"), "{err}");
+}

@@ -209,6 +209,13 @@ fn bind(port: u16) -> std::io::Result<(std::net::UdpSocket, bool)> {
     Ok((s.into(), joined))
 }
 
+/// Whether discovery could listen on UDP `port` now (for `camstream check`).
+pub fn check(port: u16) -> Result<(), DiscoveryError> {
+    bind(port)
+        .map(drop)
+        .map_err(|source| DiscoveryError { port, source })
+}
+
 /// Starts discovery on UDP `port`, advertising the services on `http_port`; says Hello now and
 /// Bye when `cancel` fires (the returned task ends after that).
 pub fn start(
