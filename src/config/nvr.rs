@@ -341,4 +341,18 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("http.enabled"));
     }
+
+    #[test]
+    fn the_shipped_file_states_the_defaults() {
+        let sources = crate::config::Sources {
+            file: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/config/camstream.toml").into()),
+            use_default_file: false,
+            overrides: Vec::new(),
+        };
+        let c = crate::config::load(&sources, &Default::default()).unwrap();
+        assert_eq!(c.onvif, OnvifConfig::default());
+        assert_eq!(c.hook_limits, HookLimits::default());
+        assert_eq!(c.analysis, AnalysisConfig::default());
+        assert!(c.hooks.is_empty());
+    }
 }
