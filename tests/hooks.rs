@@ -160,11 +160,18 @@ fn gone(pid: u32) -> bool {
 fn a_hanging_hook_is_killed_at_its_timeout_and_the_stream_is_unaffected() {
     let dir = tempfile::tempdir().unwrap();
     let (shell, child) = (dir.path().join("shell.pid"), dir.path().join("child.pid"));
+    let (seen, left) = (dir.path().join("seen"), dir.path().join("left"));
     // The hook starts a child of its own and waits for it: both must go at the timeout.
     let script = format!(
-        "sleep 600 & echo $! > {c}.tmp; mv {c}.tmp {c}; echo $$ > {s}.tmp; mv {s}.tmp {s}; wait",
+        "echo \"$CAMSTREAM_STREAM $CAMSTREAM_PEER\" >> {seen}; \
+         sleep 600 & echo $! > {c}.tmp; mv {c}.tmp {c}; echo $$ > {s}.tmp; mv {s}.tmp {s}; wait",
+        seen = seen.display(),
         c = child.display(),
         s = shell.display()
+    );
+    let goodbye = format!(
+        "echo \"$CAMSTREAM_EVENT $CAMSTREAM_STREAM $CAMSTREAM_PEER\" >> {}",
+        left.display()
     );
     let config = dir.path().join("camstream.toml");
     std::fs::write(
@@ -178,6 +185,10 @@ max_concurrent = 1
 on = "viewer_connected"
 run = ["sh", "-c", '{script}']
 timeout_s = 3
+
+[[hooks]]
+on = "viewer_disconnected"
+run = ["sh", "-c", '{goodbye}']
 "#
         ),
     )
@@ -224,6 +235,21 @@ timeout_s = 3
     let gap = v.max_gap_since(started);
     assert!(gap < Duration::from_millis(700), "largest gap {gap:?}");
     assert!(!v.errored());
+
+    // The viewer events carry the stream and the peer; leaving is announced too (after the
+    // second viewer_connected hook, ffprobe's, has had its slot).
+    assert_eq!(lines(&seen)[0], "video 127.0.0.1");
+    v.stop();
+    assert!(
+        wait_until(Duration::from_secs(20), || lines(&left)
+            .iter()
+            .filter(|l| *l == "viewer_disconnected video 127.0.0.1")
+            .count()
+            >= 2),
+        "viewer_disconnected: {:?}\n{}",
+        lines(&left),
+        d.log()
+    );
 }
 
 #[test]

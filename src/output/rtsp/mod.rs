@@ -76,6 +76,9 @@ pub struct Viewer {
     /// The payloader's byte count when it last started playing.
     #[serde(skip)]
     play_mark: Option<u64>,
+    /// Whether `viewer_connected` was published for it (at its first PLAY).
+    #[serde(skip)]
+    announced: bool,
 }
 
 /// Connected clients, keyed by the client object's address (stable while it lives).
@@ -403,10 +406,6 @@ fn on_client(client: &gst_rtsp_server::RTSPClient, c: &Arc<ClientCtx>) {
         return;
     }
     tracing::info!(peer = %address, "Client connected");
-    crate::events::publish(
-        crate::events::Event::new(crate::events::HookEvent::ViewerConnected, "")
-            .with("peer", &address),
-    );
     guard::install(client);
     metrics.client_connected();
     viewers.clients.lock().unwrap().insert(
@@ -424,6 +423,7 @@ fn on_client(client: &gst_rtsp_server::RTSPClient, c: &Arc<ClientCtx>) {
             bytes_sent: 0,
             last_request: Instant::now(),
             play_mark: None,
+            announced: false,
         },
     );
     // Any request counts as activity for the idle timeout.
@@ -494,7 +494,21 @@ fn on_client(client: &gst_rtsp_server::RTSPClient, c: &Arc<ClientCtx>) {
         // one frame interval later instead of at the next scheduled keyframe.
         if let Some((name, hub, _)) = c.mount_of(ctx) {
             hub.request_keyframe();
-            c.viewers.update(key, |viewer| viewer.stream = name);
+            let mut first = None;
+            c.viewers.update(key, |viewer| {
+                viewer.stream = name;
+                if !viewer.announced {
+                    viewer.announced = true;
+                    first = Some((viewer.stream.clone(), viewer.address.clone()));
+                }
+            });
+            // A viewer is someone who watches: announced at its first PLAY, not at connect.
+            if let Some((stream, peer)) = first {
+                crate::events::publish(
+                    crate::events::Event::new(crate::events::HookEvent::ViewerConnected, &stream)
+                        .with("peer", peer),
+                );
+            }
         }
         c.viewers.set_playing(key, true);
         c.refresh_viewers();
@@ -522,11 +536,12 @@ fn on_client(client: &gst_rtsp_server::RTSPClient, c: &Arc<ClientCtx>) {
             c.refresh_viewers();
             v
         });
-        let stream = gone.map(|v| v.stream).unwrap_or_default();
-        crate::events::publish(
-            crate::events::Event::new(crate::events::HookEvent::ViewerDisconnected, &stream)
-                .with("peer", &address),
-        );
+        if let Some(v) = gone.filter(|v| v.announced) {
+            crate::events::publish(
+                crate::events::Event::new(crate::events::HookEvent::ViewerDisconnected, &v.stream)
+                    .with("peer", &address),
+            );
+        }
     });
 }
 
