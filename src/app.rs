@@ -339,6 +339,7 @@ pub async fn run(config: Config, origin: Origin) -> Result<u8, AppError> {
             .map_or(config.http.port, |a| a.port());
         let task = crate::output::onvif::discovery::start(
             o.identity.clone(),
+            config.http.address,
             port,
             config.onvif.discovery_port,
             shutdown.child_token(),

@@ -86,6 +86,8 @@ fn local_address_towards(peer: SocketAddr) -> Option<IpAddr> {
 struct Announcer {
     identity: Identity,
     http_port: u16,
+    /// The address the services listen on, when bound to one (else each reply's own).
+    http_address: Option<IpAddr>,
     seq: Sequence,
 }
 
@@ -147,10 +149,13 @@ impl Announcer {
     }
 
     fn hello(&self) -> Vec<u8> {
-        let addrs: Vec<IpAddr> = super::device::host_addresses()
-            .into_iter()
-            .map(IpAddr::V4)
-            .collect();
+        let addrs: Vec<IpAddr> = match self.http_address {
+            Some(a) => vec![a],
+            None => super::device::host_addresses()
+                .into_iter()
+                .map(IpAddr::V4)
+                .collect(),
+        };
         soap::envelope_with(
             |x| self.header(x, "Hello", TO_DISCOVERY, None),
             true,
@@ -188,7 +193,10 @@ impl Announcer {
             return None;
         }
         let relates_to = req.get("Header/MessageID")?.trim().to_string();
-        let addr = local_address_towards(peer)?;
+        let addr = match self.http_address {
+            Some(a) => a,
+            None => local_address_towards(peer)?,
+        };
         Some(self.probe_matches(&relates_to, addr))
     }
 }
@@ -216,10 +224,12 @@ pub fn check(port: u16) -> Result<(), DiscoveryError> {
         .map_err(|source| DiscoveryError { port, source })
 }
 
-/// Starts discovery on UDP `port`, advertising the services on `http_port`; says Hello now and
-/// Bye when `cancel` fires (the returned task ends after that).
+/// Starts discovery on UDP `port`, advertising the services on `http_address` (`0.0.0.0`: the
+/// address each reply leaves from) and `http_port`; says Hello now and Bye when `cancel` fires
+/// (the returned task ends after that).
 pub fn start(
     identity: Identity,
+    http_address: IpAddr,
     http_port: u16,
     port: u16,
     cancel: CancellationToken,
@@ -231,6 +241,7 @@ pub fn start(
     let a = Announcer {
         identity,
         http_port,
+        http_address: (!http_address.is_unspecified()).then_some(http_address),
         seq: Sequence {
             instance: crate::stream::status::unix_now(),
             number: AtomicU64::new(0),
@@ -283,6 +294,7 @@ mod tests {
                 ..Default::default()
             }),
             http_port: 8080,
+            http_address: None,
             seq: Sequence {
                 instance: 1,
                 number: AtomicU64::new(0),
