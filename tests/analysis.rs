@@ -270,6 +270,7 @@ fn failing_endpoint(url: &str, timeout_s: u32) -> (serde_json::Value, common::Da
     );
     // Streaming never noticed: frames kept coming, readiness stayed, a new client plays.
     let gap = v.max_gap_since(t0);
+    eprintln!("{url}: largest frame gap while requests failed {gap:?}");
     assert!(gap < Duration::from_millis(700), "largest gap {gap:?}");
     assert_eq!(d.get("/readyz").status, 200);
     assert_eq!(ffprobe(&d.url(), "tcp")["streams"][0]["width"], 320);

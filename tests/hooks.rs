@@ -233,6 +233,9 @@ run = ["sh", "-c", '{goodbye}']
     );
     // Over the whole hang, the viewer never waited long for a picture.
     let gap = v.max_gap_since(started);
+    eprintln!(
+        "hanging hook killed after {took:?} (timeout 3 s); largest frame gap meanwhile {gap:?}"
+    );
     assert!(gap < Duration::from_millis(700), "largest gap {gap:?}");
     assert!(!v.errored());
 
@@ -296,4 +299,87 @@ run = ["sh", "-c", "true"]
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("hooks[0].on is missing"), "{err}");
+}
+
+#[test]
+fn segments_and_failing_pushes_reach_hooks() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("rec");
+    std::fs::create_dir(&rec).unwrap();
+    let log = dir.path().join("events.log");
+    let record = format!(
+        "echo \"$CAMSTREAM_EVENT|$CAMSTREAM_STREAM|$CAMSTREAM_FILE|$CAMSTREAM_DURATION_S|$CAMSTREAM_PUSH|$CAMSTREAM_REASON\" >> {}",
+        log.display()
+    );
+    // Nobody listens there: the push fails at once, and keeps failing.
+    let dead = common::free_port();
+    let config = dir.path().join("camstream.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[record]
+enabled = true
+path = "{}"
+segment_s = 1
+part_ms = 500
+
+[[push]]
+name = "nowhere"
+url = "rtsp://127.0.0.1:{dead}/x"
+initial_backoff_ms = 200
+
+[[hooks]]
+on = "recording_segment"
+run = ["sh", "-c", '{record}']
+
+[[hooks]]
+on = "push_down"
+run = ["sh", "-c", '{record}']
+"#,
+            rec.display()
+        ),
+    )
+    .unwrap();
+    let d = daemon().arg("--config").arg(config.display()).start();
+    let seen = |kind: &str| -> Vec<Vec<String>> {
+        lines(&log)
+            .iter()
+            .map(|l| l.split('|').map(str::to_string).collect::<Vec<_>>())
+            .filter(|f| f[0] == kind)
+            .collect()
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || seen("recording_segment").len()
+            >= 2
+            && !seen("push_down").is_empty()),
+        "{:?}\n{}",
+        lines(&log),
+        d.log()
+    );
+    for f in seen("recording_segment") {
+        assert_eq!(f[1], "video");
+        let file = Path::new(&f[2]);
+        assert!(file.starts_with(&rec), "{f:?}");
+        assert!(
+            std::fs::metadata(file).is_ok_and(|m| m.len() > 0),
+            "the segment exists: {f:?}"
+        );
+        let secs: f64 = f[3].parse().unwrap();
+        assert!((0.5..2.5).contains(&secs), "{f:?}");
+    }
+    let down = &seen("push_down")[0];
+    assert_eq!(
+        (down[1].as_str(), down[4].as_str()),
+        ("video", "nowhere"),
+        "{down:?}"
+    );
+    assert!(!down[5].is_empty(), "a reason: {down:?}");
+    // Once per outage, however many reconnections fail.
+    assert!(
+        d.wait_log_count("Output failed", 3, Duration::from_secs(15)),
+        "the push keeps failing:\n{}",
+        d.log()
+    );
+    assert_eq!(seen("push_down").len(), 1, "{:?}", lines(&log));
 }

@@ -97,7 +97,12 @@ fn an_nvr_discovers_adds_and_plays_the_camera() {
     let d = start(&dir, udp);
 
     // Discovery: a unicast probe over loopback, through the library's own client.
+    let t0 = std::time::Instant::now();
     let found = client(&["discover", &udp.to_string()]);
+    eprintln!(
+        "discovery (3 s listening window included) took {:?}",
+        t0.elapsed()
+    );
     let services = found["services"].as_array().unwrap();
     assert_eq!(services.len(), 1, "exactly this device answers: {found}");
     let s = &services[0];
@@ -131,7 +136,12 @@ fn an_nvr_discovers_adds_and_plays_the_camera() {
 
     // The device and media services, as an NVR reads them.
     let port = d.http_port.to_string();
+    let t0 = std::time::Instant::now();
     let m = client(&["media", "127.0.0.1", &port, USER, PASSWORD]);
+    eprintln!(
+        "onvif-zeep session (WSDL load, 8 calls) took {:?}",
+        t0.elapsed()
+    );
     assert_eq!(m["manufacturer"], "camstream", "{m}");
     assert_eq!(m["model"], "pi-cm4", "{m}");
     assert_eq!(m["sources"], serde_json::json!(["source_video"]), "{m}");
