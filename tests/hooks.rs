@@ -383,3 +383,64 @@ run = ["sh", "-c", '{record}']
     );
     assert_eq!(seen("push_down").len(), 1, "{:?}", lines(&log));
 }
+
+#[test]
+fn a_push_that_comes_back_runs_push_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("events.log");
+    let record = format!(
+        "echo \"$CAMSTREAM_EVENT $CAMSTREAM_STREAM $CAMSTREAM_PUSH\" >> {}",
+        log.display()
+    );
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("camstream.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[[push]]
+name = "ground"
+url = "srt://127.0.0.1:{port}?latency=120"
+initial_backoff_ms = 200
+max_backoff_ms = 1000
+
+[[hooks]]
+on = "push_down"
+run = ["sh", "-c", '{record}']
+
+[[hooks]]
+on = "push_up"
+run = ["sh", "-c", '{record}']
+"#
+        ),
+    )
+    .unwrap();
+    let d = daemon().arg("--config").arg(config.display()).start();
+    assert!(
+        wait_until(Duration::from_secs(20), || !lines(&log).is_empty()),
+        "no push_down:\n{}",
+        d.log()
+    );
+    // The receiver comes up: an SRT listener (srt-tools), output thrown away.
+    let mut listener = std::process::Command::new("srt-live-transmit")
+        .arg(format!("srt://127.0.0.1:{port}?mode=listener"))
+        .arg("file://con")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("srt-live-transmit runs (srt-tools, scripts/setup.sh --test)");
+    let up = wait_until(Duration::from_secs(30), || lines(&log).len() >= 2);
+    let _ = listener.kill();
+    let _ = listener.wait();
+    assert!(up, "no push_up: {:?}\n{}", lines(&log), d.log());
+    assert_eq!(
+        lines(&log)[..2],
+        ["push_down video ground", "push_up video ground"],
+        "{:?}",
+        lines(&log)
+    );
+}
