@@ -183,6 +183,36 @@ impl Metrics {
             LOG_LINES_DROPPED,
             "Log lines dropped because stderr was gone, failing or not keeping up"
         );
+        describe_counter!(EVENTS, "Events published on the event bus, by event");
+        describe_counter!(
+            HOOK_RUNS,
+            "Hook runs that ended, by event, kind (run, webhook) and result (ok, failed, timeout)"
+        );
+        describe_gauge!(HOOKS_RUNNING, "Hook runs in progress");
+        describe_counter!(
+            HOOK_EVENTS_MISSED,
+            "Events the hooks never saw because they fell too far behind"
+        );
+        describe_counter!(
+            ANALYSIS_REQUESTS,
+            "Frame analysis rounds, by result (ok, failed, no_picture)"
+        );
+        describe_gauge!(
+            ANALYSIS_DURATION,
+            "Seconds the last answered analysis request took"
+        );
+        describe_gauge!(
+            ANALYSIS_LAST_SUCCESS,
+            "Unix time of the last analysis answer (0: none yet)"
+        );
+        describe_counter!(
+            ONVIF_REQUESTS,
+            "ONVIF SOAP requests, by service, operation and result (ok, fault, unauthorized)"
+        );
+        describe_counter!(
+            ONVIF_PROBES,
+            "WS-Discovery probes answered with a ProbeMatch"
+        );
         crate::telemetry::count_drops_in(metrics::counter!(LOG_LINES_DROPPED));
         Metrics {
             connections: metrics::counter!(CONNECTIONS),

@@ -236,6 +236,14 @@ run = ["sh", "-c", 'echo "$CAMSTREAM_STREAM|$CAMSTREAM_MODEL|$CAMSTREAM_ANSWER" 
             .unwrap_or(0.0)
             > 1.7e9
     );
+    assert!(
+        wait_until(Duration::from_secs(10), || d
+            .metric("camstream_hooks_runs_total{event=\"analysis\",kind=\"run\",result=\"ok\"}")
+            .unwrap_or(0.0)
+            >= 1.0),
+        "the analysis hook's run is counted"
+    );
+    promtool_accepts(&d.get("/metrics").text());
     // One request at a time, one interval apart at least.
     assert_eq!(max_in_flight.load(Ordering::SeqCst), 1);
     let at = seen.lock().unwrap().at.clone();
@@ -308,5 +316,27 @@ fn a_slow_endpoint_times_out_one_request_at_a_time() {
         max_in_flight.load(Ordering::SeqCst),
         1,
         "one request in flight"
+    );
+}
+
+/// Fails unless promtool (Debian package prometheus) accepts the exposition.
+fn promtool_accepts(text: &str) {
+    use std::io::Write;
+    let out = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(text.as_bytes())?;
+            c.wait_with_output()
+        })
+        .expect("promtool runs (install the prometheus package)");
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
 }
