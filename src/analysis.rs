@@ -220,6 +220,43 @@ async fn round(
     Ok((text.trim().to_string(), (jpeg.width, jpeg.height)))
 }
 
+/// `camstream check` line for `[analysis]`, as `(ok, what, detail)`: the server is connected to
+/// (1 s), no request is sent.
+pub fn check(c: &AnalysisConfig) -> Option<(bool, String, String)> {
+    use std::net::ToSocketAddrs;
+    if !c.enabled {
+        return None;
+    }
+    let what = "analysis endpoint".to_string();
+    let addr = c
+        .url
+        .strip_prefix("http://")
+        .and_then(|r| r.split('/').next())
+        .map(|h| {
+            if h.contains(':') {
+                h.to_string()
+            } else {
+                format!("{h}:80")
+            }
+        });
+    let reachable = addr
+        .as_deref()
+        .and_then(|a| a.to_socket_addrs().ok()?.next())
+        .map(|sa| std::net::TcpStream::connect_timeout(&sa, Duration::from_secs(1)));
+    Some(match reachable {
+        Some(Ok(_)) => (true, what, format!("{} answers", c.url)),
+        Some(Err(e)) => (
+            false,
+            what,
+            format!(
+                "{} is not reachable now ({e}); the daemon retries with backoff",
+                c.url
+            ),
+        ),
+        None => (false, what, format!("{} does not resolve", c.url)),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,11 +42,11 @@ pub fn run(config: &Config) -> bool {
             detail: c.detail,
         }));
     }
-    findings.extend(
-        crate::hooks::check(config)
-            .into_iter()
-            .map(|(ok, what, detail)| Finding { ok, what, detail }),
-    );
+    let nvr = crate::hooks::check(&config.hooks)
+        .into_iter()
+        .chain(crate::analysis::check(&config.analysis))
+        .chain(crate::output::onvif::discovery::check(&config.onvif));
+    findings.extend(nvr.map(|(ok, what, detail)| Finding { ok, what, detail }));
     println!("# Checks");
     for f in &findings {
         let mark = if f.ok { "ok  " } else { "FAIL" };

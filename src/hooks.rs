@@ -206,12 +206,11 @@ fn resolve_program(program: &str) -> Option<std::path::PathBuf> {
     })
 }
 
-/// `camstream check` lines for `[[hooks]]`, `[analysis]` and `[onvif]`: `(ok, what, detail)`.
-/// Hook programs are looked up, the analysis endpoint is connected to (1 s), the discovery
-/// port is bound; no request is sent.
-pub fn check(config: &crate::config::Config) -> Vec<(bool, String, String)> {
+/// `camstream check` lines for `[[hooks]]`, as `(ok, what, detail)`: each program is looked up
+/// (nothing is run).
+pub fn check(hooks: &[HookConfig]) -> Vec<(bool, String, String)> {
     let mut out = Vec::new();
-    for (i, h) in config.hooks.iter().enumerate() {
+    for (i, h) in hooks.iter().enumerate() {
         let on = h.on.map_or("?", HookEvent::as_str);
         let what = format!("hooks[{i}] ({on})");
         if let Some(program) = h.run.first() {
@@ -226,58 +225,6 @@ pub fn check(config: &crate::config::Config) -> Vec<(bool, String, String)> {
         } else {
             out.push((true, what, format!("POSTs to {}", h.webhook)));
         }
-    }
-    let a = &config.analysis;
-    if a.enabled {
-        let addr = a
-            .url
-            .strip_prefix("http://")
-            .and_then(|r| r.split('/').next())
-            .map(|h| {
-                if h.contains(':') {
-                    h.to_string()
-                } else {
-                    format!("{h}:80")
-                }
-            });
-        use std::net::ToSocketAddrs;
-        let reachable = addr
-            .as_deref()
-            .and_then(|a| a.to_socket_addrs().ok()?.next())
-            .map(|sa| std::net::TcpStream::connect_timeout(&sa, Duration::from_secs(1)));
-        out.push(match reachable {
-            Some(Ok(_)) => (
-                true,
-                "analysis endpoint".into(),
-                format!("{} answers", a.url),
-            ),
-            Some(Err(e)) => (
-                false,
-                "analysis endpoint".into(),
-                format!(
-                    "{} is not reachable now ({e}); the daemon retries with backoff",
-                    a.url
-                ),
-            ),
-            None => (
-                false,
-                "analysis endpoint".into(),
-                format!("{} does not resolve", a.url),
-            ),
-        });
-    }
-    let o = &config.onvif;
-    if o.enabled && o.discovery {
-        out.push(
-            match crate::output::onvif::discovery::check(o.discovery_port) {
-                Ok(()) => (
-                    true,
-                    "onvif discovery".into(),
-                    format!("UDP port {} can be bound", o.discovery_port),
-                ),
-                Err(e) => (false, "onvif discovery".into(), e.to_string()),
-            },
-        );
     }
     out
 }

@@ -217,11 +217,18 @@ fn bind(port: u16) -> std::io::Result<(std::net::UdpSocket, bool)> {
     Ok((s.into(), joined))
 }
 
-/// Whether discovery could listen on UDP `port` now (for `camstream check`).
-pub fn check(port: u16) -> Result<(), DiscoveryError> {
-    bind(port)
-        .map(drop)
-        .map_err(|source| DiscoveryError { port, source })
+/// `camstream check` line for `[onvif]` discovery, as `(ok, what, detail)`: whether it could
+/// listen on its UDP port now.
+pub fn check(c: &crate::config::OnvifConfig) -> Option<(bool, String, String)> {
+    if !(c.enabled && c.discovery) {
+        return None;
+    }
+    let port = c.discovery_port;
+    let what = "onvif discovery".to_string();
+    Some(match bind(port) {
+        Ok(_) => (true, what, format!("UDP port {port} can be bound")),
+        Err(source) => (false, what, DiscoveryError { port, source }.to_string()),
+    })
 }
 
 /// Starts discovery on UDP `port`, advertising the services on `http_address` (`0.0.0.0`: the
