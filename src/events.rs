@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::config::HookEvent;
 use crate::metrics::names;
-use crate::stream::status::{HasHealth, RestartReason, State, unix_now};
+use crate::stream::status::{HasHealth, LastError, RestartReason, State, unix_now};
 
 /// Events kept for a listener that falls behind; older ones are dropped (and counted there).
 const CAPACITY: usize = 256;
@@ -119,22 +119,42 @@ enum Transition {
     Up,
 }
 
-/// Folds one health observation into `down` (whether the last event said down); returns the
-/// event to publish, if any. A reconfiguration is not a failure and publishes nothing.
-fn transition(down: &mut bool, state: &State, last_message: Option<&str>) -> Option<Transition> {
+/// What a follower remembers between observations.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Whether the last event published said down.
+    down: bool,
+    /// The last failure already accounted for.
+    error: Option<LastError>,
+}
+
+/// Folds one health observation into `seen`; returns the events to publish. A reconfiguration
+/// is not a failure and publishes nothing. The watch keeps only the newest state, so a whole
+/// outage can fall between two looks (a busy machine, a very short backoff): a failure the
+/// follower never saw in backoff still publishes down, then up.
+fn transition(seen: &mut Seen, state: &State, error: Option<&LastError>) -> Vec<Transition> {
+    let new_failure = error.is_some() && error != seen.error.as_ref();
+    if new_failure {
+        seen.error = error.cloned();
+    }
+    let down_from = |e: Option<&LastError>, reason: RestartReason| Transition::Down {
+        reason,
+        message: e.map(|e| e.message.clone()).unwrap_or_default(),
+    };
     match state {
-        State::Backoff { reason, .. } if *reason != RestartReason::Reconfigure && !*down => {
-            *down = true;
-            Some(Transition::Down {
-                reason: *reason,
-                message: last_message.unwrap_or_default().to_string(),
-            })
+        State::Backoff { reason, .. } if *reason != RestartReason::Reconfigure && !seen.down => {
+            seen.down = true;
+            vec![down_from(error, *reason)]
         }
-        State::Streaming if *down => {
-            *down = false;
-            Some(Transition::Up)
+        State::Streaming if seen.down => {
+            seen.down = false;
+            vec![Transition::Up]
         }
-        _ => None,
+        State::Streaming if new_failure => {
+            let reason = error.map_or(RestartReason::Error, |e| e.reason);
+            vec![down_from(error, reason), Transition::Up]
+        }
+        _ => Vec::new(),
     }
 }
 
@@ -148,18 +168,14 @@ pub fn follow<T: HasHealth + Send + Sync + 'static>(
     cancel: CancellationToken,
 ) {
     tokio::spawn(async move {
-        let mut down = false;
+        let mut seen = Seen::default();
         loop {
-            let seen = {
+            let transitions = {
                 let h = health.borrow_and_update();
                 let h = h.health();
-                transition(
-                    &mut down,
-                    &h.state,
-                    h.last_error.as_ref().map(|e| e.message.as_str()),
-                )
+                transition(&mut seen, &h.state, h.last_error.as_ref())
             };
-            if let Some(t) = seen {
+            for t in transitions {
                 let mut e = match t {
                     Transition::Down { reason, message } => Event::new(down_kind, &stream)
                         .with("reason", reason.as_str())
@@ -189,37 +205,60 @@ mod tests {
         }
     }
 
+    fn failure(reason: RestartReason, at: u64) -> LastError {
+        LastError {
+            reason,
+            message: format!("failed at {at}"),
+            at_unix: at,
+        }
+    }
+
     #[test]
     fn down_then_up_once_each() {
-        let mut down = false;
-        assert_eq!(transition(&mut down, &State::Starting, None), None);
-        assert_eq!(
-            transition(&mut down, &State::Streaming, None),
-            None,
+        let mut s = Seen::default();
+        assert!(transition(&mut s, &State::Starting, None).is_empty());
+        assert!(
+            transition(&mut s, &State::Streaming, None).is_empty(),
             "the first start is not an up"
         );
-        let d = transition(&mut down, &backoff(RestartReason::Stall), Some("no frame"));
+        let e1 = failure(RestartReason::Stall, 1);
         assert_eq!(
-            d,
-            Some(Transition::Down {
+            transition(&mut s, &backoff(RestartReason::Stall), Some(&e1)),
+            [Transition::Down {
                 reason: RestartReason::Stall,
-                message: "no frame".into()
-            })
+                message: "failed at 1".into()
+            }]
         );
-        assert_eq!(
-            transition(&mut down, &backoff(RestartReason::Error), None),
-            None,
+        let e2 = failure(RestartReason::Error, 2);
+        assert!(
+            transition(&mut s, &backoff(RestartReason::Error), Some(&e2)).is_empty(),
             "still down"
         );
-        assert_eq!(transition(&mut down, &State::Starting, None), None);
+        assert!(transition(&mut s, &State::Starting, Some(&e2)).is_empty());
         assert_eq!(
-            transition(&mut down, &State::Streaming, None),
-            Some(Transition::Up)
+            transition(&mut s, &State::Streaming, Some(&e2)),
+            [Transition::Up]
         );
+        assert!(transition(&mut s, &backoff(RestartReason::Reconfigure), Some(&e2)).is_empty());
+        assert!(transition(&mut s, &State::Streaming, Some(&e2)).is_empty());
+    }
+
+    #[test]
+    fn an_outage_between_two_looks_is_still_down_then_up() {
+        let mut s = Seen::default();
+        assert!(transition(&mut s, &State::Streaming, None).is_empty());
+        let e = failure(RestartReason::Eos, 5);
         assert_eq!(
-            transition(&mut down, &backoff(RestartReason::Reconfigure), None),
-            None
+            transition(&mut s, &State::Streaming, Some(&e)),
+            [
+                Transition::Down {
+                    reason: RestartReason::Eos,
+                    message: "failed at 5".into()
+                },
+                Transition::Up
+            ]
         );
+        assert!(transition(&mut s, &State::Streaming, Some(&e)).is_empty());
     }
 
     #[test]
