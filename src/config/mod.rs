@@ -17,6 +17,7 @@ use figment::Figment;
 use figment::providers::Serialized;
 
 pub mod h264;
+pub mod image;
 mod layers;
 mod legacy;
 pub mod push_url;
@@ -206,6 +207,7 @@ impl Config {
             renditions: self.renditions.clone(),
             record: self.record.clone(),
             push: self.push.clone(),
+            image: self.image.clone(),
         };
         if self.streams.is_empty() {
             return Ok(vec![base]);

@@ -6,6 +6,8 @@ use std::net::IpAddr;
 use figment::value::Value;
 use serde::{Deserialize, Serialize};
 
+pub use super::image::ImageConfig;
+
 /// Everything camstream can be told.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -39,6 +41,9 @@ pub struct Config {
     pub record: RecordConfig,
     /// Restreams of the flat form's stream, as `[[push]]` tables. Default none.
     pub push: Vec<PushConfig>,
+    /// Picture controls of the flat form's stream (and the default of every `[[streams]]`
+    /// entry).
+    pub image: ImageConfig,
 }
 
 /// One camera: where its pictures come from, how it is encoded, and where it is served.
@@ -65,6 +70,8 @@ pub struct StreamConfig {
     pub record: RecordConfig,
     /// Restreams to servers and ground stations, as `[[streams.push]]`. Default none.
     pub push: Vec<PushConfig>,
+    /// Picture controls (`[streams.image]`).
+    pub image: ImageConfig,
 }
 
 impl Default for StreamConfig {
@@ -80,6 +87,7 @@ impl Default for StreamConfig {
             renditions: Vec::new(),
             record: RecordConfig::default(),
             push: Vec::new(),
+            image: ImageConfig::default(),
         }
     }
 }

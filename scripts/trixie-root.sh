@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Makes (or reuses) a minimal Debian 13 "trixie" root at target/trixie-root and installs the
+# packages given as arguments inside it, e.g.
+#   scripts/trixie-root.sh gstreamer1.0-tools gstreamer1.0-libcamera
+# Idempotent: an existing root is reused and only missing packages are installed. /proc, /sys
+# and /dev are mounted only while apt runs and unmounted again, so the root stays a plain
+# directory that other checks (the Debian package tests) can chroot into.
+# Needs root and debootstrap (scripts/setup.sh --test installs it).
+set -euo pipefail
+
+root_dir="$(cd "$(dirname "$0")/.." && pwd)/target/trixie-root"
+mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "trixie-root: must run as root (debootstrap and chroot)" >&2
+  exit 1
+fi
+if ! command -v debootstrap >/dev/null 2>&1; then
+  echo "trixie-root: debootstrap is not installed (scripts/setup.sh --test installs it)" >&2
+  exit 1
+fi
+
+mkdir -p "$(dirname "$root_dir")"
+# One run at a time: tests of several binaries may ask for the root in parallel.
+exec 9>"$(dirname "$root_dir")/trixie-root.lock"
+flock -w 900 9 || { echo "trixie-root: another run holds the lock" >&2; exit 1; }
+
+if [ ! -x "$root_dir/usr/bin/apt-get" ] || [ ! -f "$root_dir/.camstream-bootstrapped" ]; then
+  echo "trixie-root: creating $root_dir (debootstrap --variant=minbase trixie)"
+  rm -rf "$root_dir"
+  debootstrap --variant=minbase trixie "$root_dir" "$mirror" >"$root_dir.debootstrap.log" 2>&1 || {
+    echo "trixie-root: debootstrap failed; log: $root_dir.debootstrap.log" >&2
+    tail -20 "$root_dir.debootstrap.log" >&2
+    exit 1
+  }
+  touch "$root_dir/.camstream-bootstrapped"
+fi
+
+[ $# -eq 0 ] && exit 0
+
+missing=()
+for p in "$@"; do
+  chroot "$root_dir" dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+mounted=()
+cleanup() {
+  for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do
+    umount -l "${mounted[$i]}" 2>/dev/null || true
+  done
+}
+trap cleanup EXIT
+for fs in proc sys dev; do
+  if ! mountpoint -q "$root_dir/$fs"; then
+    case $fs in
+      proc) mount -t proc proc "$root_dir/proc" ;;
+      sys) mount -t sysfs sys "$root_dir/sys" ;;
+      dev) mount --bind /dev "$root_dir/dev" ;;
+    esac
+    mounted+=("$root_dir/$fs")
+  fi
+done
+cp -L /etc/resolv.conf "$root_dir/etc/resolv.conf" 2>/dev/null || true
+echo "trixie-root: installing ${missing[*]}"
+chroot "$root_dir" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+chroot "$root_dir" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+chroot "$root_dir" apt-get clean
