@@ -64,3 +64,78 @@ pub fn apply(pipeline: &gst::Pipeline, plan: &Plan) -> Result<(), String> {
     }
     software::apply(pipeline, plan)
 }
+
+/// The range of a setting, as the controls API shows it.
+pub fn range_of(setting: &str) -> serde_json::Value {
+    use serde_json::json;
+    match setting {
+        "hflip" | "vflip" | "hdr" => json!({ "type": "bool" }),
+        "rotation" => json!({ "type": "enum", "values": [0, 90, 180, 270] }),
+        "brightness" => json!({ "type": "float", "min": -1.0, "max": 1.0 }),
+        "contrast" | "saturation" | "sharpness" => {
+            json!({ "type": "float", "min": 0.0, "max": 16.0, "software_max": 2.0 })
+        }
+        "exposure" => json!({ "type": "enum", "values": ["auto", "short", "long", "manual"] }),
+        "shutter_us" => json!({ "type": "int", "min": 0, "max": 10_000_000, "auto": 0 }),
+        "gain" => json!({ "type": "float", "min": 1.0, "max": 64.0, "auto": 0.0 }),
+        "ev" => json!({ "type": "float", "min": -10.0, "max": 10.0 }),
+        "metering" => json!({ "type": "enum", "values": ["centre", "spot", "matrix"] }),
+        "awb" => json!({ "type": "enum", "values": [
+            "auto", "incandescent", "tungsten", "fluorescent", "indoor", "daylight", "cloudy"
+        ] }),
+        "awb_gains" => {
+            json!({ "type": "[float, float]", "min": 0.0, "max": 32.0, "auto": [0.0, 0.0] })
+        }
+        "denoise" => json!({ "type": "enum", "values": ["auto", "off", "fast", "high_quality"] }),
+        "af_mode" => {
+            json!({ "type": "enum", "values": ["manual", "auto", "continuous"], "unset": null })
+        }
+        "af_range" => {
+            json!({ "type": "enum", "values": ["normal", "macro", "full"], "unset": null })
+        }
+        "lens_position" => json!({ "type": "float", "min": 0.0, "max": 32.0, "unset": null }),
+        "flicker_period" => json!({ "type": "int", "min": 100, "max": 1_000_000, "off": 0 }),
+        "roi" => json!({ "type": "[x, y, w, h]", "min": 0.0, "max": 1.0 }),
+        "sensor_mode" | "tuning_file" => json!({ "type": "string" }),
+        "overlay" => json!({ "type": "object", "fields": {
+            "text": "strftime text, empty = off",
+            "position": ["top-left", "top", "top-right", "bottom-left", "bottom", "bottom-right"],
+            "font_size": { "min": 6, "max": 200 }
+        } }),
+        _ => serde_json::Value::Null,
+    }
+}
+
+/// Every image setting with its range, default, current value, and what carries it on this
+/// source (`backend`, `live`), or why nothing can (`unsupported`). `caps` is `None` until the
+/// camera has been opened once.
+pub fn controls(
+    cfg: &crate::config::image::ImageConfig,
+    caps: Option<&Caps>,
+) -> Vec<serde_json::Value> {
+    let defaults = crate::config::image::ImageConfig::default();
+    plan::SETTINGS
+        .iter()
+        .map(|s| {
+            let mut v = serde_json::json!({
+                "name": s,
+                "range": range_of(s),
+                "default": plan::value_of(s, &defaults),
+                "value": plan::value_of(s, cfg),
+                "set": plan::is_set(s, cfg),
+            });
+            match caps.map(|c| plan::carrier(s, c)) {
+                Some(Ok((backend, live))) => {
+                    v["backend"] = backend.as_str().into();
+                    v["live"] = live.into();
+                }
+                Some(Err(why)) => {
+                    v["backend"] = serde_json::Value::Null;
+                    v["unsupported"] = why.into();
+                }
+                None => v["backend"] = serde_json::Value::Null,
+            }
+            v
+        })
+        .collect()
+}
