@@ -240,6 +240,11 @@ fn range(key: &str, v: f64, lo: f64, hi: f64) -> Result<(), ConfigError> {
 }
 
 impl ImageConfig {
+    /// Whether the rotation is a quarter turn, so the stream is height × width.
+    pub fn swaps_dimensions(&self) -> bool {
+        self.rotation % 180 == 90
+    }
+
     /// Whether the region of interest is the whole picture.
     pub fn roi_is_full(&self) -> bool {
         self.roi == [0.0, 0.0, 1.0, 1.0]

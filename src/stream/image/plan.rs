@@ -493,9 +493,12 @@ impl Plan {
     /// the same elements, the same backend for every setting, the same picture size, and no
     /// change to a setting that is restart-only.
     pub fn live_to(&self, new: &Plan, old_cfg: &ImageConfig, new_cfg: &ImageConfig) -> bool {
+        // The software flip and balance elements are always in the pipeline, so only the
+        // camera's settings must keep their carriers.
         let carriers = |p: &Plan| {
             p.uses
                 .iter()
+                .filter(|u| u.backend != Backend::Software)
                 .map(|u| (u.setting, u.backend))
                 .collect::<Vec<_>>()
         };
@@ -590,6 +593,13 @@ mod tests {
             ..cfg.clone()
         };
         assert!(!p.live_to(&plan(&turned, &caps).unwrap(), &cfg, &turned));
+        let plain = ImageConfig::default();
+        assert!(p.live_to(&plan(&plain, &caps).unwrap(), &cfg, &plain));
+        let zoomed = ImageConfig {
+            roi: [0.0, 0.0, 0.5, 0.5],
+            ..cfg.clone()
+        };
+        assert!(!p.live_to(&plan(&zoomed, &caps).unwrap(), &cfg, &zoomed));
     }
 
     #[test]
