@@ -122,6 +122,21 @@ pub fn specs_of(element: &gst::Element) -> Vec<PropSpec> {
                     min: i.minimum().into(),
                     max: i.maximum().into(),
                 }
+            } else if let Some(i) = p.downcast_ref::<glib::ParamSpecUInt>() {
+                PropKind::Int {
+                    min: i.minimum().into(),
+                    max: i.maximum().into(),
+                }
+            } else if let Some(i) = p.downcast_ref::<glib::ParamSpecInt64>() {
+                PropKind::Int {
+                    min: i.minimum(),
+                    max: i.maximum(),
+                }
+            } else if let Some(i) = p.downcast_ref::<glib::ParamSpecUInt64>() {
+                PropKind::Int {
+                    min: i64::try_from(i.minimum()).unwrap_or(i64::MAX),
+                    max: i64::try_from(i.maximum()).unwrap_or(i64::MAX),
+                }
             } else if let Some(f) = p.downcast_ref::<glib::ParamSpecFloat>() {
                 PropKind::Float {
                     min: f.minimum().into(),
@@ -158,6 +173,106 @@ pub fn specs_of(element: &gst::Element) -> Vec<PropSpec> {
             }
         })
         .collect()
+}
+
+/// Reads the property specs from `gst-inspect-1.0 ELEMENT` output, for an element that cannot
+/// be loaded in this process (another release's, inside a chroot).
+pub fn parse_inspect(text: &str) -> Vec<PropSpec> {
+    let mut out: Vec<PropSpec> = Vec::new();
+    let mut in_props = false;
+    for line in text.lines() {
+        if line.starts_with("Element Properties:") {
+            in_props = true;
+            continue;
+        }
+        if !in_props {
+            continue;
+        }
+        if !line.is_empty() && !line.starts_with(' ') {
+            break;
+        }
+        let body = line.trim_start();
+        let indent = line.len() - body.len();
+        if indent == 2 {
+            if let Some((name, _)) = body.split_once(':') {
+                out.push(PropSpec {
+                    name: name.trim().to_string(),
+                    kind: PropKind::Other,
+                    live: false,
+                });
+            }
+            continue;
+        }
+        let Some(p) = out.last_mut() else { continue };
+        if let Some(flags) = body.strip_prefix("flags:") {
+            p.live = flags.contains("controllable")
+                || flags.contains("changeable in NULL, READY, PAUSED or PLAYING state");
+        } else if body.starts_with('(') && matches!(p.kind, PropKind::Enum(_)) {
+            // "(1): short            - Exposure mode allowing ..."
+            if let (PropKind::Enum(nicks), Some((_, rest))) = (&mut p.kind, body.split_once(':')) {
+                if let Some(nick) = rest.split_whitespace().next() {
+                    nicks.push(nick.to_string());
+                }
+            }
+        } else if p.kind == PropKind::Other {
+            p.kind = kind_of_line(body);
+        }
+    }
+    out
+}
+
+fn kind_of_line(body: &str) -> PropKind {
+    let range = || {
+        let r = body.split("Range:").nth(1)?;
+        let r = r.split("Default:").next()?;
+        let (a, b) = r.split_once(" - ")?;
+        Some((a.trim().to_string(), b.trim().to_string()))
+    };
+    let int = || {
+        let (a, b) = range()?;
+        let clamp = |v: &str| {
+            v.parse::<i128>()
+                .ok()
+                .map(|v| v.clamp(i64::MIN.into(), i64::MAX.into()) as i64)
+        };
+        Some(PropKind::Int {
+            min: clamp(&a)?,
+            max: clamp(&b)?,
+        })
+    };
+    let float = || {
+        let (a, b) = range()?;
+        Some(PropKind::Float {
+            min: a.parse().ok()?,
+            max: b.parse().ok()?,
+        })
+    };
+    let kind = if body.starts_with("Boolean") {
+        Some(PropKind::Bool)
+    } else if body.starts_with("Integer")
+        || body.starts_with("Unsigned Integer")
+        || body.starts_with("Long")
+        || body.starts_with("Unsigned Long")
+    {
+        int()
+    } else if body.starts_with("Float") || body.starts_with("Double") {
+        float()
+    } else if body.starts_with("Enum ") {
+        Some(PropKind::Enum(Vec::new()))
+    } else if body.starts_with("String") {
+        Some(PropKind::String)
+    } else if body.starts_with("GstValueArray of GValues of type") {
+        if body.contains("\"gfloat\"") || body.contains("\"gdouble\"") {
+            Some(PropKind::FloatArray)
+        } else if body.contains("\"gint\"") || body.contains("\"gint64\"") {
+            Some(PropKind::IntArray)
+        } else {
+            None
+        }
+    } else {
+        None
+    };
+    kind.unwrap_or(PropKind::Other)
 }
 
 /// Property specs of the installed `libcamerasrc`; empty when it is not installed.
