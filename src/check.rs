@@ -194,6 +194,8 @@ fn probe_stream(stream: &StreamConfig) -> Vec<Finding> {
     if !stream.renditions.is_empty() {
         out.extend(["tee", "queue", "videoscale", "videorate"].map(element));
     }
+    // Always in the capture (passthrough at defaults) so flips and balance change live.
+    out.extend(["videoflip", "videobalance"].map(element));
     out.push(match src.kind {
         SourceKind::Test => Finding {
             ok: true,
