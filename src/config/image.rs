@@ -174,11 +174,14 @@ pub struct ImageConfig {
     /// Noise reduction. Default `auto`.
     pub denoise: Denoise,
     /// Autofocus mode. Default unset: the camera's.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub af_mode: Option<AfMode>,
     /// Autofocus range. Default unset: the camera's.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub af_range: Option<AfRange>,
     /// Lens position in dioptres (1 / distance in m; 0 = infinity), 0 to 32, used with
     /// `af_mode = "manual"`. Default unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub lens_position: Option<f64>,
     /// High dynamic range. Default false.
     pub hdr: bool,
@@ -380,6 +383,8 @@ mod tests {
             ..Default::default()
         });
         assert!(msg.contains("image.gain = 0.5"), "{msg}");
+        // Unset options are left out, so the effective configuration prints as TOML.
+        assert!(toml::to_string(&ImageConfig::default()).is_ok());
         ImageConfig {
             roi: [0.25, 0.25, 0.5, 0.5],
             rotation: 270,
@@ -388,5 +393,13 @@ mod tests {
         }
         .validate("image.")
         .unwrap();
+    }
+
+    #[test]
+    fn the_sample_file_lists_the_defaults() {
+        let text = include_str!("../../config/camstream.toml");
+        let file: toml::Value = toml::from_str(text).unwrap();
+        let image: ImageConfig = file["image"].clone().try_into().unwrap();
+        assert_eq!(image, ImageConfig::default());
     }
 }
