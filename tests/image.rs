@@ -197,6 +197,14 @@ fn rotation_90_makes_the_stream_h_by_w_with_bars_running_down() {
     );
     let p = snapshot(&d);
     assert_eq!((p.width, p.height), (240, 320));
+    let status = get(&d, "/api/v1/streams/video").json();
+    assert_eq!(
+        (
+            &status["encodings"][0]["width"],
+            &status["encodings"][0]["height"]
+        ),
+        (&serde_json::json!(240), &serde_json::json!(320))
+    );
     // Turned clockwise, the bars (originally left to right) run top to bottom on the right.
     let x = p.width * 3 / 4;
     assert_eq!(bars_down(&p, x), BARS.to_vec());

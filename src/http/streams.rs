@@ -45,16 +45,24 @@ pub(super) fn describe(s: &Shared, c: &Camera) -> Value {
         _ => Value::Null,
     };
     let viewers = s.control.rtsp().viewers();
+    // A quarter turn ([image] rotation) makes the main encoding H×W.
+    let turned = config.image.swaps_dimensions();
     let encodings: Vec<Value> = c
         .encodings
         .iter()
-        .map(|e| {
+        .enumerate()
+        .map(|(i, e)| {
             let stats = e.hub.stats();
+            let (width, height) = if i == 0 && turned {
+                (e.height, e.width)
+            } else {
+                (e.width, e.height)
+            };
             json!({
                 "name": e.name,
                 "mount": e.mount,
-                "width": e.width,
-                "height": e.height,
+                "width": width,
+                "height": height,
                 "fps": e.fps,
                 "frames": {
                     "encoded": stats.frames(),
