@@ -209,10 +209,10 @@ pub fn parse_inspect(text: &str) -> Vec<PropSpec> {
                 || flags.contains("changeable in NULL, READY, PAUSED or PLAYING state");
         } else if body.starts_with('(') && matches!(p.kind, PropKind::Enum(_)) {
             // "(1): short            - Exposure mode allowing ..."
-            if let (PropKind::Enum(nicks), Some((_, rest))) = (&mut p.kind, body.split_once(':')) {
-                if let Some(nick) = rest.split_whitespace().next() {
-                    nicks.push(nick.to_string());
-                }
+            if let (PropKind::Enum(nicks), Some((_, rest))) = (&mut p.kind, body.split_once(':'))
+                && let Some(nick) = rest.split_whitespace().next()
+            {
+                nicks.push(nick.to_string());
             }
         } else if p.kind == PropKind::Other {
             p.kind = kind_of_line(body);
