@@ -25,15 +25,20 @@ mkdir -p "$(dirname "$root_dir")"
 exec 9>"$(dirname "$root_dir")/trixie-root.lock"
 flock -w 900 9 || { echo "trixie-root: another run holds the lock" >&2; exit 1; }
 
-if [ ! -x "$root_dir/usr/bin/apt-get" ] || [ ! -f "$root_dir/.camstream-bootstrapped" ]; then
+# A root is reused when its apt-get exists (the same test as deploy/deb/verify.sh, which reuses
+# this root for the package checks).
+if [ ! -x "$root_dir/usr/bin/apt-get" ]; then
   echo "trixie-root: creating $root_dir (debootstrap --variant=minbase trixie)"
   rm -rf "$root_dir"
-  debootstrap --variant=minbase trixie "$root_dir" "$mirror" >"$root_dir.debootstrap.log" 2>&1 || {
+  if [ -z "${DEBIAN_MIRROR:-}" ]; then
+    from_sources=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)
+    mirror=${from_sources:-$mirror}
+  fi
+  timeout 900 debootstrap --variant=minbase trixie "$root_dir" "$mirror" >"$root_dir.debootstrap.log" 2>&1 || {
     echo "trixie-root: debootstrap failed; log: $root_dir.debootstrap.log" >&2
     tail -20 "$root_dir.debootstrap.log" >&2
     exit 1
   }
-  touch "$root_dir/.camstream-bootstrapped"
 fi
 
 [ $# -eq 0 ] && exit 0
@@ -51,18 +56,20 @@ cleanup() {
   done
 }
 trap cleanup EXIT
-for fs in proc sys dev; do
+for fs in proc sys dev dev/pts; do
   if ! mountpoint -q "$root_dir/$fs"; then
     case $fs in
       proc) mount -t proc proc "$root_dir/proc" ;;
       sys) mount -t sysfs sys "$root_dir/sys" ;;
-      dev) mount --bind /dev "$root_dir/dev" ;;
+      *) mount --bind "/$fs" "$root_dir/$fs" ;;
     esac
     mounted+=("$root_dir/$fs")
   fi
 done
 cp -L /etc/resolv.conf "$root_dir/etc/resolv.conf" 2>/dev/null || true
 echo "trixie-root: installing ${missing[*]}"
-chroot "$root_dir" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-chroot "$root_dir" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# The package checks may run apt in the same root: wait for its lock rather than fail.
+apt=(chroot "$root_dir" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300)
+"${apt[@]}" update -qq
+"${apt[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 chroot "$root_dir" apt-get clean
