@@ -467,3 +467,58 @@ fn controls_api_lists_each_setting_and_refuses_what_the_source_cannot_do() {
         270
     );
 }
+
+/// `camstream check` and the start of the daemon, for a source whose abilities are known.
+fn run(args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(common::BIN)
+        .args(args)
+        .args(["--set", "rtsp.port=0", "--set", "http.port=0"])
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("camstream runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+#[test]
+fn check_warns_on_software_and_fails_what_nothing_can_do() {
+    let base = [
+        "check",
+        "--set",
+        "source.kind=test",
+        "--set",
+        "encoder.kind=x264",
+        "--set",
+        "video.width=320",
+        "--set",
+        "video.height=240",
+    ];
+    let (code, out) = run(&[&base[..], &["--set", "image.rotation=90"]].concat());
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("warn video: image: software fallback: rotation by software"),
+        "{out}"
+    );
+    let (code, out) = run(&[&base[..], &["--set", "image.awb=daylight"]].concat());
+    assert_ne!(code, Some(0), "{out}");
+    assert!(
+        out.contains("FAIL video: image: image.awb = \"daylight\" cannot be applied"),
+        "{out}"
+    );
+    // The daemon refuses to start with it, naming the setting.
+    let (code, out) = run(&[
+        "--set",
+        "source.kind=test",
+        "--set",
+        "encoder.kind=x264",
+        "--set",
+        "image.sharpness=3",
+    ]);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("image.sharpness = 3"), "{out}");
+}
