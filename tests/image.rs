@@ -263,6 +263,31 @@ fn overlay_with_seconds_changes_only_its_own_region() {
         right == 0 && below == 0,
         "rest changed: right {right}, below {below} pixels"
     );
+
+    // A fixed text, live: the corner stops changing, and the camera did not restart.
+    let restarts = get(&d, "/api/v1/streams/video").json()["restarts"].clone();
+    assert_eq!(
+        patch(&d, r#"{"image": {"overlay": {"text": "GARAGE"}}}"#)["applied"],
+        "live"
+    );
+    let t = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            snapshot(&d).changed(&b, 0, 0, 170, 50) > 40
+        }),
+        "the overlay text did not change"
+    );
+    // Past the GOP that may still hold the old text.
+    std::thread::sleep(Duration::from_millis(2500).saturating_sub(t.elapsed()));
+    let c = snapshot(&d);
+    std::thread::sleep(Duration::from_millis(2000));
+    let e = snapshot(&d);
+    let fixed = c.changed(&e, 0, 0, 170, 50);
+    assert!(fixed == 0, "a fixed overlay changed: {fixed} pixels");
+    assert_eq!(
+        get(&d, "/api/v1/streams/video").json()["restarts"],
+        restarts
+    );
 }
 
 /// An RTSP viewer that decodes to grey and keeps each frame's mean luma and arrival time.

@@ -554,6 +554,32 @@ mod tests {
     }
 
     #[test]
+    fn streams_image_inherits_the_top_level_image_key_by_key() {
+        let c = load_str(
+            "[image]\nrotation = 180\n[image.overlay]\ntext = \"%H:%M\"\n\
+             [[streams]]\nname = \"a\"\nsource = { kind = \"test\" }\n\
+             [streams.image]\nhflip = true\noverlay = { position = \"bottom\" }\n\
+             [[streams]]\nname = \"b\"\nsource = { kind = \"test\" }\n",
+            &[],
+            &[],
+        )
+        .unwrap();
+        let s = c.streams().unwrap();
+        assert!(s[0].image.hflip && s[0].image.rotation == 180);
+        assert_eq!(s[0].image.overlay.text, "%H:%M");
+        assert_eq!(s[0].image.overlay.position, image::OverlayPosition::Bottom);
+        assert!(!s[1].image.hflip && s[1].image.rotation == 180);
+        let e = load_str(
+            "[[streams]]\nname = \"a\"\n[streams.image]\nrotation = 45\n",
+            &[],
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("streams[a].image.rotation = 45"), "{e}");
+    }
+
+    #[test]
     fn streams_inherit_top_level_sections_and_refuse_mistakes() {
         let c = load_str(
             "[video]\nwidth = 640\nheight = 360\n[encoder]\nkind = \"x264\"\n\
