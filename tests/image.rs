@@ -547,3 +547,33 @@ fn check_warns_on_software_and_fails_what_nothing_can_do() {
     assert_ne!(code, Some(0), "{out}");
     assert!(out.contains("image.sharpness = 3"), "{out}");
 }
+
+#[test]
+fn sighup_applies_a_changed_image_section_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("camstream.toml");
+    std::fs::write(&path, "[image]\nhflip = false\n").unwrap();
+    let d = daemon()
+        .set("source.pattern", "smpte75")
+        .set("http.token", TOKEN)
+        .arg("--config")
+        .arg(path.display())
+        .start();
+    assert_eq!(bars_across(&snapshot(&d), 80), BARS.to_vec());
+    let restarts = get(&d, "/api/v1/streams/video").json()["restarts"].clone();
+    std::fs::write(&path, "[image]\nhflip = true\n").unwrap();
+    d.signal("HUP");
+    let mut reversed = BARS.to_vec();
+    reversed.reverse();
+    assert!(
+        wait_until(Duration::from_secs(10), || bars_across(&snapshot(&d), 80)
+            == reversed),
+        "SIGHUP did not flip the picture:\n{}",
+        d.log()
+    );
+    assert_eq!(
+        get(&d, "/api/v1/streams/video").json()["restarts"],
+        restarts
+    );
+    assert!(d.log().contains("Reconfigured live"), "{}", d.log());
+}
