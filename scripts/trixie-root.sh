@@ -45,6 +45,7 @@ fi
 
 missing=()
 for p in "$@"; do
+  # shellcheck disable=SC2016 # a dpkg-query format, not a shell expansion
   chroot "$root_dir" dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0

@@ -13,7 +13,7 @@
 #      apt, `camstream check` passes, and ffprobe outside the root reads its stream.
 #
 # Runs non-interactively as root on a fresh Debian 12 (scripts/setup.sh has run apt-get
-# update). SKIP_TRIXIE=1 skips step 4. TRIXIE_ROOT reuses a root made earlier.
+# update). SKIP_TRIXIE=1 skips step 4. The trixie root is scripts/trixie-root.sh's, reused.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -21,7 +21,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 source "$ROOT/deploy/deb/lib.sh"
 export DEBIAN_FRONTEND=noninteractive
 WORK=$ROOT/target/deb-verify
-TRIXIE_ROOT=${TRIXIE_ROOT:-$ROOT/target/trixie-root}
+TRIXIE_ROOT=$ROOT/target/trixie-root
 START=$SECONDS
 
 die() { deb_log "FAIL: $*"; exit 1; }
@@ -207,15 +207,8 @@ on_bookworm() {
 
 # --- 4. trixie root ---------------------------------------------------------------------
 on_trixie() {
-  if [[ ! -x $TRIXIE_ROOT/usr/bin/apt-get ]]; then
-    deb_log "debootstrap --variant=minbase trixie $TRIXIE_ROOT"
-    rm -rf "$TRIXIE_ROOT"
-    mkdir -p "$(dirname "$TRIXIE_ROOT")"
-    local mirror
-    mirror=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)
-    timeout 600 debootstrap --variant=minbase trixie "$TRIXIE_ROOT" "${mirror:-http://deb.debian.org/debian}" \
-        >"$WORK/debootstrap.log" 2>&1 || { tail -n 30 "$WORK/debootstrap.log" >&2; die "debootstrap trixie failed"; }
-  fi
+  # The same root the image tests check libcamerasrc in: made once, reused.
+  bash "$ROOT/scripts/trixie-root.sh" || die "could not make the trixie root"
   local m
   for m in proc dev dev/pts sys; do
     mountpoint -q "$TRIXIE_ROOT/$m" && continue
