@@ -6,6 +6,8 @@ use std::net::IpAddr;
 use figment::value::Value;
 use serde::{Deserialize, Serialize};
 
+pub use super::image::ImageConfig;
+
 /// Everything camstream can be told.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -39,6 +41,9 @@ pub struct Config {
     pub record: RecordConfig,
     /// Restreams of the flat form's stream, as `[[push]]` tables. Default none.
     pub push: Vec<PushConfig>,
+    /// Picture controls of the flat form's stream (and the default of every `[[streams]]`
+    /// entry).
+    pub image: ImageConfig,
     /// ONVIF discovery and services (docs/onvif.md).
     pub onvif: super::nvr::OnvifConfig,
     /// Commands and webhooks run on events, as `[[hooks]]` tables (docs/hooks.md). Default none.
@@ -73,6 +78,8 @@ pub struct StreamConfig {
     pub record: RecordConfig,
     /// Restreams to servers and ground stations, as `[[streams.push]]`. Default none.
     pub push: Vec<PushConfig>,
+    /// Picture controls (`[streams.image]`).
+    pub image: ImageConfig,
 }
 
 impl Default for StreamConfig {
@@ -88,6 +95,7 @@ impl Default for StreamConfig {
             renditions: Vec::new(),
             record: RecordConfig::default(),
             push: Vec::new(),
+            image: ImageConfig::default(),
         }
     }
 }

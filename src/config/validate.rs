@@ -162,6 +162,7 @@ impl StreamConfig {
             }
         }
         check_record(&format!("{prefix}record."), &self.record)?;
+        self.image.validate(&format!("{prefix}image."))?;
         super::push_url::validate_pushes(prefix, &self.push)
     }
 }

@@ -314,10 +314,15 @@ async fn snapshot(
             None => return error(StatusCode::SERVICE_UNAVAILABLE, "no stream is running"),
         },
     };
-    let Some((_, enc, snapshots)) = s.control.encoding(&name) else {
+    let Some((cam, enc, snapshots)) = s.control.encoding(&name) else {
         return error(StatusCode::NOT_FOUND, &format!("no stream named {name:?}"));
     };
-    let (sw, sh) = (enc.width, enc.height);
+    // A quarter turn ([image] rotation) makes the main encoding H×W.
+    let (sw, sh) = if enc.name == cam.name && cam.config().image.swaps_dimensions() {
+        (enc.height, enc.width)
+    } else {
+        (enc.width, enc.height)
+    };
     let width = q.width.unwrap_or(sw);
     if !(16..=sw).contains(&width) {
         return error(
