@@ -145,6 +145,29 @@ fn an_nvr_discovers_adds_and_plays_the_camera() {
     assert_eq!(m["manufacturer"], "camstream", "{m}");
     assert_eq!(m["model"], "pi-cm4", "{m}");
     assert_eq!(m["sources"], serde_json::json!(["source_video"]), "{m}");
+    assert_eq!(
+        m["services"],
+        serde_json::json!([
+            "http://www.onvif.org/ver10/device/wsdl",
+            "http://www.onvif.org/ver10/media/wsdl"
+        ]),
+        "{m}"
+    );
+    assert!(m["year"].as_i64().unwrap() >= 2024, "{m}");
+    // The host's interfaces as /sys lists them (loopback left out).
+    let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n != "lo")
+        .collect();
+    names.sort();
+    let reported: Vec<&str> = m["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["name"].as_str())
+        .collect();
+    assert_eq!(reported, names, "{m}");
     let profiles = m["profiles"].as_array().unwrap();
     assert_eq!(
         profiles.len(),

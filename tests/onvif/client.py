@@ -58,6 +58,12 @@ def media(host, port, user, password):
         print(json.dumps({"refused": str(e)}))
         return
     scopes = [s.ScopeItem for s in cam.devicemgmt.GetScopes()]
+    services = [s.Namespace for s in cam.devicemgmt.GetServices({"IncludeCapability": False})]
+    interfaces = [
+        {"name": i.Info.Name, "ipv4": [a.Address for a in (i.IPv4.Config.Manual or [])]}
+        for i in cam.devicemgmt.GetNetworkInterfaces()
+    ]
+    clock = cam.devicemgmt.GetSystemDateAndTime().UTCDateTime.Date.Year
     m = cam.create_media_service()
     profiles = []
     for p in m.GetProfiles():
@@ -87,6 +93,9 @@ def media(host, port, user, password):
                 "scopes": scopes,
                 "profiles": profiles,
                 "sources": sources,
+                "services": services,
+                "interfaces": interfaces,
+                "year": clock,
             }
         )
     )
