@@ -371,7 +371,7 @@ fi
 run_check "systemd-analyze verify camstream.service" unit_verify "$ROOT/deploy/systemd/camstream.service"
 run_check "camstream.service directives" unit_contract
 run_check "install.sh DESTDIR/PREFIX, idempotent" install_sh_idempotent
-run_check "shellcheck deploy/*.sh" shellcheck -x "$ROOT"/deploy/*.sh "$ROOT"/deploy/arm64/*.sh
+run_check "shellcheck deploy/*.sh" shellcheck -x "$ROOT"/deploy/*.sh "$ROOT"/deploy/arm64/*.sh "$ROOT"/deploy/deb/*.sh "$ROOT"/deploy/deb/debian/post*
 run_check "hadolint Dockerfile.arm64" "$WORK/venv/bin/hadolint" "$ROOT/Dockerfile.arm64"
 
 echo "deploy/verify.sh summary:"

@@ -10,6 +10,9 @@ packages=(
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
   # rtspclientsink, for RTSP pushes (docs/push.md).
   gstreamer1.0-rtsp
+  # clockoverlay for [image] overlay, and v4l2-ctl to read a V4L2 camera's controls
+  # (docs/image.md).
+  gstreamer1.0-x v4l-utils
 )
 if [ "${1:-}" = "--test" ]; then
   # Real clients and checkers the test suite drives.
@@ -19,6 +22,9 @@ if [ "${1:-}" = "--test" ]; then
   packages+=(chromium python3-venv mount)
   # Real servers the push tests publish to: nginx-rtmp, and an SRT listener.
   packages+=(nginx libnginx-mod-rtmp srt-tools)
+  # Image tests: a Debian 13 root whose libcamerasrc (libcamera 0.4) the generated properties
+  # are checked against (scripts/trixie-root.sh).
+  packages+=(debootstrap)
 fi
 
 missing=()
@@ -38,4 +44,6 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 if [ "${1:-}" = "--test" ]; then
   bash "$(dirname "$0")/../tests/recording/setup-venv.sh"
+  # ONVIF clients (onvif-zeep, WSDiscovery) for tests/onvif.rs.
+  bash "$(dirname "$0")/../tests/onvif/setup-venv.sh"
 fi

@@ -16,8 +16,12 @@ echo "== cargo test"
 cargo test --locked -- --test-threads=2
 echo "== deployment checks"
 bash deploy/verify.sh
+if [ "${SKIP_DEB:-0}" != "1" ]; then
+  echo "== Debian package: build, lintian, install, run, purge (bookworm and trixie)"
+  bash deploy/deb/verify.sh
+fi
 if [ "${SKIP_ARM64:-0}" != "1" ]; then
-  echo "== arm64 build verified under qemu"
+  echo "== arm64 package built, its binary verified under qemu"
   bash deploy/arm64/verify.sh
 fi
 echo "== all tests passed"

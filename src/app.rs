@@ -269,6 +269,8 @@ pub async fn run(config: Config, origin: Origin) -> Result<u8, AppError> {
     );
 
     let shutdown = CancellationToken::new();
+    crate::events::register_metrics();
+    crate::hooks::start(&config.hooks, &config.hook_limits, shutdown.child_token());
     let (exit_tx, mut exit_rx) = mpsc::unbounded_channel();
     let control = Arc::new(Control::new(
         config.clone(),
@@ -317,7 +319,19 @@ pub async fn run(config: Config, origin: Origin) -> Result<u8, AppError> {
     } else {
         None
     };
+    let analysis =
+        crate::analysis::start(&config.analysis, control.clone(), shutdown.child_token());
+    let onvif = if config.onvif.enabled {
+        Some(Arc::new(crate::output::onvif::Onvif::new(
+            &config,
+            rtsp.port(),
+        )?))
+    } else {
+        None
+    };
     let shared = http::Shared {
+        onvif,
+        analysis,
         control: control.clone(),
         heartbeat: rtsp.heartbeat(),
         prometheus,
@@ -332,6 +346,22 @@ pub async fn run(config: Config, origin: Origin) -> Result<u8, AppError> {
         http::Part::All
     };
     let mut tasks = vec![upkeep];
+    if let Some(o) = shared.onvif.as_ref().filter(|_| config.onvif.discovery) {
+        // Discovery advertises the port the services really listen on.
+        let port = http_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map_or(config.http.port, |a| a.port());
+        let task = crate::output::onvif::discovery::start(
+            o.identity.clone(),
+            config.http.address,
+            port,
+            config.onvif.discovery_port,
+            shutdown.child_token(),
+        )
+        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        tasks.push(task);
+    }
     for (listener, part) in [(http_listener, main_part), (api_listener, http::Part::Api)] {
         let Some(listener) = listener else { continue };
         if let Ok(addr) = listener.local_addr() {

@@ -42,9 +42,18 @@ pub fn run(config: &Config) -> bool {
             detail: c.detail,
         }));
     }
+    let nvr = crate::hooks::check(&config.hooks)
+        .into_iter()
+        .chain(crate::analysis::check(&config.analysis))
+        .chain(crate::output::onvif::discovery::check(&config.onvif));
+    findings.extend(nvr.map(|(ok, what, detail)| Finding { ok, what, detail }));
     println!("# Checks");
     for f in &findings {
-        let mark = if f.ok { "ok  " } else { "FAIL" };
+        let mark = match (f.ok, f.detail.starts_with(WARN)) {
+            (false, _) => "FAIL",
+            (true, true) => "warn",
+            (true, false) => "ok  ",
+        };
         println!("{mark} {}: {}", f.what, f.detail);
     }
     let failed = findings.iter().filter(|f| !f.ok).count();
@@ -54,6 +63,73 @@ pub fn run(config: &Config) -> bool {
         println!("{failed} of {} checks failed", findings.len());
     }
     failed == 0
+}
+
+/// Detail prefix of a finding that passes with a warning (printed as `warn`).
+const WARN: &str = "software fallback: ";
+
+/// The image settings of a stream: what carries each, software fallbacks as warnings, and
+/// settings nothing can honour as failures.
+fn image_findings(stream: &StreamConfig) -> Vec<Finding> {
+    use crate::stream::image::{self, Caps};
+    let name = &stream.name;
+    let caps = match stream.source.kind {
+        SourceKind::Test | SourceKind::Pipeline => Caps::SoftwareOnly {
+            source: if stream.source.kind == SourceKind::Test {
+                "test pattern".into()
+            } else {
+                "pipeline fragment".into()
+            },
+        },
+        _ => match source::resolve(&stream.source) {
+            Ok(s) => image::probe(&s),
+            // The camera finding already says why.
+            Err(_) => return Vec::new(),
+        },
+    };
+    match image::plan::plan(&stream.image, &caps) {
+        Err(e) => {
+            e.0.into_iter()
+                .map(|m| Finding {
+                    ok: false,
+                    what: format!("{name}: image"),
+                    detail: m,
+                })
+                .collect()
+        }
+        Ok(p) => {
+            let mut out: Vec<Finding> = p
+                .warnings
+                .iter()
+                .map(|w| Finding {
+                    ok: true,
+                    what: format!("{name}: image"),
+                    detail: format!("{WARN}{w}"),
+                })
+                .collect();
+            if !p.uses.is_empty() {
+                let list: Vec<String> = p
+                    .uses
+                    .iter()
+                    .map(|u| format!("{} by {}", u.setting, u.backend.as_str()))
+                    .collect();
+                let software = p.uses.iter().any(|u| u.backend == image::Backend::Software);
+                out.push(Finding {
+                    ok: true,
+                    what: format!("{name}: image"),
+                    detail: if software && p.warnings.is_empty() {
+                        format!(
+                            "{WARN}{} (this source has no camera controls; costs CPU)",
+                            list.join(", ")
+                        )
+                    } else {
+                        list.join(", ")
+                    },
+                });
+            }
+            out
+        }
+    }
 }
 
 fn element(name: &str) -> Finding {
@@ -123,6 +199,8 @@ fn probe_stream(stream: &StreamConfig) -> Vec<Finding> {
     if !stream.renditions.is_empty() {
         out.extend(["tee", "queue", "videoscale", "videorate"].map(element));
     }
+    // Always in the capture (passthrough at defaults) so flips and balance change live.
+    out.extend(["videoflip", "videobalance"].map(element));
     out.push(match src.kind {
         SourceKind::Test => Finding {
             ok: true,
@@ -175,6 +253,7 @@ fn probe_stream(stream: &StreamConfig) -> Vec<Finding> {
             },
         },
     });
+    out.extend(image_findings(stream));
     match encoder::select(stream) {
         Ok(sel) => {
             let enc = sel.encoder;

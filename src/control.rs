@@ -149,6 +149,13 @@ impl Control {
                 "Streaming a TEST PATTERN, not a camera (source.kind = \"test\")"
             );
         }
+        // A source without camera controls is known before it opens: refuse what it cannot do.
+        if let Err(e) = crate::stream::image::check_static(&config) {
+            return Err(ControlError::Start {
+                name,
+                reason: e.to_string(),
+            });
+        }
         let cancel = self.cancel.child_token();
         let (camera, task) = camera::start(config, selection, self.time.clone(), cancel.clone());
         for e in &camera.encodings {
@@ -278,6 +285,9 @@ impl Control {
         }
         new.validate("")
             .map_err(|e| ControlError::Invalid(e.to_string()))?;
+        camera
+            .check_image(&new)
+            .map_err(|e| ControlError::Invalid(e.to_string()))?;
         let applied = camera.reconfigure(new.clone()).await?;
         // The capture took nothing, but an output section changed: its manager applies it live.
         let applied = if applied == Applied::Unchanged && new != *current {
@@ -304,6 +314,7 @@ impl Control {
             c.supervisor = stream.supervisor;
             c.renditions = stream.renditions;
             c.push = stream.push;
+            c.image = stream.image;
         } else if let Ok(v) = figment::value::Value::serialize(&stream) {
             for s in c.streams.iter_mut() {
                 if s.find_ref("name").and_then(|n| n.as_str()) == Some(stream.name.as_str()) {
@@ -333,6 +344,12 @@ impl Control {
             ("tls", old.tls != new.tls),
             ("log", old.log != new.log),
             ("webrtc", old.webrtc != new.webrtc),
+            ("onvif", old.onvif != new.onvif),
+            (
+                "hooks",
+                old.hooks != new.hooks || old.hook_limits != new.hook_limits,
+            ),
+            ("analysis", old.analysis != new.analysis),
         ] {
             if changed {
                 tracing::warn!(

@@ -79,6 +79,26 @@ pub mod names {
     pub const WEBRTC_FRAMES: &str = "camstream_webrtc_frames_sent_total";
     /// Keyframe requests (PLI/FIR) from browsers passed to the encoder, label `stream`.
     pub const WEBRTC_KEYFRAME_REQUESTS: &str = "camstream_webrtc_keyframe_requests_total";
+    /// Events published on the event bus, label `event`.
+    pub const EVENTS: &str = "camstream_events_total";
+    /// Hook runs that finished, labels `event`, `kind` (run, webhook), `result` (ok, failed,
+    /// timeout).
+    pub const HOOK_RUNS: &str = "camstream_hooks_runs_total";
+    /// Events the hooks never saw because they fell more than 256 events behind.
+    pub const HOOK_EVENTS_MISSED: &str = "camstream_hooks_events_missed_total";
+    /// Hook runs in progress.
+    pub const HOOKS_RUNNING: &str = "camstream_hooks_running";
+    /// Analysis requests finished, label `result` (ok, failed, no_picture).
+    pub const ANALYSIS_REQUESTS: &str = "camstream_analysis_requests_total";
+    /// Seconds the last successful analysis request took.
+    pub const ANALYSIS_DURATION: &str = "camstream_analysis_last_duration_seconds";
+    /// Unix time of the last successful analysis, 0 before the first.
+    pub const ANALYSIS_LAST_SUCCESS: &str = "camstream_analysis_last_success_timestamp_seconds";
+    /// ONVIF SOAP requests, labels `service`, `operation` (unknown ones as "other"), `result`
+    /// (ok, fault, unauthorized).
+    pub const ONVIF_REQUESTS: &str = "camstream_onvif_requests_total";
+    /// WS-Discovery probes answered.
+    pub const ONVIF_PROBES: &str = "camstream_onvif_discovery_probes_total";
 }
 
 /// Handles to every metric; cheap to clone.
@@ -176,6 +196,36 @@ impl Metrics {
         describe_counter!(
             LOG_LINES_DROPPED,
             "Log lines dropped because stderr was gone, failing or not keeping up"
+        );
+        describe_counter!(EVENTS, "Events published on the event bus, by event");
+        describe_counter!(
+            HOOK_RUNS,
+            "Hook runs that ended, by event, kind (run, webhook) and result (ok, failed, timeout)"
+        );
+        describe_gauge!(HOOKS_RUNNING, "Hook runs in progress");
+        describe_counter!(
+            HOOK_EVENTS_MISSED,
+            "Events the hooks never saw because they fell too far behind"
+        );
+        describe_counter!(
+            ANALYSIS_REQUESTS,
+            "Frame analysis rounds, by result (ok, failed, no_picture)"
+        );
+        describe_gauge!(
+            ANALYSIS_DURATION,
+            "Seconds the last answered analysis request took"
+        );
+        describe_gauge!(
+            ANALYSIS_LAST_SUCCESS,
+            "Unix time of the last analysis answer (0: none yet)"
+        );
+        describe_counter!(
+            ONVIF_REQUESTS,
+            "ONVIF SOAP requests, by service, operation and result (ok, fault, unauthorized)"
+        );
+        describe_counter!(
+            ONVIF_PROBES,
+            "WS-Discovery probes answered with a ProbeMatch"
         );
         crate::telemetry::count_drops_in(metrics::counter!(LOG_LINES_DROPPED));
         Metrics {

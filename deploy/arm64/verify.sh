@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Verified arm64 build.
+# Verified arm64 build and Debian package.
 #
-# Cross-compiles camstream for aarch64-unknown-linux-gnu against Debian bookworm's arm64
-# GStreamer, runs the arm64 binary under qemu-user with a test pattern, and checks with the
-# host's ffprobe that it serves H.264 at the configured size over RTSP/TCP, that /readyz
-# answers 200, and that SIGTERM ends it with exit code 0.
+# Cross-compiles camstream (release) for aarch64-unknown-linux-gnu against Debian bookworm's
+# arm64 GStreamer, packages it with cargo-deb (deploy/deb, the same metadata as the amd64
+# package), lists the package and checks its binary with `file`, then runs that packaged
+# binary under qemu-user with a test pattern and checks with the host's ffprobe that it
+# serves H.264 at the configured size over RTSP/TCP, that /readyz answers 200, and that
+# SIGTERM ends it with exit code 0.
 #
 # Why a private sysroot instead of `apt-get install libfoo-dev:arm64`: in bookworm several of
 # the packages we need are not Multi-Arch: same (libgstrtspserver-1.0-0,
@@ -17,7 +19,8 @@
 # Environment:
 #   ARM64_TARGET_DIR   cargo target dir (default: <repo>/target/aarch64-verify)
 #   ARM64_BUILD_JOBS   cargo -j (default: number of cores)
-# Argument `sysroot`: stop after preparing the sysroot.
+# Argument `sysroot`: stop after preparing the sysroot; `package`: stop after packaging
+# (deploy/deb/build.sh arm64).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -38,7 +41,8 @@ ARM64_PACKAGES=(
 # The cross toolchain brings its own libc headers and linker scripts; the arm64 copies would
 # shadow them with linker scripts that name absolute /lib paths of the build host.
 SYSROOT_EXCLUDE='^(libc6-dev|linux-libc-dev|libcrypt-dev):arm64$'
-HOST_PACKAGES=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user pkg-config ffmpeg python3 ca-certificates curl)
+HOST_PACKAGES=(gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user pkg-config
+  ffmpeg python3 ca-certificates curl file)
 
 log() { printf '[arm64-verify %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "FAIL: $*"; exit 1; }
@@ -128,13 +132,41 @@ cross_build() {
   # rpath-link lets ld resolve the libraries our direct dependencies pull in (glib needs
   # pcre2, ffi, ...) without installing them on the host.
   export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C link-arg=-Wl,-rpath-link,$libdirs"
-  log "cargo build --target $TRIPLE (target dir $CARGO_TARGET_DIR)"
-  (cd "$ROOT" && timeout 900 cargo build --locked --bins --target "$TRIPLE" \
+  log "cargo build --release --target $TRIPLE (target dir $CARGO_TARGET_DIR)"
+  # Release, because this binary is the one the package ships.
+  (cd "$ROOT" && timeout 2400 cargo build --locked --release --bins --target "$TRIPLE" \
       -j "${ARM64_BUILD_JOBS:-$(nproc)}") || die "cross build failed"
-  BIN=$CARGO_TARGET_DIR/$TRIPLE/debug/camstream
+  BIN=$CARGO_TARGET_DIR/$TRIPLE/release/camstream
   [[ -x $BIN ]] || die "no binary at $BIN"
   aarch64-linux-gnu-readelf -h "$BIN" | grep -q 'Machine: *AArch64' || die "$BIN is not an aarch64 ELF"
   log "built $BIN"
+}
+
+# The .deb from the binary just built (no second build), then the packaged binary becomes the
+# one qemu runs, so what is tested is what a Pi installs.
+package() {
+  # shellcheck source-path=SCRIPTDIR source=../deb/lib.sh
+  source "$ROOT/deploy/deb/lib.sh"
+  ensure_cargo_deb
+  write_packaged_unit >/dev/null
+  mkdir -p "$ROOT/target/debian"
+  rm -f "$ROOT"/target/debian/camstream_*_arm64.deb
+  log "cargo deb --no-build --target $TRIPLE"
+  (cd "$ROOT" && env "STRIP_$MULTIARCH=$MULTIARCH-strip" "OBJCOPY_$MULTIARCH=$MULTIARCH-objcopy" \
+      "$CARGO_DEB" --locked --no-build --target "$TRIPLE" --output "$ROOT/target/debian/") ||
+    die "cargo deb failed"
+  DEB=$(ls "$ROOT"/target/debian/camstream_*_arm64.deb)
+  [[ $(dpkg-deb -f "$DEB" Architecture) == arm64 ]] || die "$DEB is not an arm64 package"
+  log "contents of $(basename "$DEB"):"
+  dpkg-deb -c "$DEB" | awk '{print "  " $1, $3, $6}' >&2
+  local extract=$CARGO_TARGET_DIR/deb-extract
+  rm -rf "$extract"
+  dpkg-deb -x "$DEB" "$extract"
+  local kind
+  kind=$(file -b "$extract/usr/bin/camstream")
+  log "file usr/bin/camstream: $kind"
+  [[ $kind == *"ARM aarch64"* ]] || die "the packaged binary is not an aarch64 executable"
+  BIN=$extract/usr/bin/camstream
 }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -240,5 +272,7 @@ build_sysroot
 # `verify.sh sysroot` stops here: handy when iterating on the package list.
 [[ ${1:-} == sysroot ]] && { log "sysroot ready: $SYSROOT"; exit 0; }
 cross_build
+package
+[[ ${1:-} == package ]] && { log "arm64 package ready: $DEB"; exit 0; }
 run_under_qemu
-log "PASS: arm64 build serves h264 320x240 under qemu ($((SECONDS - START)) s)"
+log "PASS: the arm64 package's binary serves h264 320x240 under qemu ($((SECONDS - START)) s)"

@@ -17,8 +17,10 @@ use figment::Figment;
 use figment::providers::Serialized;
 
 pub mod h264;
+pub mod image;
 mod layers;
 mod legacy;
+pub mod nvr;
 pub mod push_url;
 mod schema;
 mod validate;
@@ -26,6 +28,7 @@ mod validate;
 pub use h264::Level;
 pub use layers::{Sources, figment, parse_override};
 pub use legacy::LEGACY_ENV;
+pub use nvr::{AnalysisConfig, HookConfig, HookEvent, HookLimits, OnvifConfig};
 pub use schema::*;
 
 /// The file read when `--config` is not given, if it exists.
@@ -206,6 +209,7 @@ impl Config {
             renditions: self.renditions.clone(),
             record: self.record.clone(),
             push: self.push.clone(),
+            image: self.image.clone(),
         };
         if self.streams.is_empty() {
             return Ok(vec![base]);
@@ -549,6 +553,32 @@ mod tests {
             parse_override("source.kind=test").unwrap(),
             ("source.kind".into(), "test".into())
         );
+    }
+
+    #[test]
+    fn streams_image_inherits_the_top_level_image_key_by_key() {
+        let c = load_str(
+            "[image]\nrotation = 180\n[image.overlay]\ntext = \"%H:%M\"\n\
+             [[streams]]\nname = \"a\"\nsource = { kind = \"test\" }\n\
+             [streams.image]\nhflip = true\noverlay = { position = \"bottom\" }\n\
+             [[streams]]\nname = \"b\"\nsource = { kind = \"test\" }\n",
+            &[],
+            &[],
+        )
+        .unwrap();
+        let s = c.streams().unwrap();
+        assert!(s[0].image.hflip && s[0].image.rotation == 180);
+        assert_eq!(s[0].image.overlay.text, "%H:%M");
+        assert_eq!(s[0].image.overlay.position, image::OverlayPosition::Bottom);
+        assert!(!s[1].image.hflip && s[1].image.rotation == 180);
+        let e = load_str(
+            "[[streams]]\nname = \"a\"\n[streams.image]\nrotation = 45\n",
+            &[],
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("streams[a].image.rotation = 45"), "{e}");
     }
 
     #[test]

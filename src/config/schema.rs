@@ -6,6 +6,8 @@ use std::net::IpAddr;
 use figment::value::Value;
 use serde::{Deserialize, Serialize};
 
+pub use super::image::ImageConfig;
+
 /// Everything camstream can be told.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -41,6 +43,17 @@ pub struct Config {
     pub push: Vec<PushConfig>,
     /// Browser viewing over WebRTC (WHEP).
     pub webrtc: WebrtcConfig,
+    /// Picture controls of the flat form's stream (and the default of every `[[streams]]`
+    /// entry).
+    pub image: ImageConfig,
+    /// ONVIF discovery and services (docs/onvif.md).
+    pub onvif: super::nvr::OnvifConfig,
+    /// Commands and webhooks run on events, as `[[hooks]]` tables (docs/hooks.md). Default none.
+    pub hooks: Vec<super::nvr::HookConfig>,
+    /// Bounds on hook runs.
+    pub hook_limits: super::nvr::HookLimits,
+    /// Pictures sent to a vision model (docs/hooks.md).
+    pub analysis: super::nvr::AnalysisConfig,
 }
 
 /// One camera: where its pictures come from, how it is encoded, and where it is served.
@@ -67,6 +80,8 @@ pub struct StreamConfig {
     pub record: RecordConfig,
     /// Restreams to servers and ground stations, as `[[streams.push]]`. Default none.
     pub push: Vec<PushConfig>,
+    /// Picture controls (`[streams.image]`).
+    pub image: ImageConfig,
 }
 
 impl Default for StreamConfig {
@@ -82,6 +97,7 @@ impl Default for StreamConfig {
             renditions: Vec::new(),
             record: RecordConfig::default(),
             push: Vec::new(),
+            image: ImageConfig::default(),
         }
     }
 }

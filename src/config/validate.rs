@@ -162,6 +162,7 @@ impl StreamConfig {
             }
         }
         check_record(&format!("{prefix}record."), &self.record)?;
+        self.image.validate(&format!("{prefix}image."))?;
         super::push_url::validate_pushes(prefix, &self.push)
     }
 }
@@ -321,6 +322,20 @@ impl Config {
                 ));
             }
         }
+        let names: Vec<String> = streams
+            .iter()
+            .flat_map(|s| {
+                std::iter::once(s.name.clone()).chain(s.renditions.iter().map(|r| r.name.clone()))
+            })
+            .collect();
+        super::nvr::validate(
+            &self.onvif,
+            &self.hooks,
+            &self.hook_limits,
+            &self.analysis,
+            &names,
+            self.http.enabled,
+        )?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return bad(format!(
                 "log.level = {:?} is not a level (error, warn, info, debug, trace) or filter",

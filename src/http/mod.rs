@@ -27,6 +27,7 @@ use crate::control::Control;
 use crate::output::rtsp::Heartbeat;
 use crate::output::snapshot::{SNAPSHOT_TIMEOUT, scaled_height};
 
+mod onvif;
 mod push;
 mod recordings;
 mod streams;
@@ -75,6 +76,10 @@ pub struct Shared {
     pub rtsp_running: Arc<AtomicBool>,
     /// The WebRTC (WHEP) server, when enabled.
     pub webrtc: Option<Arc<crate::output::webrtc::Server>>,
+    /// The frame analysis, when `[analysis]` is enabled.
+    pub analysis: Option<crate::analysis::Analysis>,
+    /// The ONVIF services, when `[onvif]` is enabled.
+    pub onvif: Option<Arc<crate::output::onvif::Onvif>>,
 }
 
 /// Which endpoints a listener serves.
@@ -125,6 +130,9 @@ pub fn router(shared: Shared, part: Part) -> Router {
             .merge(writes)
             .merge(webrtc::whep())
             .merge(webrtc::page());
+    }
+    if part != Part::Api && shared.onvif.is_some() {
+        r = r.merge(onvif::routes());
     }
     r.fallback(not_found)
         .layer(middleware::from_fn(guard))
@@ -265,6 +273,9 @@ async fn status(AxumState(s): AxumState<Shared>) -> Response {
         "viewers": s.control.rtsp().viewers().list(),
         "config": s.control.config().redacted(),
     });
+    if let (Some(b), Some(a)) = (body.as_object_mut(), &s.analysis) {
+        b.insert("analysis".into(), json!(a.status()));
+    }
     if let (Some(b), Some(f)) = (body.as_object_mut(), first.as_object()) {
         for key in [
             "state",
@@ -310,10 +321,15 @@ async fn snapshot(
             None => return error(StatusCode::SERVICE_UNAVAILABLE, "no stream is running"),
         },
     };
-    let Some((_, enc, snapshots)) = s.control.encoding(&name) else {
+    let Some((cam, enc, snapshots)) = s.control.encoding(&name) else {
         return error(StatusCode::NOT_FOUND, &format!("no stream named {name:?}"));
     };
-    let (sw, sh) = (enc.width, enc.height);
+    // A quarter turn ([image] rotation) makes the main encoding H×W.
+    let (sw, sh) = if enc.name == cam.name && cam.config().image.swaps_dimensions() {
+        (enc.height, enc.width)
+    } else {
+        (enc.width, enc.height)
+    };
     let width = q.width.unwrap_or(sw);
     if !(16..=sw).contains(&width) {
         return error(

@@ -22,6 +22,7 @@ pub(super) fn reads() -> Router<Shared> {
     Router::new()
         .route("/api/v1/streams", get(list))
         .route("/api/v1/streams/{name}", get(one))
+        .route("/api/v1/streams/{name}/controls", get(controls))
 }
 
 /// Routes that change something (the caller puts the token check in front).
@@ -44,16 +45,24 @@ pub(super) fn describe(s: &Shared, c: &Camera) -> Value {
         _ => Value::Null,
     };
     let viewers = s.control.rtsp().viewers();
+    // A quarter turn ([image] rotation) makes the main encoding H×W.
+    let turned = config.image.swaps_dimensions();
     let encodings: Vec<Value> = c
         .encodings
         .iter()
-        .map(|e| {
+        .enumerate()
+        .map(|(i, e)| {
             let stats = e.hub.stats();
+            let (width, height) = if i == 0 && turned {
+                (e.height, e.width)
+            } else {
+                (e.width, e.height)
+            };
             json!({
                 "name": e.name,
                 "mount": e.mount,
-                "width": e.width,
-                "height": e.height,
+                "width": width,
+                "height": height,
                 "fps": e.fps,
                 "frames": {
                     "encoded": stats.frames(),
@@ -81,6 +90,8 @@ pub(super) fn describe(s: &Shared, c: &Camera) -> Value {
         "source": st.source,
         "encoder": st.encoder,
         "encoder_reason": st.encoder_reason,
+        "image": st.image,
+        "image_software": st.image.iter().any(|u| u.backend == "software"),
         "h264_level": config.level().ok().map(|l| l.as_str()),
         "frames": main["frames"],
         "encodings": encodings,
@@ -104,6 +115,22 @@ async fn one(AxumState(s): AxumState<Shared>, Path(name): Path<String>) -> Respo
         Some(c) => Json(describe(&s, &c)).into_response(),
         None => error(StatusCode::NOT_FOUND, &format!("no stream named {name:?}")),
     }
+}
+
+/// The image controls of a stream: range, default, current value, backend and liveness.
+async fn controls(AxumState(s): AxumState<Shared>, Path(name): Path<String>) -> Response {
+    let Some(c) = s.control.camera(&name) else {
+        return error(StatusCode::NOT_FOUND, &format!("no stream named {name:?}"));
+    };
+    let config = c.config();
+    let caps = c.image_caps();
+    Json(json!({
+        "stream": name,
+        "source": c.status().source,
+        "probed": caps.is_some(),
+        "controls": crate::stream::image::controls(&config.image, caps.as_deref()),
+    }))
+    .into_response()
 }
 
 async fn patch(AxumState(s): AxumState<Shared>, Path(name): Path<String>, body: Bytes) -> Response {

@@ -43,6 +43,8 @@ fn shared(token: Option<&str>) -> Shared {
         token: token.map(|t| Secret(t.into())),
         webrtc: None,
         rtsp_running: Arc::new(AtomicBool::new(true)),
+        analysis: None,
+        onvif: None,
     }
 }
 

@@ -17,6 +17,7 @@ use crate::stream::camera::Camera;
 use crate::stream::clock::SharedTime;
 use crate::stream::status::Health;
 
+pub mod onvif;
 pub mod pipeline;
 pub mod push;
 pub mod record;
@@ -81,6 +82,16 @@ pub struct Context {
 /// Each runs until `cancel` and keeps `outputs` current.
 pub fn start(camera: &Camera, ctx: &Context, outputs: &Outputs, cancel: &CancellationToken) {
     // Output managers are started here, one line each, as they land.
+    crate::events::follow(
+        camera.watch_status(),
+        (
+            crate::events::HookEvent::CameraDown,
+            crate::events::HookEvent::CameraUp,
+        ),
+        camera.name.clone(),
+        Vec::new(),
+        cancel.child_token(),
+    );
     record::start(camera, ctx, outputs, cancel);
     push::start(camera, ctx, outputs, cancel);
 }

@@ -3,7 +3,7 @@
 //! running encoder where the element takes it while playing, and otherwise by a restart with
 //! reason `reconfigure`, which keeps every output attached to the hubs.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -16,11 +16,12 @@ use super::capture::{self, CaptureError, SINK_NAME};
 use super::clock::SharedTime;
 use super::encoder::{self, Encoder, Selection};
 use super::hub::Hub;
+use super::image::{self, Caps, Plan};
 use super::lifecycle;
 use super::metrics::{EncodingMetrics, SupervisorMetrics};
 use super::restart::{self, Exit, Failure, Policy, RunEnd, Supervised, Woken};
 use super::source;
-use super::status::{Health, RestartReason, State, Status};
+use super::status::{Health, ImageUse, RestartReason, State, Status};
 use crate::config::StreamConfig;
 
 /// How a reconfiguration was applied.
@@ -68,6 +69,7 @@ pub struct Camera {
     config: watch::Receiver<Arc<StreamConfig>>,
     status: watch::Receiver<Status>,
     commands: mpsc::Sender<Command>,
+    image_caps: Arc<Mutex<Option<Arc<Caps>>>>,
 }
 
 /// Why a reconfiguration was not taken.
@@ -97,6 +99,19 @@ impl Camera {
     /// A receiver that sees every status change.
     pub fn watch_status(&self) -> watch::Receiver<Status> {
         self.status.clone()
+    }
+
+    /// What the source offers for `[image]` settings, once the camera has been opened.
+    pub fn image_caps(&self) -> Option<Arc<Caps>> {
+        self.image_caps.lock().ok().and_then(|c| c.clone())
+    }
+
+    /// Refuses image settings the opened source cannot honour (before they reach the camera).
+    pub fn check_image(&self, config: &StreamConfig) -> Result<(), image::ImageError> {
+        match self.image_caps() {
+            Some(caps) => image::plan::plan(&config.image, &caps).map(|_| ()),
+            None => Ok(()),
+        }
     }
 
     /// The main encoding.
@@ -148,6 +163,7 @@ pub fn start(
         source: None,
         encoder: selection.encoder.element().to_string(),
         encoder_reason: selection.reason(),
+        image: Vec::new(),
     });
     let (cmd_tx, cmd_rx) = mpsc::channel(8);
     let name = config_rx.borrow().name.clone();
@@ -157,7 +173,9 @@ pub fn start(
         config: config_rx,
         status: status_rx,
         commands: cmd_tx,
+        image_caps: Arc::new(Mutex::new(None)),
     };
+    let image_caps = camera.image_caps.clone();
     tokio::spawn(publish_flow(encodings.clone(), cancel.clone()));
     let mut runner = Runner {
         config: config_tx,
@@ -168,6 +186,8 @@ pub fn start(
         cancel,
         status: status_tx.clone(),
         metrics: SupervisorMetrics::new(&name),
+        image: None,
+        image_caps,
     };
     let task = tokio::spawn(async move {
         let policy = Policy::from_config(&runner.config.borrow().supervisor);
@@ -237,6 +257,9 @@ struct Runner {
     cancel: CancellationToken,
     status: watch::Sender<Status>,
     metrics: SupervisorMetrics,
+    /// What the source offers and the image plan of the running pipeline.
+    image: Option<(Arc<Caps>, Plan)>,
+    image_caps: Arc<Mutex<Option<Arc<Caps>>>>,
 }
 
 /// The settings the capture pipeline is built from; output sections are not among them, so a
@@ -248,6 +271,7 @@ fn capture_view(s: &StreamConfig) -> impl PartialEq + '_ {
         &s.encoder,
         &s.supervisor,
         &s.renditions,
+        &s.image,
     )
 }
 
@@ -261,6 +285,8 @@ fn plan(old: &StreamConfig, new: &StreamConfig) -> Applied {
     for (r, o) in same.renditions.iter_mut().zip(&old.renditions) {
         r.bitrate_kbps = o.bitrate_kbps;
     }
+    // Image settings are live or not by their plan, which `Runner::apply_live` checks.
+    same.image = old.image.clone();
     if capture_view(&same) == capture_view(old) {
         Applied::Live
     } else {
@@ -282,34 +308,77 @@ impl Runner {
     }
 
     /// Tries to apply `new` to the running pipeline; `Restart` when it cannot.
-    fn apply_live(&self, pipeline: &gst::Pipeline, new: &StreamConfig) -> Applied {
+    fn apply_live(&mut self, pipeline: &gst::Pipeline, new: &StreamConfig) -> Applied {
         let old = self.config.borrow().clone();
         match plan(&old, new) {
             Applied::Live => {}
             other => return other,
         }
-        let gop = new.encoder.keyframe_interval;
-        let mut targets = vec![(capture::ENCODER_NAME.to_string(), new.encoder.bitrate_kbps)];
-        for (i, r) in new.renditions.iter().enumerate() {
-            targets.push((capture::rendition_encoder(i), r.bitrate_kbps));
-        }
-        let elements: Option<Vec<_>> = targets
-            .iter()
-            .map(|(n, k)| pipeline.by_name(n).map(|e| (e, *k)))
-            .collect();
-        let Some(elements) = elements else {
-            return Applied::Restart;
+        // The image part first: when it needs a restart, nothing is set.
+        let image_plan = if old.image != new.image {
+            let Some((caps, current)) = &self.image else {
+                return Applied::Restart;
+            };
+            match image::plan::plan(&new.image, caps) {
+                Ok(next) if current.live_to(&next, &old.image, &new.image) => Some(next),
+                _ => return Applied::Restart,
+            }
+        } else {
+            None
         };
-        if !elements
-            .iter()
-            .all(|(e, _)| encoder::bitrate_is_live(self.encoder, e))
-        {
-            return Applied::Restart;
+        let bitrates_changed = old.encoder.bitrate_kbps != new.encoder.bitrate_kbps
+            || old
+                .renditions
+                .iter()
+                .zip(&new.renditions)
+                .any(|(a, b)| a.bitrate_kbps != b.bitrate_kbps);
+        if bitrates_changed {
+            let gop = new.encoder.keyframe_interval;
+            let mut targets = vec![(capture::ENCODER_NAME.to_string(), new.encoder.bitrate_kbps)];
+            for (i, r) in new.renditions.iter().enumerate() {
+                targets.push((capture::rendition_encoder(i), r.bitrate_kbps));
+            }
+            let elements: Option<Vec<_>> = targets
+                .iter()
+                .map(|(n, k)| pipeline.by_name(n).map(|e| (e, *k)))
+                .collect();
+            let Some(elements) = elements else {
+                return Applied::Restart;
+            };
+            if !elements
+                .iter()
+                .all(|(e, _)| encoder::bitrate_is_live(self.encoder, e))
+            {
+                return Applied::Restart;
+            }
+            for (e, kbps) in elements {
+                encoder::set_bitrate(self.encoder, &e, kbps, gop);
+            }
         }
-        for (e, kbps) in elements {
-            encoder::set_bitrate(self.encoder, &e, kbps, gop);
+        if let Some(next) = image_plan {
+            if let Err(e) = image::apply(pipeline, &next) {
+                tracing::warn!(stream = %new.name, error = %e, "Image settings not applied live; restarting");
+                return Applied::Restart;
+            }
+            self.publish_image(&next);
+            if let Some((_, current)) = &mut self.image {
+                *current = next;
+            }
         }
         Applied::Live
+    }
+
+    fn publish_image(&self, plan: &Plan) {
+        let uses: Vec<ImageUse> = plan
+            .uses
+            .iter()
+            .map(|u| ImageUse {
+                setting: u.setting.to_string(),
+                backend: u.backend.as_str().to_string(),
+                live: u.live,
+            })
+            .collect();
+        self.status.send_modify(|s| s.image = uses);
     }
 
     /// Takes a reconfiguration while no pipeline runs: it applies at the next start.
@@ -348,23 +417,52 @@ impl Runner {
             }
         }
         let src = config.source.clone();
-        // Device discovery can take a moment; keep it off the async workers.
-        let source = match tokio::task::spawn_blocking(move || source::resolve(&src)).await {
+        // Device discovery and reading the camera's controls can take a moment; keep them off
+        // the async workers.
+        let found = tokio::task::spawn_blocking(move || {
+            source::resolve(&src).map(|s| {
+                let caps = image::probe(&s);
+                (s, caps)
+            })
+        })
+        .await;
+        let (source, caps) = match found {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return open_failed(e.to_string()),
             Err(e) => return open_failed(format!("source discovery panicked: {e}")),
         };
+        let caps = Arc::new(caps);
+        if let Ok(mut c) = self.image_caps.lock() {
+            *c = Some(caps.clone());
+        }
+        let image_plan = match image::plan::plan(&config.image, &caps) {
+            Ok(p) => p,
+            Err(e) => return open_failed(e.to_string()),
+        };
+        for w in &image_plan.warnings {
+            tracing::warn!(stream = %name, "{w}");
+        }
+        self.publish_image(&image_plan);
         let source_name = source.to_string();
         self.status
             .send_modify(|s| s.source = Some(source_name.clone()));
         SupervisorMetrics::set_info(&name, source.kind_name(), self.encoder.element());
-        let description = capture::describe(&config, &source, self.encoder);
+        let description = capture::describe_with_image(
+            &config,
+            &source,
+            self.encoder,
+            &image::software::describe(&image_plan, &config.video),
+        );
         tracing::debug!(stream = %name, pipeline = %description, "Building capture pipeline");
         let pipeline = match capture::build(&description) {
             Ok(p) => p,
             Err(e) => return open_failed(e.to_string()),
         };
         self.time.apply(&pipeline);
+        if let Err(e) = image::apply(&pipeline, &image_plan) {
+            return open_failed(format!("image settings: {e}"));
+        }
+        self.image = Some((caps, image_plan));
         let mut sinks = Vec::new();
         for (i, e) in self.encodings.iter().enumerate() {
             let sink_name = if i == 0 {

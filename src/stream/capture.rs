@@ -77,7 +77,18 @@ pub enum CaptureError {
 /// renditions, a tee splits the raw picture; each rendition's queue leaks so a slow rendition
 /// never holds up the main encoding or the camera.
 pub fn describe(stream: &StreamConfig, source: &Source, encoder: Encoder) -> String {
-    let src = source::describe(source, &stream.video);
+    describe_with_image(stream, source, encoder, "")
+}
+
+/// [`describe`], with the image processing fragment (`stream::image::software::describe`)
+/// after the source, so every encoding gets the processed picture.
+pub fn describe_with_image(
+    stream: &StreamConfig,
+    source: &Source,
+    encoder: Encoder,
+    image: &str,
+) -> String {
+    let src = format!("{}{image}", source::describe(source, &stream.video));
     let level = stream.level().unwrap_or_else(|_| h264::Level::fallback());
     let main = format!(
         "{} ! h264parse name=parse config-interval=-1 \

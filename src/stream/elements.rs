@@ -9,7 +9,8 @@ pub fn package_for(element: &str) -> &'static str {
         "libcamerasrc" => "gstreamer1.0-libcamera",
         "v4l2src" | "v4l2h264enc" | "rtph264pay" | "rtph264depay" | "jpegenc" | "udpsrc"
         | "udpsink" | "rtpbin" | "flvmux" | "rtpmp4gpay" | "splitmuxsink" | "mp4mux" | "qtmux"
-        | "matroskamux" | "videoflip" | "videocrop" => "gstreamer1.0-plugins-good",
+        | "matroskamux" | "videoflip" | "videocrop" | "videobalance" => "gstreamer1.0-plugins-good",
+        "clockoverlay" | "textoverlay" => "gstreamer1.0-x",
         "x264enc" => "gstreamer1.0-plugins-ugly",
         "openh264enc" | "h264parse" | "vah264enc" | "rtmp2sink" | "srtsink" | "srtsrc"
         | "mpegtsmux" => "gstreamer1.0-plugins-bad",

@@ -10,6 +10,7 @@ pub mod elements;
 pub mod encoder;
 pub mod gop;
 pub mod hub;
+pub mod image;
 pub mod lifecycle;
 pub mod metrics;
 pub mod restart;

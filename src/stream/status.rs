@@ -130,6 +130,19 @@ pub struct Status {
     pub encoder: String,
     /// Why that encoder was chosen, and why each one tried before it was not.
     pub encoder_reason: String,
+    /// Each `[image]` setting in use and what carries it (software costs CPU).
+    pub image: Vec<ImageUse>,
+}
+
+/// How one image setting is carried out (`stream::image` decides).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ImageUse {
+    /// The setting, e.g. `hflip`.
+    pub setting: String,
+    /// `libcamera`, `v4l2` or `software`.
+    pub backend: String,
+    /// Whether a change applies while playing.
+    pub live: bool,
 }
 
 /// A published status that carries [`Health`], so one restart loop serves every pipeline.

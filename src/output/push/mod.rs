@@ -367,6 +367,16 @@ impl Manager {
                 m.set_last_error(h);
             }),
         );
+        crate::events::follow(
+            running.health.clone(),
+            (
+                crate::events::HookEvent::PushDown,
+                crate::events::HookEvent::PushUp,
+            ),
+            stream.to_string(),
+            vec![("push", p.name.clone())],
+            cancel.clone(),
+        );
         self.outputs.set(handle(
             &output,
             running.health.clone(),

@@ -554,6 +554,18 @@ impl Writer {
                 r.segments_written += 1;
                 r.file = None;
                 tracing::debug!(stream = %self.stream, file = %o.name, duration_s = o.ticks as f64 / f64::from(TIMESCALE), start = %utc::rfc3339(o.start_utc), "Recording segment finished");
+                crate::events::publish(
+                    crate::events::Event::new(
+                        crate::events::HookEvent::RecordingSegment,
+                        &self.stream,
+                    )
+                    .with("file", o.path.display())
+                    .with("start", utc::rfc3339(o.start_utc))
+                    .with(
+                        "duration_s",
+                        format!("{:.3}", o.ticks as f64 / f64::from(TIMESCALE)),
+                    ),
+                );
             }
             Err(e) => self.note_error(&format!("cannot finish {}: {e}", o.path.display())),
         }

@@ -76,6 +76,9 @@ pub struct Viewer {
     /// The payloader's byte count when it last started playing.
     #[serde(skip)]
     play_mark: Option<u64>,
+    /// Whether `viewer_connected` was published for it (at its first PLAY).
+    #[serde(skip)]
+    announced: bool,
 }
 
 /// Connected clients, keyed by the client object's address (stable while it lives).
@@ -420,6 +423,7 @@ fn on_client(client: &gst_rtsp_server::RTSPClient, c: &Arc<ClientCtx>) {
             bytes_sent: 0,
             last_request: Instant::now(),
             play_mark: None,
+            announced: false,
         },
     );
     // Any request counts as activity for the idle timeout.
@@ -490,7 +494,21 @@ fn on_client(client: &gst_rtsp_server::RTSPClient, c: &Arc<ClientCtx>) {
         // one frame interval later instead of at the next scheduled keyframe.
         if let Some((name, hub, _)) = c.mount_of(ctx) {
             hub.request_keyframe();
-            c.viewers.update(key, |viewer| viewer.stream = name);
+            let mut first = None;
+            c.viewers.update(key, |viewer| {
+                viewer.stream = name;
+                if !viewer.announced {
+                    viewer.announced = true;
+                    first = Some((viewer.stream.clone(), viewer.address.clone()));
+                }
+            });
+            // A viewer is someone who watches: announced at its first PLAY, not at connect.
+            if let Some((stream, peer)) = first {
+                crate::events::publish(
+                    crate::events::Event::new(crate::events::HookEvent::ViewerConnected, &stream)
+                        .with("peer", peer),
+                );
+            }
         }
         c.viewers.set_playing(key, true);
         c.refresh_viewers();
@@ -513,9 +531,16 @@ fn on_client(client: &gst_rtsp_server::RTSPClient, c: &Arc<ClientCtx>) {
     let w = Arc::downgrade(c);
     client.connect_closed(move |_| {
         tracing::info!(peer = %address, "Client disconnected");
-        if let Some(c) = w.upgrade() {
-            c.viewers.clients.lock().unwrap().remove(&key);
+        let gone = w.upgrade().and_then(|c| {
+            let v = c.viewers.clients.lock().unwrap().remove(&key);
             c.refresh_viewers();
+            v
+        });
+        if let Some(v) = gone.filter(|v| v.announced) {
+            crate::events::publish(
+                crate::events::Event::new(crate::events::HookEvent::ViewerDisconnected, &v.stream)
+                    .with("peer", &address),
+            );
         }
     });
 }

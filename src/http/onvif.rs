@@ -1,0 +1,156 @@
+//! The ONVIF services on the sidecar: `POST /onvif/device_service` and
+//! `POST /onvif/media_service`. This side knows the running streams and where the client reached
+//! us; `output::onvif` does the SOAP.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State as AxumState;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+
+use super::Shared;
+use crate::config::Profile264;
+use crate::output::onvif::soap::{Fault, MAX_MESSAGE};
+use crate::output::onvif::{DEVICE_PATH, MEDIA_PATH, MediaProfile, Reached};
+
+/// The ONVIF routes (no bearer token: ONVIF authenticates inside the SOAP envelope).
+pub fn routes() -> Router<Shared> {
+    Router::new()
+        .route(DEVICE_PATH, post(device))
+        .route(MEDIA_PATH, post(media))
+}
+
+async fn device(s: AxumState<Shared>, headers: HeaderMap, body: Body) -> Response {
+    serve(s, "device", headers, body).await
+}
+
+async fn media(s: AxumState<Shared>, headers: HeaderMap, body: Body) -> Response {
+    serve(s, "media", headers, body).await
+}
+
+fn soap_response(status: u16, body: Vec<u8>) -> Response {
+    let mut r = (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        body,
+    )
+        .into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/soap+xml; charset=utf-8"),
+    );
+    r
+}
+
+/// Host and port from a `Host` header, if it is a plain host name or address.
+fn host_port(value: &str) -> Option<(String, Option<u16>)> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || ".-:[]".contains(c);
+    if value.is_empty() || value.len() > 255 || !value.chars().all(ok) {
+        return None;
+    }
+    let (host, port) = if let Some(rest) = value.strip_prefix('[') {
+        let (h, after) = rest.split_once(']')?;
+        (format!("[{h}]"), after.strip_prefix(':'))
+    } else {
+        match value.split_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (value.to_string(), None),
+        }
+    };
+    let port = match port {
+        Some(p) => Some(p.parse().ok()?),
+        None => None,
+    };
+    (!host.is_empty()).then_some((host, port))
+}
+
+fn h264_profile(p: Profile264) -> &'static str {
+    match p {
+        Profile264::ConstrainedBaseline | Profile264::Baseline => "Baseline",
+        Profile264::Main => "Main",
+        Profile264::High => "High",
+    }
+}
+
+/// One profile per encoding of every running stream.
+fn profiles(s: &Shared) -> Vec<MediaProfile> {
+    let mut out = Vec::new();
+    for camera in s.control.cameras() {
+        let c = camera.config();
+        for e in &camera.encodings {
+            let bitrate = c
+                .renditions
+                .iter()
+                .find(|r| r.name == e.name)
+                .map_or(c.encoder.bitrate_kbps, |r| r.bitrate_kbps);
+            out.push(MediaProfile {
+                name: e.name.clone(),
+                camera: camera.name.clone(),
+                mount: e.mount.clone(),
+                width: e.width,
+                height: e.height,
+                fps: e.fps,
+                bitrate_kbps: bitrate,
+                gop: c.encoder.keyframe_interval,
+                h264_profile: h264_profile(c.encoder.profile),
+                source_size: (c.video.width, c.video.height),
+            });
+        }
+    }
+    out
+}
+
+async fn serve(
+    AxumState(s): AxumState<Shared>,
+    service: &'static str,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Some(onvif) = s.onvif.clone() else {
+        return super::error(StatusCode::NOT_FOUND, "ONVIF is disabled (onvif.enabled)");
+    };
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_MESSAGE).await else {
+        let f = Fault::malformed(format!("the message is larger than {MAX_MESSAGE} bytes"));
+        return soap_response(f.http_status(), f.envelope());
+    };
+    let config = s.control.config();
+    let fallback_host = if config.http.address.is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        config.http.address.to_string()
+    };
+    let reached = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .and_then(host_port);
+    let (host, port) = match reached {
+        Some((h, p)) => (h, p.unwrap_or(80)),
+        None => (fallback_host, config.http.port),
+    };
+    let profiles = profiles(&s);
+    let at = Reached {
+        host: &host,
+        http_port: port,
+        profiles: &profiles,
+    };
+    let now = crate::stream::status::unix_now() as i64;
+    let answer = onvif.handle(service, &bytes, &at, now);
+    soap_response(answer.status, answer.body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_headers() {
+        assert_eq!(
+            host_port("10.0.0.5:8080"),
+            Some(("10.0.0.5".into(), Some(8080)))
+        );
+        assert_eq!(host_port("cam.lan"), Some(("cam.lan".into(), None)));
+        assert_eq!(host_port("[::1]:80"), Some(("[::1]".into(), Some(80))));
+        assert_eq!(host_port("evil/x:1"), None);
+        assert_eq!(host_port("a:b"), None);
+    }
+}

@@ -1,0 +1,241 @@
+//! ONVIF Profile S, the subset an NVR needs to find and add camstream like an IP camera:
+//! WS-Discovery ([`discovery`]), the device service ([`device`]: identity, clock, capabilities,
+//! services, scopes, network interfaces, read only) and the media service ([`media`]: one profile
+//! per stream and rendition, the RTSP URI and snapshot URI of each). SOAP is read and written by
+//! [`soap`] with quick-xml; callers authenticate with WS-UsernameToken digests ([`auth`]) using
+//! the RTSP viewer accounts. Everything else gets a SOAP fault.
+//!
+//! This module knows nothing of HTTP or of the running streams: the HTTP side (`http::onvif`)
+//! hands it the request body, the address the client reached and the current [`MediaProfile`]s.
+
+pub mod auth;
+pub mod device;
+pub mod discovery;
+pub mod media;
+pub mod soap;
+
+use std::time::Duration;
+
+use crate::config::{Config, OnvifConfig};
+use crate::metrics::names;
+use auth::{Account, Authenticator};
+use soap::{Fault, Xml};
+
+pub use media::MediaProfile;
+
+/// Path of the device service on the HTTP port.
+pub const DEVICE_PATH: &str = "/onvif/device_service";
+/// Path of the media service on the HTTP port.
+pub const MEDIA_PATH: &str = "/onvif/media_service";
+
+/// Operations answered without credentials (ONVIF's PRE_AUTH class, as far as implemented):
+/// a client needs the device's clock to build a valid UsernameToken.
+const OPEN_OPERATIONS: &[&str] = &["GetSystemDateAndTime"];
+
+/// Who this device says it is.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// `[onvif].name`.
+    pub name: String,
+    /// `[onvif].location` (may be empty).
+    pub location: String,
+    /// `[onvif].hardware`.
+    pub hardware: String,
+    /// Stable endpoint reference, `urn:uuid:…`, derived from the host name and device name.
+    pub endpoint: String,
+    /// Serial number shown in GetDeviceInformation (from the same hash).
+    pub serial: String,
+}
+
+impl Identity {
+    /// The identity for `config`, stable across restarts of the same host and name.
+    pub fn new(config: &OnvifConfig) -> Self {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let mut h = sha1_smol::Sha1::new();
+        h.update(host.trim().as_bytes());
+        h.update(b"\0");
+        h.update(config.name.as_bytes());
+        let b = h.digest().bytes();
+        let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        // Shaped as a name-based (version 5) UUID.
+        let uuid = format!(
+            "{}-{}-5{}-{:x}{}-{}",
+            &hex[0..8],
+            &hex[8..12],
+            &hex[13..16],
+            (b[8] & 0x3f) | 0x80,
+            &hex[18..20],
+            &hex[20..32]
+        );
+        Identity {
+            name: config.name.clone(),
+            location: config.location.clone(),
+            hardware: config.hardware.clone(),
+            endpoint: format!("urn:uuid:{uuid}"),
+            serial: hex[..12].to_string(),
+        }
+    }
+
+    /// The discovery scopes: Profile S, video encoder, name, hardware and location.
+    pub fn scopes(&self) -> Vec<String> {
+        let enc = |s: &str| -> String {
+            s.bytes()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || b"-._~".contains(&c) {
+                        (c as char).to_string()
+                    } else {
+                        format!("%{c:02X}")
+                    }
+                })
+                .collect()
+        };
+        let mut v = vec![
+            "onvif://www.onvif.org/Profile/Streaming".to_string(),
+            "onvif://www.onvif.org/type/video_encoder".to_string(),
+            format!("onvif://www.onvif.org/name/{}", enc(&self.name)),
+            format!("onvif://www.onvif.org/hardware/{}", enc(&self.hardware)),
+        ];
+        if !self.location.is_empty() {
+            v.push(format!(
+                "onvif://www.onvif.org/location/{}",
+                enc(&self.location)
+            ));
+        }
+        v
+    }
+}
+
+/// The ONVIF services of one daemon.
+pub struct Onvif {
+    /// Who the device is.
+    pub identity: Identity,
+    auth: Authenticator,
+    /// The RTSP port.
+    pub rtsp_port: u16,
+    /// "rtsp" or "rtsps".
+    pub rtsp_scheme: &'static str,
+}
+
+/// Where the client reached us, and what we serve now.
+pub struct Reached<'a> {
+    /// Host (name or address, IPv6 in brackets) the client used, without the port.
+    pub host: &'a str,
+    /// The HTTP port the client used.
+    pub http_port: u16,
+    /// The profiles now (one per stream and rendition).
+    pub profiles: &'a [MediaProfile],
+}
+
+/// An answer: HTTP status and SOAP envelope.
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// The envelope.
+    pub body: Vec<u8>,
+}
+
+impl Onvif {
+    /// The services for `config`, with RTSP on `rtsp_port` (the port bound, which differs from
+    /// the configured one when that is 0); fails when the accounts cannot be read.
+    pub fn new(config: &Config, rtsp_port: u16) -> Result<Self, crate::config::ConfigError> {
+        let accounts = config
+            .users()?
+            .into_iter()
+            .map(|c| Account {
+                username: c.username,
+                password: c.password.0,
+            })
+            .collect();
+        for service in ["device", "media"] {
+            for result in ["ok", "fault", "unauthorized"] {
+                let _ = metrics::counter!(names::ONVIF_REQUESTS, "service" => service, "operation" => "other", "result" => result);
+            }
+        }
+        Ok(Onvif {
+            identity: Identity::new(&config.onvif),
+            auth: Authenticator::new(
+                accounts,
+                Duration::from_secs(u64::from(config.onvif.max_clock_skew_s)),
+            ),
+            rtsp_port,
+            rtsp_scheme: if config.tls.enabled() {
+                "rtsps"
+            } else {
+                "rtsp"
+            },
+        })
+    }
+
+    /// Answers one SOAP request to `service` ("device" or "media").
+    pub fn handle(&self, service: &'static str, body: &[u8], at: &Reached, now: i64) -> Answer {
+        let (answer, operation, result) = match self.answer(body, at, now) {
+            Ok((op, envelope)) => (
+                Answer {
+                    status: 200,
+                    body: envelope,
+                },
+                op,
+                "ok",
+            ),
+            Err((op, fault)) => {
+                let result = if fault.subcodes.first() == Some(&"ter:NotAuthorized") {
+                    "unauthorized"
+                } else {
+                    "fault"
+                };
+                tracing::debug!(service, operation = %op, reason = %fault.reason, "ONVIF fault");
+                (
+                    Answer {
+                        status: fault.http_status(),
+                        body: fault.envelope(),
+                    },
+                    op,
+                    result,
+                )
+            }
+        };
+        // Only implemented operation names become label values: the set stays bounded.
+        let label = if device::OPERATIONS.contains(&operation.as_str())
+            || media::OPERATIONS.contains(&operation.as_str())
+        {
+            operation
+        } else {
+            "other".to_string()
+        };
+        metrics::counter!(names::ONVIF_REQUESTS, "service" => service, "operation" => label, "result" => result)
+            .increment(1);
+        answer
+    }
+
+    fn answer(
+        &self,
+        body: &[u8],
+        at: &Reached,
+        now: i64,
+    ) -> Result<(String, Vec<u8>), (String, Fault)> {
+        let req = soap::parse(body).map_err(|f| (String::new(), f))?;
+        let op = req.operation.clone();
+        if !OPEN_OPERATIONS.contains(&op.as_str()) {
+            self.auth.check(&req, now).map_err(|f| (op.clone(), f))?;
+        }
+        let mut fault = None;
+        let envelope = soap::envelope(&[], |x: &mut Xml| {
+            let done =
+                device::answer(self, &req, at, now, x).or_else(|| media::answer(self, &req, at, x));
+            match done {
+                Some(Ok(())) => {}
+                Some(Err(f)) => fault = Some(f),
+                None => fault = Some(Fault::not_supported(&op)),
+            }
+        });
+        match fault {
+            Some(f) => Err((op, f)),
+            None => Ok((op, envelope)),
+        }
+    }
+}
+
+/// `http://host:port` as the client reached us.
+pub fn base_url(at: &Reached) -> String {
+    format!("http://{}:{}", at.host, at.http_port)
+}
