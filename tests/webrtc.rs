@@ -574,3 +574,47 @@ fn sigterm_with_webrtc_viewers_exits_promptly() {
     assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
     let _ = player.join();
 }
+
+#[test]
+fn image_controls_on_the_page_change_the_picture_the_browser_shows() {
+    let d = camera(&[("http.token", "tok123")]);
+    // The token comes with the address once; the page keeps it for the API.
+    let url = format!("http://127.0.0.1:{}/#token=tok123", d.http_port);
+    let shot = root().join("docs/web-image.png");
+    let r = browser(&[
+        "image",
+        &url,
+        "video",
+        "--screenshot",
+        shot.to_str().unwrap(),
+    ]);
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["result"], "applied: live", "{r}");
+    let px = |k: &str| -> Vec<f64> {
+        r[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect()
+    };
+    // SMPTE bars: grey on the left, blue on the right; mirrored, blue comes to the left.
+    let (before, after) = (px("left_before"), px("left_after"));
+    assert!(
+        before.iter().all(|&c| c > 140.0),
+        "left edge not grey before: {r}"
+    );
+    assert!(
+        after[2] > 140.0 && after[0] < 80.0 && after[1] < 80.0,
+        "left edge not blue after mirroring: {r}"
+    );
+    assert_eq!(r["console_errors"], serde_json::json!([]), "{r}");
+    let settings = http_request(
+        d.http_port,
+        "GET",
+        "/api/v1/streams/video",
+        &[("Authorization", "Bearer tok123")],
+        b"",
+    )
+    .json();
+    assert_eq!(settings["settings"]["image"]["hflip"], true, "{settings}");
+}

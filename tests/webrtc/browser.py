@@ -14,6 +14,8 @@ Usage:
       Opens N tabs on URL (a /view/ page), waits until all play, measures each over S seconds.
   browser.py recordings URL STREAM [--screenshot PNG]
       Opens the page, lists STREAM's recordings and plays the newest span in the card.
+  browser.py image URL STREAM [--screenshot PNG]
+      Mirrors STREAM with the page's Image form; reports the left edge's colour before and after.
   browser.py latency URL STREAM [--seconds S]
       Reads the clock painted into the frames (benches' clockoverlay) from the decoded video and
       reports glass-to-glass latency samples.
@@ -411,9 +413,65 @@ def cmd_recordings(args):
     print(json.dumps(result))
 
 
+PIXEL_JS = r"""
+(() => {
+  const v = window.camstream.players[%s].video;
+  const c = document.createElement('canvas'); c.width = v.videoWidth; c.height = v.videoHeight;
+  const g = c.getContext('2d'); g.drawImage(v, 0, 0);
+  const d = g.getImageData(Math.floor(c.width * %s), Math.floor(c.height * 0.3), 1, 1).data;
+  return [d[0], d[1], d[2]];
+})()
+"""
+
+
+def cmd_image(args):
+    """Mirrors STREAM through the page's Image form and reads the picture's left edge before
+    and after, from the WebRTC video."""
+    url, stream = args[0], args[1]
+    shot = opt(args, "--screenshot", None)
+    result = {"ok": False, "error": None}
+    b = Browser()
+    try:
+        grant(b, url)
+        tab = b.first_tab()
+        open_page(tab, url)
+        first = wait_playing(tab, stream, 25)
+        if not first or first["mode"] != "webrtc":
+            raise RuntimeError("no WebRTC video: %s" % json.dumps(first))
+        s = json.dumps(stream)
+        result["left_before"] = tab.eval(PIXEL_JS % (s, "0.05"))
+        card = "document.querySelector('.card[data-stream=%s]')" % s
+        tab.eval("%s.querySelector('.image-button').click()" % card)
+        tab.eval("(() => { const f = %s.querySelector('form.image'); f.hflip.checked = true; "
+                 "f.querySelector('button[type=submit]').click(); })()" % card)
+        deadline = time.time() + 15
+        text = ""
+        while time.time() < deadline:
+            text = tab.eval("%s.querySelector('.image-result').textContent" % card)
+            if text and text != "applying…":
+                break
+            tab.pump(0.2)
+        result["result"] = text
+        tab.pump(2)  # a few frames of the mirrored picture
+        result["left_after"] = tab.eval(PIXEL_JS % (s, "0.05"))
+        result["ok"] = text.startswith("applied")
+        if shot:
+            tab.eval("%s.querySelector('form.image').scrollIntoView({block: 'end'})" % card)
+            tab.pump(0.5)
+            png = tab.call("Page.captureScreenshot", format="png")["data"]
+            with open(shot, "wb") as f:
+                f.write(base64.b64decode(png))
+        result["console_errors"] = tab.errors
+    except Exception as e:
+        result["error"] = f"driver: {e}"
+    finally:
+        b.close()
+    print(json.dumps(result))
+
+
 def opt(args, name, default):
     return args[args.index(name) + 1] if name in args else default
 
 
 if __name__ == "__main__":
-    {"play": cmd_play, "tabs": cmd_tabs, "latency": cmd_latency, "recordings": cmd_recordings}[sys.argv[1]](sys.argv[2:])
+    {"play": cmd_play, "tabs": cmd_tabs, "latency": cmd_latency, "recordings": cmd_recordings, "image": cmd_image}[sys.argv[1]](sys.argv[2:])

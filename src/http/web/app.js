@@ -176,6 +176,44 @@
     }
   }
 
+  // Image controls (docs/image.md): the form shows the stream's settings and sends the changed
+  // ones as PATCH /api/v1/streams/{name} {"image": {...}}, which needs the HTTP token.
+  function imageForm(card, stream, settings) {
+    const form = card.querySelector('form.image');
+    const img = (settings && settings.image) || {};
+    const fill = () => {
+      form.hflip.checked = !!img.hflip;
+      form.vflip.checked = !!img.vflip;
+      form.rotation.value = String(img.rotation || 0);
+      form.brightness.value = img.brightness || 0;
+      form.contrast.value = img.contrast === undefined ? 1 : img.contrast;
+      form.saturation.value = img.saturation === undefined ? 1 : img.saturation;
+      form.overlay.value = (img.overlay && img.overlay.text) || '';
+    };
+    fill();
+    card.querySelector('.image-button').onclick = () => { form.hidden = !form.hidden; };
+    form.onsubmit = async ev => {
+      ev.preventDefault();
+      const result = form.querySelector('.image-result');
+      const image = {
+        hflip: form.hflip.checked, vflip: form.vflip.checked, rotation: Number(form.rotation.value),
+        brightness: Number(form.brightness.value), contrast: Number(form.contrast.value),
+        saturation: Number(form.saturation.value), overlay: { text: form.overlay.value },
+      };
+      result.textContent = 'applying…';
+      try {
+        const r = await fetch('/api/v1/streams/' + encodeURIComponent(stream), {
+          method: 'PATCH', headers: headers({ 'Content-Type': 'application/json' }), body: JSON.stringify({ image }),
+        });
+        const body = await r.json().catch(() => ({}));
+        result.textContent = r.ok ? 'applied: ' + body.applied : (body.error || 'HTTP ' + r.status);
+        if (r.ok) Object.assign(img, image);
+      } catch (e) {
+        result.textContent = 'failed: ' + e.message;
+      }
+    };
+  }
+
   // The stream list: cards made once per stream, figures refreshed from the status API.
   async function index() {
     const main = document.getElementById('streams');
@@ -209,6 +247,7 @@
           card.querySelector('.name').textContent = s.name;
           card.querySelector('.fullscreen').href = '/view/' + encodeURIComponent(s.name);
           card.querySelector('.snapshot').onclick = () => snapshot(s.name);
+          imageForm(card, s.name, s.settings);
           const rb = card.querySelector('.recordings-button');
           rb.onclick = () => recordings(card, s.name);
           main.appendChild(card);
