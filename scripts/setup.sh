@@ -13,6 +13,8 @@ packages=(
   # clockoverlay for [image] overlay, and v4l2-ctl to read a V4L2 camera's controls
   # (docs/image.md).
   gstreamer1.0-x v4l-utils
+  # DTLS for WebRTC (str0m's openssl backend, docs/web.md).
+  libssl-dev
 )
 if [ "${1:-}" = "--test" ]; then
   # Real clients and checkers the test suite drives.

@@ -35,6 +35,7 @@ export DEBIAN_FRONTEND=noninteractive
 # gstreamer1.0-plugins-bad is there for h264parse; -ugly for x264enc.
 ARM64_PACKAGES=(
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev
+  libssl-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
   gstreamer1.0-plugins-bad
 )
@@ -129,6 +130,10 @@ cross_build() {
   export PKG_CONFIG_LIBDIR=$SYSROOT/usr/lib/$MULTIARCH/pkgconfig:$SYSROOT/usr/share/pkgconfig
   unset PKG_CONFIG_PATH
   export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+  # openssl-sys (WebRTC's DTLS) preprocesses the OpenSSL headers with the cross compiler; the
+  # arm64 opensslconf.h sits in the multiarch include dir, which only a native gcc searches.
+  # -idirafter keeps the cross toolchain's own libc headers first.
+  export CFLAGS_aarch64_unknown_linux_gnu="-idirafter $SYSROOT/usr/include/$MULTIARCH"
   # rpath-link lets ld resolve the libraries our direct dependencies pull in (glib needs
   # pcre2, ffi, ...) without installing them on the host.
   export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C link-arg=-Wl,-rpath-link,$libdirs"
