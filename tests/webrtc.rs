@@ -259,7 +259,10 @@ fn an_offer_that_cannot_take_the_profile_is_refused_with_a_reason() {
         msg.contains("it is H.264 constrained-baseline (42e0"),
         "{msg}"
     );
-    assert!(msg.contains("only accepts high (640c1f)"), "{msg}");
+    assert!(
+        msg.contains("only accepts constrained-high (640c1f)"),
+        "{msg}"
+    );
     assert!(d.wait_log("WebRTC offer refused", Duration::from_secs(5)));
     assert_eq!(
         d.metric("camstream_webrtc_rejected_total{reason=\"profile\"}"),

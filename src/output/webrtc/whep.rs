@@ -70,16 +70,19 @@ pub fn profile_level_id(caps: &gst::CapsRef) -> Option<u32> {
 pub fn profile_name(plid: u32) -> String {
     let idc = plid >> 16;
     let constraints = (plid >> 8) & 0xff;
-    let name = match (idc, constraints & 0x40 != 0) {
-        (0x42, true) => "constrained-baseline",
-        (0x4d, true) => "constrained-baseline",
-        (0x42, false) => "baseline",
-        (0x4d, false) => "main",
-        (0x58, _) => "extended",
-        (0x64, _) => "high",
-        (0x6e, _) => "high-10",
-        (0x7a, _) => "high-4:2:2",
-        (0xf4, _) => "high-4:4:4",
+    // RFC 6184, table 5: which constraint flags make a profile Constrained Baseline.
+    let name = match idc {
+        0x42 if constraints & 0x40 != 0 => "constrained-baseline",
+        0x4d if constraints & 0x80 != 0 => "constrained-baseline",
+        0x58 if constraints & 0xc0 == 0xc0 => "constrained-baseline",
+        0x42 => "baseline",
+        0x4d => "main",
+        0x58 => "extended",
+        0x64 if constraints & 0x0c == 0x0c => "constrained-high",
+        0x64 => "high",
+        0x6e => "high-10",
+        0x7a => "high-4:2:2",
+        0xf4 => "high-4:4:4",
         _ => "unknown",
     };
     format!("{name} ({plid:06x})")
@@ -273,6 +276,9 @@ mod tests {
         assert_eq!(offered_profiles(sdp), vec![0x42e01f]);
         assert_eq!(profile_name(0x42e01f), "constrained-baseline (42e01f)");
         assert_eq!(profile_name(0x640028), "high (640028)");
+        assert_eq!(profile_name(0x4d801f), "constrained-baseline (4d801f)");
+        assert_eq!(profile_name(0x4d001f), "main (4d001f)");
+        assert_eq!(profile_name(0x640c1f), "constrained-high (640c1f)");
     }
 
     /// A Firefox-style offer (Constrained Baseline only) against a High stream is refused with
