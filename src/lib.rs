@@ -18,4 +18,5 @@ pub(crate) mod notify;
 pub mod output;
 pub mod stream;
 pub mod telemetry;
+pub mod utc;
 pub(crate) mod webclient;

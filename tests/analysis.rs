@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::{Proto, Viewer, daemon, ffprobe, wait_until};
+use common::{Proto, Viewer, daemon, ffprobe, promtool_accepts, wait_until};
 
 /// Reads one HTTP request (head and Content-Length body).
 fn read_request(s: &mut TcpStream) -> Option<(String, Vec<u8>)> {
@@ -316,27 +316,5 @@ fn a_slow_endpoint_times_out_one_request_at_a_time() {
         max_in_flight.load(Ordering::SeqCst),
         1,
         "one request in flight"
-    );
-}
-
-/// Fails unless promtool (Debian package prometheus) accepts the exposition.
-fn promtool_accepts(text: &str) {
-    use std::io::Write;
-    let out = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            c.stdin.take().unwrap().write_all(text.as_bytes())?;
-            c.wait_with_output()
-        })
-        .expect("promtool runs (install the prometheus package)");
-    assert!(
-        out.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::Once;
 
 use base64::Engine;
-use common::{Daemon, daemon, ffprobe, http_request};
+use common::{Daemon, daemon, ffprobe, http_request, promtool_accepts};
 
 const USER: &str = "nvr";
 const PASSWORD: &str = "pa ss&<word>";
@@ -435,26 +435,4 @@ fn username_token(user: &str, password: &str, nonce: &[u8], created: &str) -> St
         r#"<wsse:Security xmlns:wsse="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd" xmlns:wsu="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd"><wsse:UsernameToken><wsse:Username>{user}</wsse:Username><wsse:Password Type="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-username-token-profile-1.0#PasswordDigest">{password_xml}</wsse:Password><wsse:Nonce EncodingType="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-soap-message-security-1.0#Base64Binary">{}</wsse:Nonce><wsu:Created>{created}</wsu:Created></wsse:UsernameToken></wsse:Security>"#,
         b64.encode(nonce)
     )
-}
-
-/// Fails unless promtool (Debian package prometheus) accepts the exposition.
-fn promtool_accepts(text: &str) {
-    use std::io::Write;
-    let out = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            c.stdin.take().unwrap().write_all(text.as_bytes())?;
-            c.wait_with_output()
-        })
-        .expect("promtool runs (install the prometheus package)");
-    assert!(
-        out.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }

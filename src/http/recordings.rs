@@ -18,7 +18,8 @@ use serde_json::json;
 
 use super::{Shared, error};
 use crate::output::record::export::{self, Export, ExportError};
-use crate::output::record::{self, index, utc};
+use crate::output::record::{self, index};
+use crate::utc;
 
 /// Longest range one MP4 may cover.
 const MAX_DURATION_S: f64 = 24.0 * 3600.0;

@@ -724,3 +724,25 @@ pub fn listening_ports(pid: u32) -> Vec<u16> {
     ports.dedup();
     ports
 }
+
+/// Fails unless promtool (Debian package prometheus) accepts the exposition.
+pub fn promtool_accepts(text: &str) {
+    use std::io::Write;
+    let out = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(text.as_bytes())?;
+            c.wait_with_output()
+        })
+        .expect("promtool runs (install the prometheus package)");
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -162,25 +162,10 @@ pub fn answer(
 
 /// Unix seconds → (year, month, day, hour, minute, second), UTC.
 pub fn civil(t: i64) -> (i64, u32, u32, u32, u32, u32) {
-    let days = t.div_euclid(86_400);
-    let secs = t.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (
-        y,
-        m,
-        d,
-        (secs / 3600) as u32,
-        (secs % 3600 / 60) as u32,
-        (secs % 60) as u32,
-    )
+    let p = crate::utc::split(t.saturating_mul(crate::utc::SECOND));
+    // The fields are in range by construction (month 1-12, day 1-31, ...).
+    let f = |v: i64| v as u32;
+    (p.y, f(p.mo), f(p.d), f(p.h), f(p.mi), f(p.s))
 }
 
 /// A network interface as GetNetworkInterfaces shows it.

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::index::{self, CONTIGUOUS};
 use super::mp4::{self, Sample, TIMESCALE};
-use super::utc::{self, Nanos};
+use crate::utc::{self, Nanos};
 
 /// Why no MP4 can be made.
 #[derive(Debug, thiserror::Error)]

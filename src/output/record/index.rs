@@ -14,8 +14,8 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use super::utc::{self, Nanos};
 use super::{mkv, mp4};
+use crate::utc::{self, Nanos};
 
 /// Two segments closer than this count as one span (rotation leaves them back to back; a
 /// camera restart or a pause leaves a real gap).

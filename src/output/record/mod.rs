@@ -10,7 +10,6 @@ pub mod index;
 mod mkv;
 pub mod mp4;
 pub mod retention;
-pub mod utc;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -33,6 +32,7 @@ use crate::stream::camera::Camera;
 use crate::stream::clock::SharedTime;
 use crate::stream::restart::Policy;
 use crate::stream::status::{Health, LastError, RestartReason, State, unix_now};
+use crate::utc;
 use mp4::Track;
 use writer::{Frame, Msg, Phase, Report};
 

@@ -7,7 +7,7 @@ use std::io;
 use std::path::Path;
 
 use super::index::{self, Stored};
-use super::utc::{self, Nanos};
+use crate::utc::{self, Nanos};
 
 /// The limits of one stream's recordings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

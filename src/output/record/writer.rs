@@ -22,9 +22,9 @@ use super::index;
 use super::mkv;
 use super::mp4::{self, Sample, TIMESCALE, Track};
 use super::retention::{self, Limits};
-use super::utc::{self, Nanos};
 use crate::config::{RecordConfig, RecordFormat};
 use crate::stream::hub::Hub;
+use crate::utc::{self, Nanos};
 
 /// One encoded frame on its way to disk.
 pub struct Frame {

@@ -51,17 +51,26 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     )
 }
 
-struct Parts {
-    y: i64,
-    mo: i64,
-    d: i64,
-    h: i64,
-    mi: i64,
-    s: i64,
-    ms: i64,
+/// The civil (UTC) fields of an instant.
+pub struct Parts {
+    /// Year.
+    pub y: i64,
+    /// Month, 1-12.
+    pub mo: i64,
+    /// Day of the month, 1-31.
+    pub d: i64,
+    /// Hour, 0-23.
+    pub h: i64,
+    /// Minute.
+    pub mi: i64,
+    /// Second.
+    pub s: i64,
+    /// Millisecond.
+    pub ms: i64,
 }
 
-fn split(t: Nanos) -> Parts {
+/// Splits an instant into its civil UTC fields.
+pub fn split(t: Nanos) -> Parts {
     let ms_total = t.div_euclid(1_000_000);
     let secs = ms_total.div_euclid(1000);
     let days = secs.div_euclid(86_400);
