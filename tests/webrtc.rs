@@ -161,6 +161,13 @@ fn the_page_plays_webrtc_in_chromium_with_no_console_errors() {
     );
     assert_eq!(table["state"], "streaming", "{r}");
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
+    // The WebRTC series are valid Prometheus exposition.
+    let metrics = d.get("/metrics").text();
+    assert!(
+        metrics.contains("camstream_webrtc_frames_sent_total{stream=\"video\"}"),
+        "{metrics}"
+    );
+    common::promtool_accepts(&metrics);
     // The driver closed the tab: the page's pagehide handler sent the DELETE.
     assert!(
         wait_until(Duration::from_secs(3), || viewers(&d) == 0.0),
@@ -250,7 +257,7 @@ fn an_offer_that_cannot_take_the_profile_is_refused_with_a_reason() {
     // profile is asked for, so here the browser side is the narrow one: an offer that takes only
     // High. (A High stream against a Constrained-Baseline-only offer is covered by
     // output::webrtc::whep::tests, through str0m, with the encoder hint.)
-    let d = camera(&[]);
+    let d = camera(&[("webrtc.transports", "[\"udp\", \"tcp\"]")]);
     let high_only = FIREFOX_OFFER.replace("profile-level-id=42e01f", "profile-level-id=640c1f");
     let r = post_offer(&d, "video", &high_only, None);
     assert_eq!(r.status, 406, "{}", r.text());

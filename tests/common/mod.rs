@@ -63,6 +63,9 @@ pub fn daemon() -> DaemonBuilder {
             ("http.address".into(), "127.0.0.1".into()),
             ("webrtc.address".into(), "127.0.0.1".into()),
             ("webrtc.udp_port".into(), "0".into()),
+            // No ICE-TCP listener: tests that find the daemon's ports from /proc expect two
+            // TCP listeners (RTSP and HTTP). tests/webrtc.rs turns it on where it is tested.
+            ("webrtc.transports".into(), "[\"udp\"]".into()),
             ("supervisor.initial_backoff_ms".into(), "200".into()),
             ("supervisor.max_backoff_ms".into(), "1000".into()),
         ],
