@@ -181,6 +181,8 @@ for v in variants:
     ports = {p["name"]: p for p in svc["spec"]["ports"]}
     check(ports.get("rtsp", {}).get("port") == 8554 and ports["rtsp"].get("protocol") == "TCP", f"{name}: rtsp 8554/TCP")
     check(ports.get("http", {}).get("port") == 8080, f"{name}: http 8080")
+    check(ports.get("webrtc", {}).get("port") == 8189 and ports["webrtc"].get("protocol") == "UDP",
+          f"{name}: webrtc 8189/UDP keeps its number (the WHEP answer advertises it)")
     pod_labels = dep["spec"]["template"]["metadata"]["labels"]
     check(all(pod_labels.get(k) == val for k, val in svc["spec"]["selector"].items()), f"{name}: Service selects no pod")
 
