@@ -144,6 +144,16 @@ class Tab:
         return r.get("result", {}).get("value")
 
 
+def screenshot(tab, path, element=None):
+    """Writes a PNG of the tab to path, first scrolling element (a JS expression) into view."""
+    if element:
+        tab.eval("%s.scrollIntoView({block: 'end'})" % element)
+        tab.pump(0.5)
+    png = tab.call("Page.captureScreenshot", format="png")["data"]
+    with open(path, "wb") as f:
+        f.write(base64.b64decode(png))
+
+
 def probe(stream):
     s = json.dumps(stream)
     return ("(() => { const p = window.camstream && window.camstream.players[%s]; if (!p) return null; "
@@ -256,9 +266,7 @@ def cmd_play(args):
         # Nothing wider than the window (no sideways scrolling on a phone).
         result["overflow_px"] = tab.eval("document.documentElement.scrollWidth - document.documentElement.clientWidth")
         if shot:
-            png = tab.call("Page.captureScreenshot", format="png")["data"]
-            with open(shot, "wb") as f:
-                f.write(base64.b64decode(png))
+            screenshot(tab, shot)
         result["console_errors"] = tab.errors
         if not kill:
             # Close the tab as a person would: the page's pagehide handler sends the DELETE.
@@ -400,11 +408,7 @@ def cmd_recordings(args):
         tab.pump(2.5)  # the status table's next refresh
         if shot:
             # The player below the card, in view.
-            tab.eval("%s.querySelector('.playback').scrollIntoView({block: 'end'})" % card)
-            tab.pump(0.5)
-            png = tab.call("Page.captureScreenshot", format="png")["data"]
-            with open(shot, "wb") as f:
-                f.write(base64.b64decode(png))
+            screenshot(tab, shot, "%s.querySelector('.playback')" % card)
         result["console_errors"] = tab.errors
     except Exception as e:
         result["error"] = f"driver: {e}"
@@ -456,11 +460,7 @@ def cmd_image(args):
         result["left_after"] = tab.eval(PIXEL_JS % (s, "0.05"))
         result["ok"] = text.startswith("applied")
         if shot:
-            tab.eval("%s.querySelector('form.image').scrollIntoView({block: 'end'})" % card)
-            tab.pump(0.5)
-            png = tab.call("Page.captureScreenshot", format="png")["data"]
-            with open(shot, "wb") as f:
-                f.write(base64.b64decode(png))
+            screenshot(tab, shot, "%s.querySelector('form.image')" % card)
         result["console_errors"] = tab.errors
     except Exception as e:
         result["error"] = f"driver: {e}"
