@@ -208,7 +208,7 @@ def measure(tabs, stream, seconds, window=None):
     return out
 
 
-def cmd_play(args):
+def cmd_play(args, b, result):
     url, streams = args[0], args[1].split(",")
     stream = streams[0]
     seconds = float(opt(args, "--seconds", 5))
@@ -216,98 +216,82 @@ def cmd_play(args):
     kill = "--kill" in args
     fallback = "--fallback" in args
     mobile = "--mobile" in args
-    result = {"ok": False, "error": None}
-    b = Browser()
-    try:
-        grant(b, url)
-        tab = b.first_tab()
-        if mobile:
-            # A phone: 390 CSS pixels wide, touch, high density.
-            tab.call("Emulation.setDeviceMetricsOverride", width=390, height=844,
-                     deviceScaleFactor=2, mobile=True)
-        open_page(tab, url)
-        t0 = time.time()
-        first = wait_playing(tab, stream, 25)
-        result["first"] = first
-        result["time_to_play_s"] = time.time() - t0
-        if fallback:
-            tab.pump(3)
-            result["fallback"] = tab.eval(
-                "(() => { const p = window.camstream.players[%s]; return {mode: p.mode, error: p.error, "
-                "overlay: p.overlay.textContent, image_width: p.img.naturalWidth, image_shown: !p.img.hidden, "
-                "video_shown: !p.video.hidden}; })()" % json.dumps(stream))
-            result["ok"] = result["fallback"]["mode"] == "snapshot" and result["fallback"]["image_width"] > 0
-        elif not first or first["mode"] != "webrtc":
-            result["error"] = "no WebRTC video: %s" % json.dumps(first)
-        else:
-            # Every other stream named plays as well (its frame count grows).
-            others = {}
-            for other in streams[1:]:
-                w = wait_playing(tab, other, 25)
-                others[other] = {"mode": w and w["mode"], "frames_before": w and w["frames"]}
-            result["measure"] = measure([tab], stream, seconds)[0]
-            for other, o in others.items():
-                o["frames_after"] = tab.eval(probe(other))["frames"]
-            result["others"] = others
-            # The candidate pair in use: which transport carried the media.
-            result["pair"] = tab.eval(
-                "(async () => { const pc = window.camstream.players[%s].pc; if (!pc) return null; "
-                "const st = await pc.getStats(); let pair = null; "
-                "st.forEach(r => { if (r.type === 'transport' && r.selectedCandidatePairId) pair = st.get(r.selectedCandidatePairId); }); "
-                "if (!pair) return null; const l = st.get(pair.localCandidateId), r = st.get(pair.remoteCandidateId); "
-                "return {protocol: r.protocol, remote: r.address + ':' + r.port, remote_type: r.candidateType, "
-                "local_type: l.candidateType, local_protocol: l.protocol}; })()" % json.dumps(stream))
-            # Let the status table refresh at least once, for the screenshot.
-            tab.pump(2.5)
-            result["page"] = tab.eval("(() => { const c = document.querySelector('.card'); return c ? "
-                                      "{state: c.querySelector('.state').textContent, viewers: c.querySelector('.viewers').textContent, "
-                                      "fps: c.querySelector('.fps').textContent, encoder: c.querySelector('.encoder').textContent} : null; })()")
-            result["ok"] = True
-        # Nothing wider than the window (no sideways scrolling on a phone).
-        result["overflow_px"] = tab.eval("document.documentElement.scrollWidth - document.documentElement.clientWidth")
-        if shot:
-            screenshot(tab, shot)
-        result["console_errors"] = tab.errors
-        if not kill:
-            # Close the tab as a person would: the page's pagehide handler sends the DELETE.
-            tab.call("Page.close")
-            time.sleep(0.5)
-    except Exception as e:  # reported, not hidden: the test prints it
-        result["error"] = f"driver: {e}"
-    finally:
-        b.close(kill=kill)
-    print(json.dumps(result))
+    grant(b, url)
+    tab = b.first_tab()
+    if mobile:
+        # A phone: 390 CSS pixels wide, touch, high density.
+        tab.call("Emulation.setDeviceMetricsOverride", width=390, height=844,
+                 deviceScaleFactor=2, mobile=True)
+    open_page(tab, url)
+    t0 = time.time()
+    first = wait_playing(tab, stream, 25)
+    result["first"] = first
+    result["time_to_play_s"] = time.time() - t0
+    if fallback:
+        tab.pump(3)
+        result["fallback"] = tab.eval(
+            "(() => { const p = window.camstream.players[%s]; return {mode: p.mode, error: p.error, "
+            "overlay: p.overlay.textContent, image_width: p.img.naturalWidth, image_shown: !p.img.hidden, "
+            "video_shown: !p.video.hidden}; })()" % json.dumps(stream))
+        result["ok"] = result["fallback"]["mode"] == "snapshot" and result["fallback"]["image_width"] > 0
+    elif not first or first["mode"] != "webrtc":
+        result["error"] = "no WebRTC video: %s" % json.dumps(first)
+    else:
+        # Every other stream named plays as well (its frame count grows).
+        others = {}
+        for other in streams[1:]:
+            w = wait_playing(tab, other, 25)
+            others[other] = {"mode": w and w["mode"], "frames_before": w and w["frames"]}
+        result["measure"] = measure([tab], stream, seconds)[0]
+        for other, o in others.items():
+            o["frames_after"] = tab.eval(probe(other))["frames"]
+        result["others"] = others
+        # The candidate pair in use: which transport carried the media.
+        result["pair"] = tab.eval(
+            "(async () => { const pc = window.camstream.players[%s].pc; if (!pc) return null; "
+            "const st = await pc.getStats(); let pair = null; "
+            "st.forEach(r => { if (r.type === 'transport' && r.selectedCandidatePairId) pair = st.get(r.selectedCandidatePairId); }); "
+            "if (!pair) return null; const l = st.get(pair.localCandidateId), r = st.get(pair.remoteCandidateId); "
+            "return {protocol: r.protocol, remote: r.address + ':' + r.port, remote_type: r.candidateType, "
+            "local_type: l.candidateType, local_protocol: l.protocol}; })()" % json.dumps(stream))
+        # Let the status table refresh at least once, for the screenshot.
+        tab.pump(2.5)
+        result["page"] = tab.eval("(() => { const c = document.querySelector('.card'); return c ? "
+                                  "{state: c.querySelector('.state').textContent, viewers: c.querySelector('.viewers').textContent, "
+                                  "fps: c.querySelector('.fps').textContent, encoder: c.querySelector('.encoder').textContent} : null; })()")
+        result["ok"] = True
+    # Nothing wider than the window (no sideways scrolling on a phone).
+    result["overflow_px"] = tab.eval("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    if shot:
+        screenshot(tab, shot)
+    result["console_errors"] = tab.errors
+    if not kill:
+        # Close the tab as a person would: the page's pagehide handler sends the DELETE.
+        tab.call("Page.close")
+        time.sleep(0.5)
 
 
-def cmd_tabs(args):
+def cmd_tabs(args, b, result):
     url, stream, n = args[0], args[1], int(args[2])
     seconds = float(opt(args, "--seconds", 10))
-    result = {"ok": False, "error": None}
-    b = Browser()
-    try:
-        grant(b, url)
-        tabs = [b.first_tab()]
-        open_page(tabs[0], url)
-        for _ in range(n - 1):
-            t = b.new_tab("about:blank")
-            open_page(t, url)
-            tabs.append(t)
-        states = [wait_playing(t, stream, 40) for t in tabs]
-        result["modes"] = [s and s["mode"] for s in states]
-        if all(s and s["mode"] == "webrtc" for s in states):
-            tabs[0].pump(2)  # past the joins' transients
-            window = {}
-            result["tabs"] = measure(tabs, stream, seconds, window)
-            result["window"] = window
-            result["ok"] = True
-        else:
-            result["error"] = "not every tab plays WebRTC: %s" % json.dumps(states)
-        result["console_errors"] = sum((t.errors for t in tabs), [])
-    except Exception as e:
-        result["error"] = f"driver: {e}"
-    finally:
-        b.close()
-    print(json.dumps(result))
+    grant(b, url)
+    tabs = [b.first_tab()]
+    open_page(tabs[0], url)
+    for _ in range(n - 1):
+        t = b.new_tab("about:blank")
+        open_page(t, url)
+        tabs.append(t)
+    states = [wait_playing(t, stream, 40) for t in tabs]
+    result["modes"] = [s and s["mode"] for s in states]
+    if all(s and s["mode"] == "webrtc" for s in states):
+        tabs[0].pump(2)  # past the joins' transients
+        window = {}
+        result["tabs"] = measure(tabs, stream, seconds, window)
+        result["window"] = window
+        result["ok"] = True
+    else:
+        result["error"] = "not every tab plays WebRTC: %s" % json.dumps(states)
+    result["console_errors"] = sum((t.errors for t in tabs), [])
 
 
 # Reads the stamp benches/camstream/stamp.rs paints (64 16x16 blocks, then the inverted check
@@ -342,79 +326,63 @@ STAMP_JS = r"""
 """
 
 
-def cmd_latency(args):
+def cmd_latency(args, b, result):
     url, stream = args[0], args[1]
     seconds = float(opt(args, "--seconds", 10))
-    result = {"ok": False, "error": None}
-    b = Browser()
-    try:
-        grant(b, url)
-        tab = b.first_tab()
-        open_page(tab, url)
-        first = wait_playing(tab, stream, 25)
-        if not first or first["mode"] != "webrtc":
-            raise RuntimeError("no WebRTC video: %s" % json.dumps(first))
-        tab.pump(2)  # past the join's transient
-        tab.eval(STAMP_JS % json.dumps(stream))
-        result["window"] = {"start": time.time()}
-        tab.pump(seconds)
-        result["window"]["end"] = time.time()
-        result["latencies_ms"] = tab.eval("window.__lat")
-        result["unreadable"] = tab.eval("window.__unreadable")
-        result["ok"] = len(result["latencies_ms"]) > 0
-        result["console_errors"] = tab.errors
-    except Exception as e:
-        result["error"] = f"driver: {e}"
-    finally:
-        b.close()
-    print(json.dumps(result))
+    grant(b, url)
+    tab = b.first_tab()
+    open_page(tab, url)
+    first = wait_playing(tab, stream, 25)
+    if not first or first["mode"] != "webrtc":
+        raise RuntimeError("no WebRTC video: %s" % json.dumps(first))
+    tab.pump(2)  # past the join's transient
+    tab.eval(STAMP_JS % json.dumps(stream))
+    result["window"] = {"start": time.time()}
+    tab.pump(seconds)
+    result["window"]["end"] = time.time()
+    result["latencies_ms"] = tab.eval("window.__lat")
+    result["unreadable"] = tab.eval("window.__unreadable")
+    result["ok"] = len(result["latencies_ms"]) > 0
+    result["console_errors"] = tab.errors
 
 
-def cmd_recordings(args):
+def cmd_recordings(args, b, result):
     url, stream = args[0], args[1]
     shot = opt(args, "--screenshot", None)
-    result = {"ok": False, "error": None}
-    b = Browser()
-    try:
-        grant(b, url)
-        tab = b.first_tab()
-        open_page(tab, url)
-        first = wait_playing(tab, stream, 25)
-        result["live_mode"] = first and first["mode"]
-        card = "document.querySelector('.card[data-stream=%s]')" % json.dumps(stream)
-        deadline = time.time() + 10
-        while time.time() < deadline and not tab.eval("(() => { const c = %s; return !!c && !c.querySelector('.recordings-button').hidden; })()" % card):
-            tab.pump(0.2)
-        tab.eval("%s.querySelector('.recordings-button').click()" % card)
-        deadline = time.time() + 10
-        links = 0
-        while time.time() < deadline:
-            links = tab.eval("%s.querySelectorAll('.spans a').length" % card)
-            if links:
-                break
-            tab.pump(0.2)
-        result["spans_listed"] = links
+    grant(b, url)
+    tab = b.first_tab()
+    open_page(tab, url)
+    first = wait_playing(tab, stream, 25)
+    result["live_mode"] = first and first["mode"]
+    card = "document.querySelector('.card[data-stream=%s]')" % json.dumps(stream)
+    deadline = time.time() + 10
+    while time.time() < deadline and not tab.eval("(() => { const c = %s; return !!c && !c.querySelector('.recordings-button').hidden; })()" % card):
+        tab.pump(0.2)
+    tab.eval("%s.querySelector('.recordings-button').click()" % card)
+    deadline = time.time() + 10
+    links = 0
+    while time.time() < deadline:
+        links = tab.eval("%s.querySelectorAll('.spans a').length" % card)
         if links:
-            tab.eval("%s.querySelector('.spans a').click()" % card)
-            deadline = time.time() + 30
-            while time.time() < deadline:
-                pb = tab.eval("(() => { const v = %s.querySelector('.playback'); return {t: v.currentTime, w: v.videoWidth, "
-                              "e: v.error ? String(v.error.code) : null, src: v.currentSrc}; })()" % card)
-                result["playback"] = pb
-                if pb["e"] or pb["t"] >= 1.0:
-                    break
-                tab.pump(0.25)
-            result["ok"] = bool(result.get("playback")) and result["playback"]["t"] >= 1.0
-        tab.pump(2.5)  # the status table's next refresh
-        if shot:
-            # The player below the card, in view.
-            screenshot(tab, shot, "%s.querySelector('.playback')" % card)
-        result["console_errors"] = tab.errors
-    except Exception as e:
-        result["error"] = f"driver: {e}"
-    finally:
-        b.close()
-    print(json.dumps(result))
+            break
+        tab.pump(0.2)
+    result["spans_listed"] = links
+    if links:
+        tab.eval("%s.querySelector('.spans a').click()" % card)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            pb = tab.eval("(() => { const v = %s.querySelector('.playback'); return {t: v.currentTime, w: v.videoWidth, "
+                          "e: v.error ? String(v.error.code) : null, src: v.currentSrc}; })()" % card)
+            result["playback"] = pb
+            if pb["e"] or pb["t"] >= 1.0:
+                break
+            tab.pump(0.25)
+        result["ok"] = bool(result.get("playback")) and result["playback"]["t"] >= 1.0
+    tab.pump(2.5)  # the status table's next refresh
+    if shot:
+        # The player below the card, in view.
+        screenshot(tab, shot, "%s.querySelector('.playback')" % card)
+    result["console_errors"] = tab.errors
 
 
 PIXEL_JS = r"""
@@ -428,50 +396,58 @@ PIXEL_JS = r"""
 """
 
 
-def cmd_image(args):
+def cmd_image(args, b, result):
     """Mirrors STREAM through the page's Image form and reads the picture's left edge before
     and after, from the WebRTC video."""
     url, stream = args[0], args[1]
     shot = opt(args, "--screenshot", None)
-    result = {"ok": False, "error": None}
-    b = Browser()
-    try:
-        grant(b, url)
-        tab = b.first_tab()
-        open_page(tab, url)
-        first = wait_playing(tab, stream, 25)
-        if not first or first["mode"] != "webrtc":
-            raise RuntimeError("no WebRTC video: %s" % json.dumps(first))
-        s = json.dumps(stream)
-        result["left_before"] = tab.eval(PIXEL_JS % (s, "0.05"))
-        card = "document.querySelector('.card[data-stream=%s]')" % s
-        tab.eval("%s.querySelector('.image-button').click()" % card)
-        tab.eval("(() => { const f = %s.querySelector('form.image'); f.hflip.checked = true; "
-                 "f.querySelector('button[type=submit]').click(); })()" % card)
-        deadline = time.time() + 15
-        text = ""
-        while time.time() < deadline:
-            text = tab.eval("%s.querySelector('.image-result').textContent" % card)
-            if text and text != "applying…":
-                break
-            tab.pump(0.2)
-        result["result"] = text
-        tab.pump(2)  # a few frames of the mirrored picture
-        result["left_after"] = tab.eval(PIXEL_JS % (s, "0.05"))
-        result["ok"] = text.startswith("applied")
-        if shot:
-            screenshot(tab, shot, "%s.querySelector('form.image')" % card)
-        result["console_errors"] = tab.errors
-    except Exception as e:
-        result["error"] = f"driver: {e}"
-    finally:
-        b.close()
-    print(json.dumps(result))
+    grant(b, url)
+    tab = b.first_tab()
+    open_page(tab, url)
+    first = wait_playing(tab, stream, 25)
+    if not first or first["mode"] != "webrtc":
+        raise RuntimeError("no WebRTC video: %s" % json.dumps(first))
+    s = json.dumps(stream)
+    result["left_before"] = tab.eval(PIXEL_JS % (s, "0.05"))
+    card = "document.querySelector('.card[data-stream=%s]')" % s
+    tab.eval("%s.querySelector('.image-button').click()" % card)
+    tab.eval("(() => { const f = %s.querySelector('form.image'); f.hflip.checked = true; "
+             "f.querySelector('button[type=submit]').click(); })()" % card)
+    deadline = time.time() + 15
+    text = ""
+    while time.time() < deadline:
+        text = tab.eval("%s.querySelector('.image-result').textContent" % card)
+        if text and text != "applying…":
+            break
+        tab.pump(0.2)
+    result["result"] = text
+    tab.pump(2)  # a few frames of the mirrored picture
+    result["left_after"] = tab.eval(PIXEL_JS % (s, "0.05"))
+    result["ok"] = text.startswith("applied")
+    if shot:
+        screenshot(tab, shot, "%s.querySelector('form.image')" % card)
+    result["console_errors"] = tab.errors
 
 
 def opt(args, name, default):
     return args[args.index(name) + 1] if name in args else default
 
 
+def run(cmd, args):
+    """Runs one command in a fresh browser and prints its result as JSON, errors included."""
+    result = {"ok": False, "error": None}
+    b = Browser()
+    try:
+        cmd(args, b, result)
+    except Exception as e:  # reported, not hidden: the test prints it
+        result["error"] = f"driver: {e}"
+    finally:
+        # --kill: the tab dies without its pagehide DELETE (play only).
+        b.close(kill="--kill" in args)
+    print(json.dumps(result))
+
+
 if __name__ == "__main__":
-    {"play": cmd_play, "tabs": cmd_tabs, "latency": cmd_latency, "recordings": cmd_recordings, "image": cmd_image}[sys.argv[1]](sys.argv[2:])
+    commands = {"play": cmd_play, "tabs": cmd_tabs, "latency": cmd_latency, "recordings": cmd_recordings,
+                "image": cmd_image}
+    run(commands[sys.argv[1]], sys.argv[2:])
