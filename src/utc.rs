@@ -87,6 +87,23 @@ pub fn split(t: Nanos) -> Parts {
     }
 }
 
+/// The number written in `s[r]`, only ASCII digits (no sign, no spaces).
+fn digits(s: &str, r: std::ops::Range<usize>) -> Option<i64> {
+    let t = s.get(r)?;
+    t.bytes()
+        .all(|c| c.is_ascii_digit())
+        .then(|| t.parse().ok())?
+}
+
+/// Seconds since the epoch of a UTC date and time, or None when a field is out of range (a
+/// leap second, 60, is accepted as the parsers' inputs may carry one).
+fn civil_seconds((y, mo, d): (i64, i64, i64), (h, mi, sec): (i64, i64, i64)) -> Option<i64> {
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    Some(days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec)
+}
+
 /// `20261202T025317.123Z`: the file-name form, to the millisecond.
 pub fn basic(t: Nanos) -> String {
     let p = split(t);
@@ -102,19 +119,12 @@ pub fn parse_basic(s: &str) -> Option<Nanos> {
     if b.len() != 20 || b[8] != b'T' || b[15] != b'.' || b[19] != b'Z' {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let t = s.get(r)?;
-        t.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| t.parse().ok())?
-    };
-    let (y, mo, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
-    let (h, mi, sec, ms) = (num(9..11)?, num(11..13)?, num(13..15)?, num(16..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    let secs = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec;
-    Some(secs * SECOND + ms * 1_000_000)
+    let num = |r| digits(s, r);
+    let secs = civil_seconds(
+        (num(0..4)?, num(4..6)?, num(6..8)?),
+        (num(9..11)?, num(11..13)?, num(13..15)?),
+    )?;
+    Some(secs * SECOND + num(16..19)? * 1_000_000)
 }
 
 /// `2026-12-02T02:53:17.123Z`: RFC 3339 in UTC, to the millisecond.
@@ -136,17 +146,11 @@ pub fn parse_rfc3339(s: &str) -> Option<Nanos> {
     if b[13] != b':' || b[16] != b':' {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let t = s.get(r)?;
-        t.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| t.parse().ok())?
-    };
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
+    let num = |r| digits(s, r);
+    let secs = civil_seconds(
+        (num(0..4)?, num(5..7)?, num(8..10)?),
+        (num(11..13)?, num(14..16)?, num(17..19)?),
+    )?;
     let mut i = 19;
     let mut frac: i64 = 0;
     if b.get(i) == Some(&b'.') {
@@ -175,7 +179,6 @@ pub fn parse_rfc3339(s: &str) -> Option<Nanos> {
         }
         _ => return None,
     };
-    let secs = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec;
     Some(secs * SECOND + frac - offset)
 }
 
