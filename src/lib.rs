@@ -4,6 +4,7 @@
 //! feeds a hub; every output (RTSP today) is a subscriber of that hub. An HTTP sidecar exposes
 //! health, metrics, status and control. `docs/architecture.md` describes the layout.
 
+pub mod access;
 pub(crate) mod analysis;
 pub mod app;
 pub mod check;

@@ -108,13 +108,30 @@ fn redact(value: &mut serde_json::Value) {
     }
 }
 
-/// A viewer account with its password resolved.
+/// An account with its password resolved.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
     /// User name.
     pub username: String,
     /// Password.
     pub password: Secret,
+    /// What it may do.
+    pub role: Role,
+    /// Streams it may reach; empty: all.
+    pub streams: Vec<String>,
+}
+
+/// An API token with its value resolved.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenCredentials {
+    /// Its name, for logs.
+    pub name: String,
+    /// The token.
+    pub token: Secret,
+    /// What it may do.
+    pub role: Role,
+    /// Streams it may reach; empty: all.
+    pub streams: Vec<String>,
 }
 
 impl Config {
@@ -125,6 +142,8 @@ impl Config {
             username: a.username.clone(),
             password: a.password.clone(),
             password_file: a.password_file.clone(),
+            role: a.role,
+            streams: Vec::new(),
         };
         let mut out: Vec<Credentials> = Vec::new();
         let all =
@@ -169,6 +188,8 @@ impl Config {
             out.push(Credentials {
                 username: u.username.clone(),
                 password: Secret(password),
+                role: u.role,
+                streams: u.streams.clone(),
             });
         }
         if !a.enabled {
@@ -177,13 +198,95 @@ impl Config {
         Ok(out)
     }
 
-    /// The HTTP bearer token in force, if any, with `token_file` read.
+    /// The admin token of `http.token` / `http.token_file`, if any, with the file read.
     pub fn http_token(&self) -> Result<Option<Secret>, ConfigError> {
         let h = &self.http;
         if !h.token_file.is_empty() {
             return read_secret("http.token_file", &h.token_file).map(|t| Some(Secret(t)));
         }
         Ok((!h.token.is_empty()).then(|| h.token.clone()))
+    }
+
+    /// Every API token in force: `http.token` (an admin token named `http.token`) and each
+    /// `[[http.tokens]]`, with token files read.
+    pub fn tokens(&self) -> Result<Vec<TokenCredentials>, ConfigError> {
+        let mut out = Vec::new();
+        if let Some(t) = self.http_token()? {
+            out.push(TokenCredentials {
+                name: "http.token".into(),
+                token: t,
+                role: Role::Admin,
+                streams: Vec::new(),
+            });
+        }
+        for t in &self.http.tokens {
+            let key = format!("http.tokens[{}]", t.name);
+            if t.name.is_empty() || t.name == "http.token" {
+                return Err(ConfigError::Invalid(
+                    "http.tokens: every entry needs a name (other than \"http.token\")".into(),
+                ));
+            }
+            if out.iter().any(|o: &TokenCredentials| o.name == t.name) {
+                return Err(ConfigError::Invalid(format!("{key} is configured twice")));
+            }
+            let token = if !t.token_file.is_empty() {
+                read_secret(&format!("{key}.token_file"), &t.token_file)?
+            } else if !t.token.is_empty() {
+                t.token.0.clone()
+            } else {
+                return Err(ConfigError::Invalid(format!(
+                    "{key} has no token (set token or token_file)"
+                )));
+            };
+            if token.len() < 16 {
+                return Err(ConfigError::Invalid(format!(
+                    "{key}: the token is shorter than 16 characters; use a long random one \
+                     (e.g. openssl rand -hex 24)"
+                )));
+            }
+            if out.iter().any(|o| o.token.0 == token) {
+                return Err(ConfigError::Invalid(format!(
+                    "{key}: the same token is configured twice"
+                )));
+            }
+            out.push(TokenCredentials {
+                name: t.name.clone(),
+                token: Secret(token),
+                role: t.role,
+                streams: t.streams.clone(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Accounts and tokens resolve, and every `streams = [...]` they carry names a stream.
+    pub(crate) fn check_accounts(&self) -> Result<(), ConfigError> {
+        let users = self.users()?;
+        let tokens = self.tokens()?;
+        let known: Vec<String> = self
+            .streams()?
+            .iter()
+            .flat_map(|s| {
+                std::iter::once(s.name.clone()).chain(s.renditions.iter().map(|r| r.name.clone()))
+            })
+            .collect();
+        let named = users
+            .iter()
+            .map(|u| (format!("auth.users[{}]", u.username), &u.streams))
+            .chain(
+                tokens
+                    .iter()
+                    .map(|t| (format!("http.tokens[{}]", t.name), &t.streams)),
+            );
+        for (key, streams) in named {
+            if let Some(s) = streams.iter().find(|s| !known.contains(s)) {
+                return Err(ConfigError::Invalid(format!(
+                    "{key}.streams names {s:?}, which is not a stream (streams: {})",
+                    known.join(", ")
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The configuration as JSON with every secret replaced by "<redacted>".

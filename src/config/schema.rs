@@ -54,6 +54,69 @@ pub struct Config {
     pub hook_limits: super::nvr::HookLimits,
     /// Pictures sent to a vision model (docs/hooks.md).
     pub analysis: super::nvr::AnalysisConfig,
+    /// Who may pass the doors without credentials (docs/security.md).
+    pub access: AccessConfig,
+}
+
+/// What an account may do; each role includes the ones before it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Watch: RTSP, WebRTC, snapshots, recordings, the page, the status summary.
+    #[default]
+    Viewer,
+    /// A viewer that may also change live settings and ask for a keyframe.
+    Operator,
+    /// An operator that may also read the full status and configuration, and reload.
+    Admin,
+}
+
+impl Role {
+    /// The name used in the configuration and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// What a visitor without credentials may do, at every door.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Anonymous {
+    /// Nothing that carries the picture or what it shows.
+    None,
+    /// Watch every stream (a camera on a home LAN); changes still need an account.
+    View,
+}
+
+/// `[access]`: the rule for visitors without credentials.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessConfig {
+    /// `none` or `view`. Default unset: `view` while no user account exists (tokens do not
+    /// count), `none` as soon as one does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anonymous: Option<Anonymous>,
+}
+
+/// One API token (`[[http.tokens]]`): an account without a password login, for Prometheus, Home
+/// Assistant or scripts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenConfig {
+    /// A name for logs and the status API (required, unique among tokens).
+    pub name: String,
+    /// The token, sent as `Authorization: Bearer <token>`.
+    pub token: Secret,
+    /// File holding the token (trailing newline ignored); overrides `token`. Default empty.
+    pub token_file: String,
+    /// What it may do. Default `viewer`.
+    pub role: Role,
+    /// Streams it may reach. Default empty: all.
+    pub streams: Vec<String>,
 }
 
 /// One camera: where its pictures come from, how it is encoded, and where it is served.
@@ -412,10 +475,12 @@ pub struct HttpConfig {
     pub address: IpAddr,
     /// TCP port. Default 8080.
     pub port: u16,
-    /// Bearer token required for `/api/*` and `/snapshot.jpg`. Default empty: no token.
+    /// An admin API token (`Authorization: Bearer <token>`). Default empty: none.
     pub token: Secret,
-    /// File holding the bearer token (e.g. a mounted Secret); overrides `token`. Default empty.
+    /// File holding that token (e.g. a mounted Secret); overrides `token`. Default empty.
     pub token_file: String,
+    /// More API tokens, each with a role, as `[[http.tokens]]` tables. Default none.
+    pub tokens: Vec<TokenConfig>,
     /// Also require the token for `/healthz` and `/readyz`. Default false.
     pub protect_probes: bool,
     /// Also require the token for `/metrics`. Default false.
@@ -435,6 +500,7 @@ impl Default for HttpConfig {
             port: 8080,
             token: Secret::default(),
             token_file: String::new(),
+            tokens: Vec::new(),
             protect_probes: false,
             protect_metrics: false,
             api_address: String::new(),
@@ -486,6 +552,10 @@ pub struct UserConfig {
     pub password: Secret,
     /// File holding the password (trailing newline ignored); overrides `password`.
     pub password_file: String,
+    /// What the account may do. Default `viewer`.
+    pub role: Role,
+    /// Streams it may reach. Default empty: all.
+    pub streams: Vec<String>,
 }
 
 /// `[auth]`: who may watch.
@@ -503,6 +573,8 @@ pub struct AuthConfig {
     pub password: Secret,
     /// File holding that user's password; overrides `password`. Default empty.
     pub password_file: String,
+    /// That user's role. Default `viewer`.
+    pub role: Role,
     /// More users, as `[[auth.users]]` tables. Default none.
     pub users: Vec<UserConfig>,
 }
@@ -515,6 +587,7 @@ impl Default for AuthConfig {
             username: String::new(),
             password: Secret::default(),
             password_file: String::new(),
+            role: Role::Viewer,
             users: Vec::new(),
         }
     }

@@ -288,8 +288,7 @@ impl Config {
         if self.auth.methods.is_empty() {
             return bad("auth.methods is empty; offer digest, basic or both".into());
         }
-        self.users()?;
-        self.http_token()?;
+        self.check_accounts()?;
         let t = &self.tls;
         if t.cert_file.is_empty() != t.key_file.is_empty() {
             return bad("tls.cert_file and tls.key_file go together: set both or neither".into());
