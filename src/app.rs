@@ -362,15 +362,23 @@ pub async fn run(config: Config, origin: Origin) -> Result<u8, AppError> {
         .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         tasks.push(task);
     }
+    let https = if config.http.tls {
+        let acceptor = http::listener::acceptor(&config.tls.cert_file, &config.tls.key_file)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        Some(acceptor)
+    } else {
+        None
+    };
     for (listener, part) in [(http_listener, main_part), (api_listener, http::Part::Api)] {
         let Some(listener) = listener else { continue };
         if let Ok(addr) = listener.local_addr() {
-            tracing::info!(address = %addr, endpoints = ?part, "HTTP sidecar listening");
+            tracing::info!(address = %addr, endpoints = ?part, https = config.http.tls, "HTTP sidecar listening");
         }
         let app = http::router(shared.clone(), part);
         tasks.push(tokio::spawn(http::serve(
             listener,
             app,
+            https.clone(),
             shutdown.child_token(),
         )));
     }

@@ -99,6 +99,14 @@ pub mod names {
     pub const ONVIF_REQUESTS: &str = "camstream_onvif_requests_total";
     /// WS-Discovery probes answered.
     pub const ONVIF_PROBES: &str = "camstream_onvif_discovery_probes_total";
+    /// WS-Discovery probes not answered, label `reason` (not_ours, rate_source, rate_total).
+    pub const ONVIF_PROBES_REFUSED: &str = "camstream_onvif_discovery_refused_total";
+    /// HTTP connections closed or refused by a sidecar limit, label `reason`.
+    pub const HTTP_REFUSED: &str = "camstream_http_connections_refused_total";
+    /// HTTP connections open now (waiting for a request or being served).
+    pub const HTTP_OPEN: &str = "camstream_http_connections_open";
+    /// ICE-TCP connections closed by a limit, label `reason`.
+    pub const ICE_TCP_REFUSED: &str = "camstream_webrtc_ice_tcp_refused_total";
 }
 
 /// Handles to every metric; cheap to clone.
@@ -226,6 +234,22 @@ impl Metrics {
         describe_counter!(
             ONVIF_PROBES,
             "WS-Discovery probes answered with a ProbeMatch"
+        );
+        describe_counter!(
+            ONVIF_PROBES_REFUSED,
+            "WS-Discovery probes not answered, by reason (not_ours, rate_source, rate_total)"
+        );
+        describe_counter!(
+            HTTP_REFUSED,
+            "HTTP connections closed or refused by a sidecar limit, by reason"
+        );
+        describe_gauge!(
+            HTTP_OPEN,
+            "HTTP connections open (waiting for a request or being served)"
+        );
+        describe_counter!(
+            ICE_TCP_REFUSED,
+            "ICE-TCP connections closed by a limit, by reason"
         );
         crate::telemetry::count_drops_in(metrics::counter!(LOG_LINES_DROPPED));
         Metrics {

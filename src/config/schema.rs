@@ -490,6 +490,9 @@ pub struct HttpConfig {
     pub api_address: String,
     /// Port of the separate API listener; required with `api_address`. Default 0.
     pub api_port: u16,
+    /// Serve the sidecar (both listeners) over HTTPS with `[tls]`'s certificate and key.
+    /// Default false.
+    pub tls: bool,
 }
 
 impl Default for HttpConfig {
@@ -505,6 +508,7 @@ impl Default for HttpConfig {
             protect_metrics: false,
             api_address: String::new(),
             api_port: 0,
+            tls: false,
         }
     }
 }

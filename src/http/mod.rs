@@ -1,8 +1,9 @@
 //! The HTTP sidecar: liveness, readiness, Prometheus metrics, status and snapshots.
 //!
-//! Served with hyper directly (not `axum::serve`) so that each connection gets a header read
-//! timeout, a small header buffer and a place under a connection cap: a slow or hostile HTTP
-//! client must not tie up a board that exists to stream video.
+//! Served by [`listener`] (hyper directly, not `axum::serve`) so that each connection gets a
+//! deadline from accept, a small header buffer and a place under connection caps that cannot
+//! starve the probes: a slow or hostile HTTP client must not tie up a board that exists to
+//! stream video.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,23 +16,23 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 
 use crate::control::Control;
 use crate::output::rtsp::Heartbeat;
 use crate::output::snapshot::{SNAPSHOT_TIMEOUT, scaled_height};
 
+pub mod listener;
 mod onvif;
 mod push;
 mod recordings;
 mod streams;
 mod webrtc;
+
+pub use listener::serve;
 
 /// Why the sidecar could not start.
 #[derive(Debug, thiserror::Error)]
@@ -48,16 +49,10 @@ pub enum HttpError {
 
 /// Longest a request may take before it is answered 503.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
-/// Longest a client may take to send its request headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound on the liveness heartbeat through the GLib loop.
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Concurrent HTTP connections; more wait in the kernel backlog.
-const MAX_CONNECTIONS: usize = 64;
 /// Longest query string accepted.
 const MAX_QUERY: usize = 256;
-/// Read buffer per connection, which bounds request headers (larger gets 431).
-const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 /// What the handlers read.
 #[derive(Clone)]
@@ -367,43 +362,6 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpError> {
     TcpListener::bind(addr)
         .await
         .map_err(|source| HttpError::Bind { addr, source })
-}
-
-/// Serves until shutdown, then lets in-flight requests finish for a moment.
-pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationToken) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => p.expect("semaphore never closes"),
-            _ = shutdown.cancelled() => break,
-        };
-        let (stream, _peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "HTTP accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => break,
-        };
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_TIMEOUT)
-            .max_buf_size(MAX_HEADER_BYTES);
-        let conn = builder.serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn.into_owned());
-        tokio::spawn(async move {
-            let _ = conn.await;
-            drop(permit);
-        });
-    }
-    let _ = tokio::time::timeout(Duration::from_millis(300), graceful.shutdown()).await;
 }
 
 #[cfg(test)]
