@@ -447,6 +447,13 @@ pub struct WebrtcConfig {
     /// Seconds without a packet from a connected browser after which its session is freed
     /// (a closed tab that sent no DELETE). Default 10.
     pub session_timeout_s: u32,
+    /// Sessions at once that were offered without credentials (an open stream, no
+    /// `Authorization`), so re-posted anonymous offers cannot take every session; the next
+    /// gets 503 with `Retry-After`. Default 16.
+    pub max_anonymous: u32,
+    /// Sessions still connecting (ICE and DTLS) from one source address; the next offer from it
+    /// gets 503 with `Retry-After`. Default 4.
+    pub max_pending_per_address: u32,
 }
 
 impl Default for WebrtcConfig {
@@ -461,6 +468,8 @@ impl Default for WebrtcConfig {
             max_viewers: 32,
             handshake_timeout_s: 10,
             session_timeout_s: 10,
+            max_anonymous: 16,
+            max_pending_per_address: 4,
         }
     }
 }

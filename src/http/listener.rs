@@ -58,6 +58,10 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tls(pub bool);
 
+/// Request extension: the client's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer(pub SocketAddr);
+
 /// Why HTTPS could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -278,7 +282,6 @@ pub async fn serve(
     tls: Option<Arc<SslAcceptor>>,
     shutdown: CancellationToken,
 ) {
-    let app = app.layer(axum::Extension(Tls(tls.is_some())));
     let ctx = Arc::new(Ctx {
         app,
         tls,
@@ -474,7 +477,13 @@ async fn serve_stream<S>(
         last: last.clone(),
         born,
     };
-    let service = hyper_util::service::TowerToHyperService::new(ctx.app.clone());
+    let inner = hyper_util::service::TowerToHyperService::new(ctx.app.clone());
+    let tls = Tls(ctx.tls.is_some());
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+        req.extensions_mut().insert(tls);
+        req.extensions_mut().insert(Peer(peer));
+        hyper::service::Service::call(&inner, req)
+    });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())

@@ -195,8 +195,10 @@ async fn options(AxumState(s): AxumState<Shared>) -> Response {
 async fn offer(
     AxumState(s): AxumState<Shared>,
     Path(stream): Path<String>,
+    peer: Option<axum::Extension<crate::http::listener::Peer>>,
     req: Request,
 ) -> Response {
+    let peer = peer.map(|axum::Extension(p)| p);
     let Some(server) = s.webrtc.clone() else {
         return error(
             StatusCode::NOT_FOUND,
@@ -236,7 +238,13 @@ async fn offer(
         );
     };
     let host = host_ip(&headers).await;
-    match server.create(enc.hub.clone(), sdp, host).await {
+    // Allowed without presenting anything: an open stream, capped by webrtc.max_anonymous.
+    let anonymous = !headers.contains_key(header::AUTHORIZATION);
+    let source = peer.map(|p| p.0.ip());
+    match server
+        .create(enc.hub.clone(), sdp, host, source, anonymous)
+        .await
+    {
         Ok(created) => {
             let location = format!("/whep/{stream}/{}", created.id);
             let mut r = (StatusCode::CREATED, created.sdp).into_response();
@@ -260,9 +268,21 @@ async fn offer(
                     StatusCode::SERVICE_UNAVAILABLE
                 }
                 WhepError::NoAddress => StatusCode::INTERNAL_SERVER_ERROR,
+                WhepError::Busy(_) => {
+                    // Rate-capped in the server: an offer flood must not flood the log.
+                    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                    return r;
+                }
             };
             tracing::warn!(stream = %stream, error = %e, "WebRTC offer refused");
-            error(code, &e.to_string())
+            let mut r = error(code, &e.to_string());
+            if matches!(e, WhepError::Full(_)) {
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            r
         }
     }
 }

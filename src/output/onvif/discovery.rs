@@ -3,8 +3,10 @@
 //! types, scopes and service address, announces Hello on start and Bye on stop. Each datagram
 //! is parsed with the same bounded SOAP reader as the services; anything else is ignored.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
@@ -19,6 +21,116 @@ use crate::metrics::names;
 pub const MULTICAST_GROUP: Ipv4Addr = Ipv4Addr::new(239, 255, 255, 250);
 /// Largest datagram considered (a Probe is well under 1 KiB).
 const MAX_DATAGRAM: usize = 16 * 1024;
+/// Replies per second to one source address, and the burst allowed: a reply is ~17× the size
+/// of a probe, so without a cap any host could aim this camera at a victim (a spoofed source).
+pub const PER_SOURCE_RATE: f64 = 1.0;
+/// Burst of replies to one source address.
+pub const PER_SOURCE_BURST: f64 = 3.0;
+/// Replies per second in all, and the burst allowed.
+pub const TOTAL_RATE: f64 = 10.0;
+/// Burst of replies in all.
+pub const TOTAL_BURST: f64 = 20.0;
+/// Source addresses remembered by the per-source buckets (older ones are forgotten first).
+const MAX_SOURCES: usize = 1024;
+
+/// A token bucket.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn full(burst: f64, now: Instant) -> Self {
+        Bucket {
+            tokens: burst,
+            at: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant, rate: f64, burst: f64) {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + dt * rate).min(burst);
+        self.at = now;
+    }
+}
+
+/// Why a probe got no reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    /// Not a Probe, or one for types or scopes this device does not have.
+    NotOurs,
+    /// The source's bucket is empty.
+    RateSource,
+    /// The total bucket is empty.
+    RateTotal,
+}
+
+impl Refused {
+    fn label(self) -> &'static str {
+        match self {
+            Refused::NotOurs => "not_ours",
+            Refused::RateSource => "rate_source",
+            Refused::RateTotal => "rate_total",
+        }
+    }
+}
+
+/// Reply budgets: one bucket per source address and one for all.
+struct Limiter {
+    sources: HashMap<IpAddr, Bucket>,
+    total: Bucket,
+}
+
+impl Limiter {
+    fn new(now: Instant) -> Self {
+        Limiter {
+            sources: HashMap::new(),
+            total: Bucket::full(TOTAL_BURST, now),
+        }
+    }
+
+    /// Whether `ip` may be answered now (checked before the probe is parsed; spends nothing).
+    fn check(&mut self, ip: IpAddr, now: Instant) -> Result<(), Refused> {
+        if let Some(b) = self.sources.get_mut(&ip) {
+            b.refill(now, PER_SOURCE_RATE, PER_SOURCE_BURST);
+            if b.tokens < 1.0 {
+                return Err(Refused::RateSource);
+            }
+        }
+        self.total.refill(now, TOTAL_RATE, TOTAL_BURST);
+        if self.total.tokens < 1.0 {
+            return Err(Refused::RateTotal);
+        }
+        Ok(())
+    }
+
+    /// Spends one reply for `ip` (after [`Limiter::check`] passed).
+    fn spend(&mut self, ip: IpAddr, now: Instant) {
+        if !self.sources.contains_key(&ip) && self.sources.len() >= MAX_SOURCES {
+            // Full buckets carry no information: forget those first, else the stalest.
+            self.sources.retain(|_, b| {
+                b.refill(now, PER_SOURCE_RATE, PER_SOURCE_BURST);
+                b.tokens < PER_SOURCE_BURST
+            });
+            if self.sources.len() >= MAX_SOURCES
+                && let Some(old) = self
+                    .sources
+                    .iter()
+                    .min_by_key(|(_, b)| b.at)
+                    .map(|(k, _)| *k)
+            {
+                self.sources.remove(&old);
+            }
+        }
+        let b = self
+            .sources
+            .entry(ip)
+            .or_insert_with(|| Bucket::full(PER_SOURCE_BURST, now));
+        b.tokens -= 1.0;
+        self.total.tokens -= 1.0;
+    }
+}
 
 const NS_DISCOVERY: &str = "http://schemas.xmlsoap.org/ws/2005/04/discovery";
 const TO_DISCOVERY: &str = "urn:schemas-xmlsoap-org:ws:2005:04:discovery";
@@ -245,6 +357,10 @@ pub fn start(
     let socket =
         UdpSocket::from_std(std_socket).map_err(|source| DiscoveryError { port, source })?;
     let _ = metrics::counter!(names::ONVIF_PROBES);
+    for r in [Refused::NotOurs, Refused::RateSource, Refused::RateTotal] {
+        metrics::counter!(names::ONVIF_PROBES_REFUSED, "reason" => r.label()).absolute(0);
+    }
+    let log = crate::output::rtsp::auth::LogLimiter::new(5, std::time::Duration::from_secs(60));
     let a = Announcer {
         identity,
         http_port,
@@ -261,6 +377,7 @@ pub fn start(
             tracing::debug!(error = %e, "WS-Discovery Hello not sent");
         }
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+        let mut limiter = Limiter::new(Instant::now());
         loop {
             let (n, peer) = tokio::select! {
                 r = socket.recv_from(&mut buf) => match r {
@@ -275,11 +392,28 @@ pub fn start(
             if n > MAX_DATAGRAM {
                 continue;
             }
-            if let Some(reply) = a.answer(&buf[..n], peer) {
-                metrics::counter!(names::ONVIF_PROBES).increment(1);
-                tracing::debug!(peer = %peer, "WS-Discovery probe answered");
-                if let Err(e) = socket.send_to(&reply, peer).await {
-                    tracing::debug!(peer = %peer, error = %e, "WS-Discovery reply not sent");
+            let now = Instant::now();
+            let refused = match limiter.check(peer.ip(), now) {
+                Err(r) => Some(r),
+                Ok(()) => match a.answer(&buf[..n], peer) {
+                    None => Some(Refused::NotOurs),
+                    Some(reply) => {
+                        limiter.spend(peer.ip(), now);
+                        metrics::counter!(names::ONVIF_PROBES).increment(1);
+                        tracing::debug!(peer = %peer, "WS-Discovery probe answered");
+                        if let Err(e) = socket.send_to(&reply, peer).await {
+                            tracing::debug!(peer = %peer, error = %e, "WS-Discovery reply not sent");
+                        }
+                        None
+                    }
+                },
+            };
+            if let Some(r) = refused {
+                metrics::counter!(names::ONVIF_PROBES_REFUSED, "reason" => r.label()).increment(1);
+                if r != Refused::NotOurs
+                    && let Some(suppressed) = log.allow(now)
+                {
+                    tracing::warn!(peer = %peer, reason = r.label(), suppressed, "WS-Discovery probe not answered: reply rate limit (docs/reliability.md)");
                 }
             }
         }
@@ -353,5 +487,38 @@ mod tests {
             .replace("SCOPES", "");
         assert!(a.answer(printer.as_bytes(), peer).is_none());
         assert!(a.answer(b"garbage", peer).is_none());
+    }
+
+    #[test]
+    fn replies_are_rate_limited_per_source_and_in_total() {
+        let t0 = Instant::now();
+        let mut l = Limiter::new(t0);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut answered = 0;
+        for _ in 0..10 {
+            if l.check(a, t0).is_ok() {
+                l.spend(a, t0);
+                answered += 1;
+            }
+        }
+        assert_eq!(answered, PER_SOURCE_BURST as usize);
+        assert_eq!(l.check(a, t0), Err(Refused::RateSource));
+        // One more a second.
+        let t1 = t0 + std::time::Duration::from_secs(1);
+        assert!(l.check(a, t1).is_ok());
+        // Many sources: the total bucket caps them together.
+        let mut total = 0;
+        for i in 0..200u32 {
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a01_0000 + i));
+            if l.check(ip, t1).is_ok() {
+                l.spend(ip, t1);
+                total += 1;
+            }
+        }
+        assert!(total <= TOTAL_BURST as usize, "{total}");
+        assert_eq!(
+            l.check("10.9.9.9".parse().unwrap(), t1),
+            Err(Refused::RateTotal)
+        );
     }
 }

@@ -13,6 +13,13 @@ pub const MAX_MESSAGE: usize = 64 * 1024;
 const MAX_DEPTH: usize = 32;
 /// Most elements accepted in one message.
 const MAX_ELEMENTS: usize = 4096;
+/// Most attributes accepted in one message.
+const MAX_ATTRIBUTES: usize = 256;
+/// Longest element or attribute name accepted, in bytes (ONVIF's are under 40).
+const MAX_NAME: usize = 128;
+/// Most bytes of paths and values kept from one message: bounds what a request costs before
+/// anyone is authenticated, whatever its shape (each leaf and attribute keeps its path).
+const MAX_KEPT: usize = 128 * 1024;
 
 /// SOAP 1.2 envelope namespace.
 pub const NS_ENV: &str = "http://www.w3.org/2003/05/soap-envelope";
@@ -185,6 +192,17 @@ pub fn parse(data: &[u8]) -> Result<Request, Fault> {
     let mut stack: Vec<String> = Vec::new();
     let mut req = Request::default();
     let mut elements = 0usize;
+    let mut attributes = 0usize;
+    let mut kept = 0usize;
+    let mut keep = |n: usize| -> Result<(), Fault> {
+        kept += n;
+        if kept > MAX_KEPT {
+            return Err(Fault::malformed(format!(
+                "the message holds more than {MAX_KEPT} bytes of fields"
+            )));
+        }
+        Ok(())
+    };
     let mut saw_envelope = false;
     let mut pending_text: Option<String> = None;
     loop {
@@ -196,6 +214,11 @@ pub fn parse(data: &[u8]) -> Result<Request, Fault> {
                 elements += 1;
                 if elements > MAX_ELEMENTS {
                     return Err(Fault::malformed("too many elements"));
+                }
+                if e.name().as_ref().len() > MAX_NAME {
+                    return Err(Fault::malformed(format!(
+                        "an element name is longer than {MAX_NAME} bytes"
+                    )));
                 }
                 let name = local(e.name().as_ref());
                 if stack.is_empty() {
@@ -211,16 +234,26 @@ pub fn parse(data: &[u8]) -> Result<Request, Fault> {
                 if stack.len() == 3 && stack[1] == "Body" && req.operation.is_empty() {
                     req.operation = stack[2].clone();
                 }
-                let path = stack[1..].join("/");
+                // The path is built once per element with attributes, not per attribute.
+                let mut path: Option<String> = None;
                 for a in e.attributes() {
                     let a = a.map_err(|e| Fault::malformed(format!("bad attribute: {e}")))?;
+                    attributes += 1;
+                    if attributes > MAX_ATTRIBUTES {
+                        return Err(Fault::malformed("too many attributes"));
+                    }
+                    if a.key.as_ref().len() > MAX_NAME {
+                        return Err(Fault::malformed(format!(
+                            "an attribute name is longer than {MAX_NAME} bytes"
+                        )));
+                    }
                     let value = a
                         .unescape_value()
                         .map_err(|e| Fault::malformed(format!("bad attribute value: {e}")))?;
-                    req.attributes.push((
-                        format!("{path}@{}", local(a.key.as_ref())),
-                        value.to_string(),
-                    ));
+                    let path = path.get_or_insert_with(|| stack[1..].join("/"));
+                    let key = format!("{path}@{}", local(a.key.as_ref()));
+                    keep(key.len() + value.len())?;
+                    req.attributes.push((key, value.to_string()));
                 }
                 pending_text = None;
                 if matches!(event, Event::Empty(_)) {
@@ -243,7 +276,9 @@ pub fn parse(data: &[u8]) -> Result<Request, Fault> {
                 if let Some(t) = pending_text.take()
                     && stack.len() > 1
                 {
-                    req.fields.push((stack[1..].join("/"), t));
+                    let path = stack[1..].join("/");
+                    keep(path.len() + t.len())?;
+                    req.fields.push((path, t));
                 }
                 stack.pop();
             }

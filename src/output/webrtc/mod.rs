@@ -67,6 +67,9 @@ pub enum WhepError {
     /// `webrtc.max_viewers` sessions exist.
     #[error("{0} WebRTC viewers are watching, the most webrtc.max_viewers allows")]
     Full(u32),
+    /// A per-source or anonymous cap was reached; try again later.
+    #[error("{0}; try again in a few seconds")]
+    Busy(&'static str),
     /// No address to advertise.
     #[error(
         "no address to offer the browser: the request's Host is a name that does not resolve; set webrtc.additional_hosts"
@@ -87,6 +90,12 @@ pub(crate) struct Entry {
     pub id: String,
     /// Stream name.
     pub stream: String,
+    /// The address the offer came from, when known.
+    pub source: Option<IpAddr>,
+    /// Offered without credentials.
+    pub anonymous: bool,
+    /// Still connecting (ICE and DTLS not done); the media task clears it.
+    pub pending: bool,
 }
 
 /// Sessions by key, shared by the HTTP side and the UDP task.
@@ -271,6 +280,8 @@ impl Server {
         hub: Arc<Hub>,
         offer: String,
         host: Option<IpAddr>,
+        source: Option<IpAddr>,
+        anonymous: bool,
     ) -> Result<Created, WhepError> {
         let stream = hub.name().to_string();
         let key = self.next.fetch_add(1, Ordering::Relaxed);
@@ -281,12 +292,36 @@ impl Server {
                 reject("max_viewers");
                 return Err(WhepError::Full(self.config.max_viewers));
             }
+            if anonymous
+                && r.values().filter(|e| e.anonymous).count() >= self.config.max_anonymous as usize
+            {
+                reject("max_anonymous");
+                limit_bites("webrtc.max_anonymous", source);
+                return Err(WhepError::Busy(
+                    "every session for viewers without credentials is taken (webrtc.max_anonymous)",
+                ));
+            }
+            if source.is_some()
+                && r.values()
+                    .filter(|e| e.pending && e.source == source)
+                    .count()
+                    >= self.config.max_pending_per_address as usize
+            {
+                reject("pending_per_address");
+                limit_bites("webrtc.max_pending_per_address", source);
+                return Err(WhepError::Busy(
+                    "too many sessions still connecting from this address (webrtc.max_pending_per_address)",
+                ));
+            }
             // Held from now on, so concurrent offers cannot pass the limit together.
             r.insert(
                 key,
                 Entry {
                     id: id.clone(),
                     stream: stream.clone(),
+                    source,
+                    anonymous,
+                    pending: true,
                 },
             );
         }
@@ -368,6 +403,22 @@ impl Server {
             Some(k) => self.commands.send(udp::Command::Remove(k)).is_ok(),
             None => false,
         }
+    }
+}
+
+/// Logs that an offer limit refused someone, at most a few lines a minute.
+fn limit_bites(limit: &'static str, source: Option<IpAddr>) {
+    static LOG: std::sync::LazyLock<crate::output::rtsp::auth::LogLimiter> =
+        std::sync::LazyLock::new(|| {
+            crate::output::rtsp::auth::LogLimiter::new(5, Duration::from_secs(60))
+        });
+    if let Some(suppressed) = LOG.allow(std::time::Instant::now()) {
+        tracing::warn!(
+            limit,
+            ?source,
+            suppressed,
+            "WHEP offer refused by a limit (docs/reliability.md)"
+        );
     }
 }
 

@@ -69,7 +69,9 @@ pub(super) struct Limits {
 /// Where str0m's output goes: the UDP socket, or a browser's ICE-TCP connection.
 struct Net {
     udp: Option<UdpSocket>,
-    tcp: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    /// ICE-TCP connections: their send queue and, once a message from it matched a session,
+    /// that session's key. Removing an entry closes the connection.
+    tcp: HashMap<SocketAddr, (mpsc::Sender<Vec<u8>>, Option<u64>)>,
 }
 
 impl Net {
@@ -84,7 +86,7 @@ impl Net {
             Protocol::Tcp => self
                 .tcp
                 .get(&t.destination)
-                .is_some_and(|tx| tx.try_send(t.contents.to_vec()).is_ok()),
+                .is_some_and(|(tx, _)| tx.try_send(t.contents.to_vec()).is_ok()),
             _ => false,
         }
     }
@@ -300,10 +302,26 @@ pub(super) async fn run(
             },
             Some(e) = tcp.recv() => match e {
                 TcpEvent::Open { peer, tx, .. } => {
-                    net.tcp.insert(peer, tx);
+                    net.tcp.insert(peer, (tx, None));
                 }
                 TcpEvent::Data { peer, local, data } => {
-                    receive(&mut sessions, &net, Protocol::Tcp, &data, peer, local);
+                    let bound = net.tcp.get(&peer).and_then(|(_, k)| *k);
+                    let to = receive(&mut sessions, &net, Protocol::Tcp, &data, peer, local);
+                    match (bound, to) {
+                        // A connection belongs to the session its first message matched.
+                        (None, Some(key)) => {
+                            if let Some(e) = net.tcp.get_mut(&peer) {
+                                e.1 = Some(key);
+                            }
+                        }
+                        (Some(_), _) => {}
+                        // A connection whose message matches no live session's credentials
+                        // holds no slot: it is closed.
+                        (None, None) => {
+                            net.tcp.remove(&peer);
+                            counter!(names::ICE_TCP_REFUSED, "reason" => "no_session").increment(1);
+                        }
+                    }
                 }
                 TcpEvent::Closed { peer } => {
                     net.tcp.remove(&peer);
@@ -345,6 +363,17 @@ pub(super) async fn run(
         }
         if now >= next_housekeeping {
             next_housekeeping = now + HOUSEKEEPING;
+            {
+                // Connected sessions no longer count against the per-address handshake cap.
+                let mut r = registry.lock().unwrap_or_else(|e| e.into_inner());
+                for (key, s) in &sessions {
+                    if s.connected
+                        && let Some(e) = r.get_mut(key)
+                    {
+                        e.pending = false;
+                    }
+                }
+            }
             for s in sessions.values_mut() {
                 if !s.connected && now.duration_since(s.created) > limits.handshake {
                     s.end.get_or_insert("handshake_timeout");
@@ -362,6 +391,8 @@ pub(super) async fn run(
             if let Some(s) = sessions.remove(&key) {
                 free(s, key, &registry);
             }
+            // Its ICE-TCP connections end with it.
+            net.tcp.retain(|_, (_, k)| *k != Some(key));
         }
     }
     for (key, mut s) in sessions.drain() {
@@ -378,6 +409,7 @@ async fn recv(udp: &Option<UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usize
     }
 }
 
+/// Hands a message to the session that accepts it; returns that session's key.
 fn receive(
     sessions: &mut HashMap<u64, Session>,
     net: &Net,
@@ -385,7 +417,7 @@ fn receive(
     data: &[u8],
     source: SocketAddr,
     local: SocketAddr,
-) {
+) -> Option<u64> {
     let input = |destination: SocketAddr| -> Option<Input<'_>> {
         let contents = DatagramRecv::try_from(data).ok()?;
         Some(Input::Receive(
@@ -398,13 +430,11 @@ fn receive(
             },
         ))
     };
-    let Some(probe) = input(local) else { return };
-    let Some(s) = sessions
-        .values_mut()
-        .find(|s| s.end.is_none() && s.rtc.accepts(&probe))
-    else {
-        return;
-    };
+    let probe = input(local)?;
+    let (key, s) = sessions
+        .iter_mut()
+        .find(|(_, s)| s.end.is_none() && s.rtc.accepts(&probe))?;
+    let key = *key;
     // str0m matches the destination against the candidates it advertised: a socket bound to
     // every address cannot tell it (nor can one behind a NAT), so it is inferred.
     let destination = if s.locals.contains(&local) {
@@ -412,16 +442,15 @@ fn receive(
     } else {
         s.local_for(source)
     };
-    let Some(input) = input(destination) else {
-        return;
-    };
+    let input = input(destination)?;
     s.last_rx = Instant::now();
     if let Err(e) = s.rtc.handle_input(input) {
         tracing::debug!(stream = %s.stream, error = %e, "WebRTC input refused");
         s.end.get_or_insert("closed");
-        return;
+        return Some(key);
     }
     s.drive(net);
+    Some(key)
 }
 
 fn free(mut s: Session, key: u64, registry: &Registry) {
