@@ -123,6 +123,7 @@ pub const REJECT_REASONS: &[&str] = &[
     "max_viewers",
     "max_connections",
     "idle_timeout",
+    "evicted",
     "request_too_large",
     "bad_request",
 ];

@@ -44,8 +44,13 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Connections open at once (pending and serving); beyond, the oldest pending one is closed.
 pub const MAX_OPEN: usize = 512;
-/// Pending connections (no request yet) one address may hold; beyond, its oldest is closed.
+/// Pending connections (no request yet) one address may hold; beyond, its oldest one that has
+/// been pending for [`EVICT_AFTER`] is closed.
 pub const MAX_PENDING_PER_ADDRESS: usize = 64;
+/// A pending connection younger than this is not closed for the per-address cap: in a connect
+/// burst a real client's request may not have been read yet (the hard [`MAX_OPEN`] cap still
+/// closes the oldest).
+pub const EVICT_AFTER: Duration = Duration::from_millis(250);
 /// Serving slots for everything but the probes.
 pub const MAX_CONNECTIONS: usize = 64;
 /// Serving slots one address may hold.
@@ -153,7 +158,7 @@ pub const REFUSAL_REASONS: &[&str] = &[
 /// The listener's bookkeeping, shared by its connections.
 struct Book {
     /// Pending connections by accept order: address and the token that closes it.
-    pending: BTreeMap<u64, (IpAddr, CancellationToken)>,
+    pending: BTreeMap<u64, (IpAddr, Instant, CancellationToken)>,
     /// Open connections (pending and serving).
     open: usize,
     /// Serving slots taken, in all and per address.
@@ -190,23 +195,25 @@ impl Ctx {
         let token = CancellationToken::new();
         let mut b = self.book.lock().unwrap_or_else(|e| e.into_inner());
         let mut evict = Vec::new();
-        let mine = b.pending.values().filter(|(a, _)| *a == ip).count();
+        let now = Instant::now();
+        let mine = b.pending.values().filter(|(a, _, _)| *a == ip).count();
+        let stale = |at: &Instant| now.duration_since(*at) >= EVICT_AFTER;
         if mine >= MAX_PENDING_PER_ADDRESS
             && let Some(k) = b
                 .pending
                 .iter()
-                .find(|(_, (a, _))| *a == ip)
+                .find(|(_, (a, at, _))| *a == ip && stale(at))
                 .map(|(k, _)| *k)
-            && let Some((_, t)) = b.pending.remove(&k)
+            && let Some((_, _, t)) = b.pending.remove(&k)
         {
             evict.push(t);
         } else if b.open >= MAX_OPEN
-            && let Some((_, (_, t))) = b.pending.pop_first()
+            && let Some((_, (_, _, t))) = b.pending.pop_first()
         {
             evict.push(t);
         }
         b.open += 1;
-        b.pending.insert(id, (ip, token.clone()));
+        b.pending.insert(id, (ip, now, token.clone()));
         metrics::gauge!(names::HTTP_OPEN).set(b.open as f64);
         (id, token, evict)
     }

@@ -278,7 +278,22 @@ fn peer_of(socket: &gio::Socket) -> (String, u16) {
 fn on_accept(st: &Rc<State>, socket: gio::Socket) {
     let (ip, port) = peer_of(&socket);
     let open = st.pending.borrow().len() + (st.connected)();
-    if open >= st.cfg.max_connections {
+    // At the cap, a connection that has not sent its first request yet is the cheapest to let
+    // go: the oldest one makes room, so idle sockets cannot lock out a viewer who asks at once.
+    let oldest = (open >= st.cfg.max_connections)
+        .then(|| st.pending.borrow().keys().min().copied())
+        .flatten();
+    if let Some(old) = oldest {
+        let p = st.pending.borrow_mut().remove(&old);
+        if let Some(p) = p {
+            if let Some(suppressed) = st.log.allow(std::time::Instant::now()) {
+                tracing::warn!(peer = %p.ip, max = st.cfg.max_connections, suppressed, "Connection limit reached; closing the oldest connection that sent no request");
+            }
+            st.metrics.rtsp_rejected("evicted");
+            p.drop_sources();
+            let _ = p.socket.close();
+        }
+    } else if open >= st.cfg.max_connections {
         if let Some(suppressed) = st.log.allow(std::time::Instant::now()) {
             tracing::warn!(peer = %ip, max = st.cfg.max_connections, suppressed, "Connection limit reached; closing");
         }
@@ -313,7 +328,10 @@ fn on_accept(st: &Rc<State>, socket: gio::Socket) {
             if let Some(st) = weak.get_ref().upgrade()
                 && let Some(p) = st.pending.borrow_mut().remove(&id)
             {
-                tracing::info!(peer = %p.ip, "Closing idle connection");
+                // Rate-capped: a thousand idle sockets must not write a thousand lines.
+                if let Some(suppressed) = st.log.allow(std::time::Instant::now()) {
+                    tracing::info!(peer = %p.ip, suppressed, "Closing idle connection");
+                }
                 st.metrics.rtsp_rejected("idle_timeout");
                 p.drop_sources();
                 let _ = p.socket.close();
