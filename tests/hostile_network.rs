@@ -364,3 +364,77 @@ fn every_listener_holds_under_attack() {
         r.check();
     }
 }
+
+/// `http.tls`: the sidecar speaks HTTPS with `[tls]`'s certificate (curl checks it against the
+/// self-signed CA), plain HTTP on that port gets no answer, and a TLS client that never finishes
+/// its handshake is closed by the 5 s header deadline while probes still answer.
+#[test]
+fn the_sidecar_serves_https_with_the_tls_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let d = common::daemon()
+        .set("tls.cert_file", cert.display())
+        .set("tls.key_file", key.display())
+        .set("http.tls", "true")
+        .start();
+    assert!(d.log().contains("https=true"), "{}", d.log());
+    let curl = |path: &str| {
+        std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "5", "--cacert"])
+            .arg(&cert)
+            .args(["-o", "-", "-w", "\n%{http_code} %{http_version}"])
+            .arg(format!("https://127.0.0.1:{}{path}", d.http_port))
+            .output()
+            .expect("curl runs")
+    };
+    let out = curl("/healthz");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.ends_with("200 1.1"), "{text}");
+    assert!(text.contains("\"alive\""), "{text}");
+    // Plain HTTP on the HTTPS port: no HTTP answer.
+    let plain = common::http_request(d.http_port, "GET", "/healthz", &[], b"");
+    assert_eq!(plain.status, 0, "plain HTTP answered: {}", plain.text());
+    // A TLS client that stalls mid-handshake is closed by the header deadline.
+    let mut stalled = TcpStream::connect(("127.0.0.1", d.http_port)).unwrap();
+    stalled.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).unwrap();
+    let t0 = Instant::now();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut b = [0u8; 64];
+    let r = stalled.read(&mut b);
+    let waited = t0.elapsed();
+    assert!(
+        matches!(r, Ok(0) | Err(_))
+            && waited >= Duration::from_secs(4)
+            && waited < Duration::from_secs(8),
+        "stalled handshake: {r:?} after {waited:?}"
+    );
+    assert!(curl("/readyz").status.success());
+}

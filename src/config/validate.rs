@@ -307,6 +307,11 @@ impl Config {
             );
         }
         let h = &self.http;
+        if h.tls && !t.enabled() {
+            return bad(
+                "http.tls = true needs a certificate: set tls.cert_file and tls.key_file".into(),
+            );
+        }
         if !h.api_address.is_empty() {
             if h.api_address.parse::<IpAddr>().is_err() {
                 return bad(format!(

@@ -359,6 +359,28 @@ pub fn envelope_with(
     x.w.into_inner()
 }
 
+/// Runs the SOAP reader over one body, as the fuzz target and its stable smoke test do, and
+/// checks what a parsed request must satisfy. Panics on a violated invariant.
+pub fn fuzz_parse(data: &[u8]) {
+    if let Ok(r) = parse(data) {
+        assert!(data.len() <= MAX_MESSAGE);
+        assert!(!r.operation.is_empty(), "parsed without an operation");
+        assert!(r.attributes.len() <= MAX_ATTRIBUTES);
+        let kept: usize = r
+            .fields
+            .iter()
+            .chain(&r.attributes)
+            .map(|(p, v)| p.len() + v.len())
+            .sum();
+        assert!(kept <= MAX_KEPT, "kept {kept} bytes");
+        assert!(
+            r.fields
+                .iter()
+                .all(|(p, _)| p.split('/').count() < MAX_DEPTH)
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -214,3 +214,25 @@ async fn connection(
     }
     let _ = events.send(TcpEvent::Closed { peer }).await;
 }
+
+/// Runs a stranger's ICE-TCP byte stream through what it reaches before matching a session: RFC
+/// 4571 framing (as the reader splits it), the demultiplexer and the STUN parser, as the fuzz
+/// target and its stable smoke test do. Panics on a violated invariant.
+pub fn fuzz_frames(data: &[u8]) {
+    let mut rest = data;
+    while rest.len() >= 2 {
+        let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+        let Some(frame) = rest.get(2..2 + len) else {
+            // An incomplete frame: the reader waits for it under FRAME_TIMEOUT.
+            return;
+        };
+        assert_eq!(frame.len(), len);
+        if let Ok(d) = str0m::net::DatagramRecv::try_from(frame) {
+            let _ = d;
+        }
+        if let Ok(m) = str0m::ice::StunMessage::parse(frame) {
+            let _ = (m.split_username(), m.trans_id());
+        }
+        rest = &rest[2 + len..];
+    }
+}

@@ -239,6 +239,21 @@ pub fn answer(
     Ok(Answered { rtc, sdp })
 }
 
+/// Runs what a stranger's WHEP offer reaches before any session exists (the profile scan and
+/// str0m's SDP parser), as the fuzz target and its stable smoke test do. Panics on a violated
+/// invariant.
+pub fn fuzz_offer(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    for p in offered_profiles(&text) {
+        assert!(p <= 0xff_ffff, "a profile-level-id is three bytes: {p:x}");
+        let _ = profile_name(p);
+    }
+    if let Ok(offer) = SdpOffer::from_sdp_string(&text) {
+        // What parses must print back.
+        let _ = offer.to_sdp_string();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
