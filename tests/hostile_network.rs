@@ -438,3 +438,48 @@ fn the_sidecar_serves_https_with_the_tls_certificate() {
     );
     assert!(curl("/readyz").status.success());
 }
+
+/// Serving slots: one address holds at most 16 (the 17th request gets 503 with `Retry-After`),
+/// while `/healthz` needs no slot and still answers.
+#[test]
+fn serving_slots_are_capped_per_address_and_probes_bypass_them() {
+    let d = common::daemon().start();
+    let ask = |s: &mut TcpStream| -> String {
+        s.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        let mut b = [0u8; 8192];
+        // The status line and headers are enough.
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut b) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&b[..n]),
+            }
+        }
+        String::from_utf8_lossy(&got).to_string()
+    };
+    // Kept-alive connections that were served hold their slot.
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        let mut s = TcpStream::connect(("127.0.0.1", d.http_port)).unwrap();
+        let r = ask(&mut s);
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        held.push(s);
+    }
+    let mut extra = TcpStream::connect(("127.0.0.1", d.http_port)).unwrap();
+    let r = ask(&mut extra);
+    assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+    assert!(r.to_ascii_lowercase().contains("retry-after: 1"), "{r}");
+    assert!(probe_once(d.http_port).is_some(), "/healthz needs no slot");
+    // Closed connections give their slots back.
+    drop(held);
+    assert!(common::wait_until(Duration::from_secs(3), || {
+        let mut s = TcpStream::connect(("127.0.0.1", d.http_port)).unwrap();
+        ask(&mut s).starts_with("HTTP/1.1 200")
+    }));
+    assert_eq!(
+        d.metric("camstream_http_connections_refused_total{reason=\"per_address\"}"),
+        Some(1.0)
+    );
+}

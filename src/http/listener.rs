@@ -13,9 +13,11 @@
 //!   connection closes); anything else takes one of [`MAX_CONNECTIONS`] slots, at most
 //!   [`MAX_PER_ADDRESS`] per address, or gets 503 with `Retry-After`.
 //!
-//! Only HTTP/1.1 is spoken (no h2c: an HTTP/2 preface is a malformed HTTP/1 request). A
-//! connection on which no byte moves either way for [`IDLE_TIMEOUT`] is closed: that is the
-//! keep-alive idle timeout and the write timeout for a reader that stopped reading.
+//! Only HTTP/1.1 is spoken (no h2c: an HTTP/2 preface is a malformed HTTP/1 request). On a
+//! kept-alive connection hyper's header timer ([`HEADER_TIMEOUT`]) starts when it waits for the
+//! next request, which makes it the keep-alive idle timeout. A connection on which no byte moves
+//! either way for [`IDLE_TIMEOUT`] is closed: the write timeout for a reader that stopped reading
+//! (and a bound on anything else that stalls).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
