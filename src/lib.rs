@@ -21,3 +21,10 @@ pub mod stream;
 pub mod telemetry;
 pub mod utc;
 pub(crate) mod webclient;
+
+/// Entry points of fuzz targets whose parsers live in private modules (fuzz/, and the stable
+/// smoke runs in tests/hostile_fuzz_smoke.rs).
+#[doc(hidden)]
+pub mod fuzz {
+    pub use crate::http::fuzz_range;
+}

@@ -124,7 +124,9 @@ pub fn parse_basic(s: &str) -> Option<Nanos> {
         (num(0..4)?, num(4..6)?, num(6..8)?),
         (num(9..11)?, num(11..13)?, num(13..15)?),
     )?;
-    Some(secs * SECOND + num(16..19)? * 1_000_000)
+    // Nanoseconds since 1970 in an i64 reach only 2262: later years are refused, not wrapped.
+    secs.checked_mul(SECOND)?
+        .checked_add(num(16..19)? * 1_000_000)
 }
 
 /// `2026-12-02T02:53:17.123Z`: RFC 3339 in UTC, to the millisecond.
@@ -179,7 +181,40 @@ pub fn parse_rfc3339(s: &str) -> Option<Nanos> {
         }
         _ => return None,
     };
-    Some(secs * SECOND + frac - offset)
+    // Nanoseconds since 1970 in an i64 reach only 2262: later years are refused, not wrapped
+    // (the fuzz target found `9999-12-31T23:59:59Z` overflowing).
+    secs.checked_mul(SECOND)?
+        .checked_add(frac)?
+        .checked_sub(offset)
+}
+
+/// Runs a stranger's time (a recording query's `from`/`to`, or a file name's stamp) through both
+/// parsers, as the fuzz target and its stable smoke test do: whatever parses must print and parse
+/// back to the same instant. Panics on a violated invariant.
+pub fn fuzz_time(data: &[u8]) {
+    let s = String::from_utf8_lossy(data);
+    // The printed forms keep milliseconds; an offset can move the instant out of years
+    // 0000-9999, which print in a form that is not parsed back.
+    let ms = |t: Nanos| t - t.rem_euclid(1_000_000);
+    let four_digit_year = |p: &str| p.len() > 4 && p.as_bytes()[..4].iter().all(u8::is_ascii_digit);
+    if let Some(t) = parse_rfc3339(&s) {
+        let printed = rfc3339(t);
+        if four_digit_year(&printed) {
+            assert_eq!(
+                parse_rfc3339(&printed),
+                Some(ms(t)),
+                "{s:?} printed {printed:?}"
+            );
+        }
+    }
+    if let Some(t) = parse_basic(&s) {
+        let printed = basic(t);
+        assert_eq!(
+            parse_basic(&printed),
+            Some(ms(t)),
+            "{s:?} printed {printed:?}"
+        );
+    }
 }
 
 #[cfg(test)]

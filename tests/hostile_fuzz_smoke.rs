@@ -1,5 +1,5 @@
 //! Stable-Rust smoke runs of the fuzz targets for the parsers a stranger reaches on the network
-//! (fuzz/fuzz_targets/{whep_offer,soap,ice_tcp}.rs): each target's function over its seed corpus
+//! (fuzz/fuzz_targets/{whep_offer,soap,ice_tcp,range,recording_query}.rs): each target's function over its seed corpus
 //! (fuzz/corpus/TARGET) and deterministic mutations of it, for at most 20 000 inputs or 8 s per
 //! target, so CI exercises them without a nightly toolchain. The real fuzzing:
 //! `cargo +nightly fuzz run TARGET` in fuzz/.
@@ -133,4 +133,25 @@ fn ice_tcp_target_survives_corpus_and_mutations() {
         tokens,
         camstream::output::webrtc::tcp::fuzz_frames,
     );
+}
+
+#[test]
+fn range_target_survives_corpus_and_mutations() {
+    let tokens: &[&[u8]] = &[
+        b"bytes=",
+        b"-",
+        b",",
+        b"0",
+        b"18446744073709551615",
+        b" ",
+        b"\t",
+        b"9",
+    ];
+    smoke("range", tokens, camstream::fuzz::fuzz_range);
+}
+
+#[test]
+fn recording_query_target_survives_corpus_and_mutations() {
+    let tokens: &[&[u8]] = &[b"T", b"Z", b"+23:59", b"-00:01", b".", b"9999", b"60", b" "];
+    smoke("recording_query", tokens, camstream::utc::fuzz_time);
 }

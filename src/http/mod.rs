@@ -29,6 +29,8 @@ pub mod listener;
 mod onvif;
 mod push;
 mod recordings;
+
+pub use recordings::fuzz_range;
 mod streams;
 mod webrtc;
 
