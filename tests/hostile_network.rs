@@ -478,8 +478,7 @@ fn serving_slots_are_capped_per_address_and_probes_bypass_them() {
         let mut s = TcpStream::connect(("127.0.0.1", d.http_port)).unwrap();
         ask(&mut s).starts_with("HTTP/1.1 200")
     }));
-    assert_eq!(
-        d.metric("camstream_http_connections_refused_total{reason=\"per_address\"}"),
-        Some(1.0)
-    );
+    // At least the 17th (a retry above may also have come before the closes were seen).
+    let refused = d.metric("camstream_http_connections_refused_total{reason=\"per_address\"}");
+    assert!(refused.is_some_and(|n| n >= 1.0), "{refused:?}");
 }

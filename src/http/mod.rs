@@ -361,10 +361,22 @@ async fn snapshot(
 
 /// Binds the sidecar; `serve` then runs it.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| HttpError::Bind { addr, source })
+    let bind = || -> std::io::Result<TcpListener> {
+        use socket2::{Domain, Socket, Type};
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        s.set_reuse_address(true)?;
+        s.bind(&addr.into())?;
+        // A connect burst (1000 sockets at once) must not overflow the accept queue: a dropped
+        // SYN makes a probe wait a second for its retry. The kernel caps this at somaxconn.
+        s.listen(LISTEN_BACKLOG)?;
+        s.set_nonblocking(true)?;
+        TcpListener::from_std(s.into())
+    };
+    bind().map_err(|source| HttpError::Bind { addr, source })
 }
+
+/// The sidecar's accept queue (tokio's default is 1024).
+const LISTEN_BACKLOG: i32 = 4096;
 
 #[cfg(test)]
 mod tests;
