@@ -272,18 +272,20 @@ fn probe_stream(stream: &StreamConfig) -> Vec<Finding> {
     });
     // A camera that lists may still not stream (no buffers, busy): capture a few frames.
     if let Some(s) = opened {
-        out.push(match source::test_capture(&s, &stream.video, CAPTURE_FRAMES, CAPTURE_WITHIN) {
-            Ok(()) => Finding {
-                ok: true,
-                what: format!("{name}: capture"),
-                detail: format!("{CAPTURE_FRAMES} frames from {s}"),
+        out.push(
+            match source::test_capture(&s, &stream.video, CAPTURE_FRAMES, CAPTURE_WITHIN) {
+                Ok(()) => Finding {
+                    ok: true,
+                    what: format!("{name}: capture"),
+                    detail: format!("{CAPTURE_FRAMES} frames from {s}"),
+                },
+                Err(e) => Finding {
+                    ok: false,
+                    what: format!("{name}: capture"),
+                    detail: e,
+                },
             },
-            Err(e) => Finding {
-                ok: false,
-                what: format!("{name}: capture"),
-                detail: e,
-            },
-        });
+        );
     }
     out.extend(image_findings(stream));
     match encoder::select(stream) {
