@@ -431,6 +431,24 @@ mod tests {
     }
 
     #[test]
+    fn every_cause_has_its_section_in_the_troubleshooting_guide() {
+        let doc = include_str!("../../docs/troubleshooting.md");
+        for c in [
+            Cause::DmaBuf,
+            Cause::Cma,
+            Cause::Busy,
+            Cause::NoCamera,
+            Cause::Tuning,
+        ] {
+            let anchor = format!("<a id=\"{}\"></a>", c.anchor());
+            assert!(
+                doc.contains(&anchor),
+                "docs/troubleshooting.md lacks {anchor}"
+            );
+        }
+    }
+
+    #[test]
     fn nodes_are_probed_from_the_device_directory() {
         let dir = tempfile::tempdir().expect("tempdir");
         assert_eq!(DmaBufNodes::probe_in(dir.path()), DmaBufNodes::Missing);
