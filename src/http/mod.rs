@@ -251,7 +251,9 @@ async fn readyz(AxumState(s): AxumState<Shared>) -> Response {
 }
 
 async fn metrics(AxumState(s): AxumState<Shared>) -> Response {
-    let mut r = s.prometheus.render().into_response();
+    let mut text = s.prometheus.render();
+    text.push_str(&crate::process_metrics::render());
+    let mut r = text.into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
