@@ -378,6 +378,8 @@ run_check "policy (security context, probes, resources, overlays)" policy_check
 run_check "promtool check rules deploy/prometheus/camstream-rules.yaml" promtool check rules "$ROOT/deploy/prometheus/camstream-rules.yaml"
 run_check "promtool test rules (each alert fires and stays quiet)" promtool_test "$ROOT/deploy/prometheus/camstream-rules.test.yaml"
 run_check "PrometheusRule generated from camstream-rules.yaml" bash "$ROOT/deploy/prometheus/generate.sh" --check
+run_check "Grafana dashboard generated from deploy/grafana/generate.py" python3 "$ROOT/deploy/grafana/generate.py" --check
+run_check "promtool check rules on the dashboard's expressions" promtool check rules "$ROOT/target/grafana-exprs.rules.yaml"
 CAMSTREAM=${CAMSTREAM_BIN:-$ROOT/target/debug/camstream}
 if [[ -x $CAMSTREAM ]]; then
   for toml in "$K8S/base/camstream.toml" "$K8S/components/host-network/camstream.toml" \
