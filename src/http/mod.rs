@@ -31,6 +31,7 @@ mod onvif;
 mod push;
 mod recordings;
 mod streams;
+pub(crate) mod trends;
 mod webrtc;
 
 /// Why the sidecar could not start.
@@ -109,6 +110,8 @@ pub fn router(shared: Shared, part: Part) -> Router {
         .route("/api/v1/status", get(status))
         .route("/snapshot.jpg", get(snapshot))
         .merge(streams::reads())
+        // access: View (GET /api/v1/trends)
+        .merge(trends::routes())
         .merge(recordings::routes());
     // Writes always need the token; without one they say how to enable them.
     let write_routes = streams::writes().merge(push::writes());
