@@ -578,7 +578,9 @@ impl Runner {
                             self.metrics.set_state("streaming");
                         }
                         // libcamera has said why no frame will come: no need to wait longer.
-                        None if libcamera.load(std::sync::atomic::Ordering::Relaxed) && let Some(d) = libcamera_log::known_cause_since(attempt) => {
+                        None if libcamera.load(std::sync::atomic::Ordering::Relaxed)
+                            && t0.elapsed() >= libcamera_log::GRACE
+                            && let Some(d) = libcamera_log::known_cause_since(attempt) => {
                             let message = d.to_string();
                             tracing::error!(stream = %name, error = %message, "Camera failed to open");
                             break self.failure(RestartReason::Error, message, None);

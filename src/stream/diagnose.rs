@@ -24,6 +24,13 @@ pub enum Cause {
 }
 
 impl Cause {
+    /// Whether libcamera naming this cause means no frame will come, so the start can fail at
+    /// once. A missing tuning file is not: libcamera may fall back, or the sensor's module may
+    /// carry its own tuning (Arducam's Pivariety logs it at ERROR and streams).
+    pub fn fatal(self) -> bool {
+        !matches!(self, Cause::Tuning)
+    }
+
     /// The anchor of this cause's section in docs/troubleshooting.md.
     pub fn anchor(self) -> &'static str {
         match self {
@@ -160,6 +167,9 @@ impl LogLine {
 struct Pattern {
     fragment: &'static str,
     cause: Cause,
+    /// The least severe log line that counts (a tuning file libcamera falls back from is only
+    /// a warning; a camera another process holds is logged at INFO).
+    min_level: Level,
 }
 
 /// libcamera's and libcamerasrc's messages for the known causes. Fragments come from real logs
@@ -168,64 +178,78 @@ const PATTERNS: &[Pattern] = &[
     Pattern {
         fragment: "could not open any dma-buf provider",
         cause: Cause::DmaBuf,
+        min_level: Level::Error,
     },
     Pattern {
         fragment: "dma-heap allocation failure",
         cause: Cause::Cma,
+        min_level: Level::Error,
     },
     Pattern {
         fragment: "dmaheap allocation failure",
         cause: Cause::Cma,
+        min_level: Level::Error,
     },
     Pattern {
         fragment: "buffers: cannot allocate memory",
         cause: Cause::Cma,
+        min_level: Level::Error,
     },
     Pattern {
         fragment: "cma_alloc",
         cause: Cause::Cma,
+        min_level: Level::Error,
     },
     Pattern {
         fragment: "failed to acquire camera",
         cause: Cause::Busy,
+        min_level: Level::Error,
     },
     Pattern {
         fragment: "pipeline handler failed to acquire camera",
         cause: Cause::Busy,
+        min_level: Level::Info,
     },
     Pattern {
         fragment: "device or resource busy",
         cause: Cause::Busy,
+        min_level: Level::Error,
     },
     Pattern {
         fragment: "could not find any supported camera",
         cause: Cause::NoCamera,
+        min_level: Level::Error,
     },
     Pattern {
         fragment: "could not find a camera named",
         cause: Cause::NoCamera,
+        min_level: Level::Error,
     },
     Pattern {
         fragment: "not found for ipa module",
         cause: Cause::Tuning,
+        min_level: Level::Error,
     },
     Pattern {
         fragment: "failed to load tuning data file",
         cause: Cause::Tuning,
+        min_level: Level::Error,
     },
     Pattern {
         fragment: "failed to open tuning file",
         cause: Cause::Tuning,
+        min_level: Level::Error,
     },
 ];
 
+fn pattern_of(message: &str) -> Option<&'static Pattern> {
+    let lower = message.to_lowercase();
+    PATTERNS.iter().find(|p| lower.contains(p.fragment))
+}
+
 /// The cause a message names, if the table knows it.
 pub fn cause_of(message: &str) -> Option<Cause> {
-    let lower = message.to_lowercase();
-    PATTERNS
-        .iter()
-        .find(|p| lower.contains(p.fragment))
-        .map(|p| p.cause)
+    pattern_of(message).map(|p| p.cause)
 }
 
 /// What to do about `cause`, given what the dma-buf nodes look like here.
@@ -294,19 +318,27 @@ pub fn explain<'a>(lines: impl IntoIterator<Item = &'a LogLine>) -> Option<Diagn
     explain_with(lines, DmaBufNodes::probe)
 }
 
+/// The first line naming a fatal cause (see [`Cause::fatal`]); `None` when there is none.
+pub fn fatal<'a>(lines: impl IntoIterator<Item = &'a LogLine>) -> Option<Diagnosis> {
+    explain(
+        lines
+            .into_iter()
+            .filter(|l| pattern_of(&l.message).is_some_and(|p| p.cause.fatal())),
+    )
+}
+
 fn explain_with<'a>(
     lines: impl IntoIterator<Item = &'a LogLine>,
     nodes: impl FnOnce() -> DmaBufNodes,
 ) -> Option<Diagnosis> {
     let mut first_error: Option<&LogLine> = None;
     for l in lines {
-        if l.level < Level::Error {
-            continue;
-        }
-        if cause_of(&l.message).is_some() {
+        if pattern_of(&l.message).is_some_and(|p| l.level >= p.min_level) {
             return diagnose_with(&l.message, nodes);
         }
-        first_error.get_or_insert(l);
+        if l.level >= Level::Error {
+            first_error.get_or_insert(l);
+        }
     }
     first_error.map(|l| Diagnosis {
         cause: None,
@@ -368,7 +400,7 @@ mod tests {
     fn known_causes_from_real_lines() {
         let cases = [
             (
-                "[0:00:01.801497418] [1433] ERROR DmaBufAllocator dma_buf_allocator.cpp:173 dma-heap allocation failure for rpicam-apps0",
+                "[0:00:01.801497418] [1433] ERROR DmaBufAllocator dma_buf_allocator.cpp:173 dma-heap allocation failure for frame-0",
                 Cause::Cma,
             ),
             (
@@ -392,6 +424,31 @@ mod tests {
             let parsed = LogLine::parse(line).expect(line);
             assert_eq!(cause_of(&parsed.message), Some(cause), "{line}");
         }
+    }
+
+    #[test]
+    fn a_tuning_file_is_a_cause_but_not_fatal_and_a_fallback_is_no_cause() {
+        // Real lines: libcamera 0.5's soft ISP falling back (WARN), an IPU3 that gave up
+        // (ERROR), and Arducam's Pivariety, which logs it at ERROR and streams anyway.
+        let fallback = parse_all(
+            "[0:09:56.873712857] [6216]  WARN IPAProxy ipa_proxy.cpp:160 Configuration file 'ov08x40.yaml' not found for IPA module 'simple', falling back to 'uncalibrated.yaml'",
+        );
+        assert_eq!(explain_with(&fallback, || DmaBufNodes::Readable), None);
+        let ipu3 = parse_all(
+            "[0:01:41.965587917] [4548] ERROR IPAProxy ipa_proxy.cpp:149 Configuration file 'ov2680.yaml' not found for IPA module 'ipu3'\n\
+             [0:01:41.965986849] [4548] ERROR IPAIPU3 ipu3.cpp:307 ipu3: Failed to create camera sensor helper for ov2680",
+        );
+        let d = explain_with(&ipu3, || DmaBufNodes::Readable).expect("a diagnosis");
+        assert_eq!(d.cause, Some(Cause::Tuning));
+        assert!(!Cause::Tuning.fatal());
+        assert_eq!(fatal(&ipu3), None);
+        let both: Vec<LogLine> = ipu3
+            .iter()
+            .cloned()
+            .chain(parse_all(VIRTUAL_NO_DMABUF))
+            .collect();
+        assert_eq!(fatal(&both).and_then(|d| d.cause), Some(Cause::DmaBuf));
+        assert!(Cause::DmaBuf.fatal() && Cause::Cma.fatal() && Cause::Busy.fatal());
     }
 
     #[test]

@@ -193,9 +193,14 @@ pub fn since(t: Instant) -> Vec<LogLine> {
         .unwrap_or_default()
 }
 
-/// A known cause libcamera logged at or after `t`: reason enough to stop waiting for frames.
+/// How long a camera may still deliver its first frame after libcamera named a fatal cause:
+/// with several pipeline handlers, one may complain about a resource the camera in use does
+/// not need (a UVC camera needs no dma-buf heap).
+pub const GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A fatal cause libcamera logged at or after `t`: reason enough to stop waiting for frames.
 pub fn known_cause_since(t: Instant) -> Option<Diagnosis> {
-    diagnose::explain(&since(t)).filter(|d| d.cause.is_some())
+    diagnose::fatal(&since(t))
 }
 
 /// libcamera's best explanation since `t`: a known cause, else its first error.

@@ -250,7 +250,10 @@ pub fn test_capture(
             if seen.load(Ordering::Relaxed) >= frames {
                 return Ok(());
             }
-            if libcamera && let Some(d) = libcamera_log::known_cause_since(t0) {
+            if libcamera
+                && t0.elapsed() >= libcamera_log::GRACE
+                && let Some(d) = libcamera_log::known_cause_since(t0)
+            {
                 return Err(d.to_string());
             }
             if t0.elapsed() >= within {
