@@ -146,19 +146,19 @@ fn read(mut reader: impl BufRead) {
             continue;
         }
         let Some(line) = LogLine::parse(text) else {
-            tracing::info!(target: "libcamera", "{text}");
+            tracing::info!(target: "libcamera", "libcamera: {text}");
             continue;
         };
         match line.level {
             Level::Error | Level::Fatal => {
-                tracing::error!(target: "libcamera", category = %line.category, "{}", line.message)
+                tracing::error!(target: "libcamera", category = %line.category, "libcamera: {}", line.message)
             }
             Level::Warn => {
-                tracing::warn!(target: "libcamera", category = %line.category, "{}", line.message)
+                tracing::warn!(target: "libcamera", category = %line.category, "libcamera: {}", line.message)
             }
             // libcamera's INFO is chatty (one line per configure); ours is for the operator.
             Level::Info | Level::Debug => {
-                tracing::debug!(target: "libcamera", category = %line.category, "{}", line.message)
+                tracing::debug!(target: "libcamera", category = %line.category, "libcamera: {}", line.message)
             }
         }
         record(line);
