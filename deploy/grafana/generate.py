@@ -20,10 +20,14 @@ panels = []
 _id = [0]
 
 
-def row(title, y):
+def row(title, y, repeat=None):
     _id[0] += 1
-    panels.append({"type": "row", "title": title, "id": _id[0], "collapsed": False,
-                   "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}, "panels": []})
+    r = {"type": "row", "title": title, "id": _id[0], "collapsed": False,
+         "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}, "panels": []}
+    if repeat:
+        # One row per selected value of the variable: a section per stream.
+        r["repeat"] = repeat
+    panels.append(r)
 
 
 def panel(title, targets, x, y, w=8, h=8, unit="short", kind="timeseries", description=""):
@@ -67,7 +71,7 @@ panel("CPU by instance", [(f'rate(process_cpu_seconds_total{{{SEL}}}[1m])', "{{i
       16, 5, unit="percentunit", description="CPU seconds per second: 1.0 is one core.")
 
 # Per stream.
-row("Stream", 13)
+row("Stream $stream", 13, repeat="stream")
 panel("Frame rate", [(f'camstream_frames_per_second{{{SSEL}}}', "{{instance}} {{stream}}")], 0, 14, unit="fps")
 panel("Bitrate", [(f'rate(camstream_encoded_bytes_total{{{SSEL}}}[1m]) * 8', "{{instance}} {{stream}}")],
       8, 14, unit="bps")
