@@ -400,13 +400,15 @@ impl Runner {
         let libcamera = std::sync::atomic::AtomicBool::new(
             config.source.kind == crate::config::SourceKind::Libcamera,
         );
-        let explained = |message: String| {
+        // libcamera's words in front of a failure: what it said since `from`.
+        let explained_since = |message: String, from: Instant| {
             if libcamera.load(std::sync::atomic::Ordering::Relaxed) {
-                libcamera_log::explain_failure(&message, attempt)
+                libcamera_log::explain_failure(&message, from)
             } else {
                 message
             }
         };
+        let explained = |message: String| explained_since(message, attempt);
         let open_failed = |message: String| {
             let message = explained(message);
             tracing::error!(stream = %name, error = %message, "Camera failed to open");
@@ -551,7 +553,13 @@ impl Runner {
                                 // error; let the reader thread catch up.
                                 tokio::time::sleep(Duration::from_millis(100)).await;
                             }
-                            let message = explained(lifecycle::describe_error(e));
+                            // A crash after hours of streaming is not explained by what
+                            // libcamera said at start-up: only its last words count.
+                            let from = match since {
+                                Some(_) => Instant::now().checked_sub(Duration::from_secs(2)).map_or(attempt, |t| t.max(attempt)),
+                                None => attempt,
+                            };
+                            let message = explained_since(lifecycle::describe_error(e), from);
                             if since.is_some() {
                                 tracing::error!(stream = %name, error = %message, debug = e.debug().as_deref().unwrap_or(""), "Pipeline crashed");
                             } else {
