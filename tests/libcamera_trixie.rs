@@ -194,7 +194,14 @@ fn libcamera_virtual_camera_in_trixie() {
         return;
     };
     let _mounts = Mounts::new(&root);
-    let cleanup = Cleanup(root.join(&bin[1..]));
+    let mut leftovers = vec![root.join(&bin[1..])];
+    for kind in ["libcamera", "auto"] {
+        leftovers.push(root.join(format!(
+            "tmp/camstream-test-{}-{kind}.toml",
+            std::process::id()
+        )));
+    }
+    let cleanup = Cleanup(leftovers);
     match dma_buf_provider() {
         Some(nodes) => {
             eprintln!("*** RAN: the capture path (dma-buf provider: {nodes})");
@@ -210,12 +217,14 @@ fn libcamera_virtual_camera_in_trixie() {
     drop(cleanup);
 }
 
-/// Removes the copied binary.
-struct Cleanup(PathBuf);
+/// Removes the copied binary and the configurations written into the root.
+struct Cleanup(Vec<PathBuf>);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        for f in &self.0 {
+            let _ = std::fs::remove_file(f);
+        }
     }
 }
 
