@@ -346,6 +346,7 @@ pub async fn run(config: Config, origin: Origin) -> Result<u8, AppError> {
         http::Part::All
     };
     let mut tasks = vec![upkeep];
+    tasks.push(http::trends::spawn(shared.clone(), shutdown.child_token()));
     if let Some(o) = shared.onvif.as_ref().filter(|_| config.onvif.discovery) {
         // Discovery advertises the port the services really listen on.
         let port = http_listener

@@ -17,6 +17,7 @@ pub(crate) mod http;
 pub(crate) mod metrics;
 pub(crate) mod notify;
 pub mod output;
+pub(crate) mod process_metrics;
 pub mod stream;
 pub mod telemetry;
 pub mod utc;

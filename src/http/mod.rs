@@ -31,6 +31,7 @@ mod onvif;
 mod push;
 mod recordings;
 mod streams;
+pub(crate) mod trends;
 mod webrtc;
 
 /// Why the sidecar could not start.
@@ -109,6 +110,8 @@ pub fn router(shared: Shared, part: Part) -> Router {
         .route("/api/v1/status", get(status))
         .route("/snapshot.jpg", get(snapshot))
         .merge(streams::reads())
+        // access: View (GET /api/v1/trends)
+        .merge(trends::routes())
         .merge(recordings::routes());
     // Writes always need the token; without one they say how to enable them.
     let write_routes = streams::writes().merge(push::writes());
@@ -251,7 +254,9 @@ async fn readyz(AxumState(s): AxumState<Shared>) -> Response {
 }
 
 async fn metrics(AxumState(s): AxumState<Shared>) -> Response {
-    let mut r = s.prometheus.render().into_response();
+    let mut text = s.prometheus.render();
+    text.push_str(&crate::process_metrics::render());
+    let mut r = text.into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

@@ -28,6 +28,7 @@ const INDEX_HTML: &str = include_str!("web/index.html");
 const VIEW_HTML: &str = include_str!("web/view.html");
 const APP_JS: &str = include_str!("web/app.js");
 const STYLE_CSS: &str = include_str!("web/style.css");
+const TREND_JS: &str = include_str!("web/trend.js");
 
 /// The WHEP routes.
 pub(super) fn whep() -> Router<Shared> {
@@ -47,6 +48,10 @@ pub(super) fn page() -> Router<Shared> {
         .route(
             "/web/app.js",
             get(|| async { asset("text/javascript", APP_JS) }),
+        )
+        .route(
+            "/web/trend.js",
+            get(|| async { asset("text/javascript", TREND_JS) }),
         )
         .route(
             "/web/style.css",

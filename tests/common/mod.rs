@@ -121,6 +121,12 @@ impl DaemonBuilder {
     /// picked by the test and released could be taken by anyone before the daemon binds it.
     pub fn start(self) -> Daemon {
         let cmd = self.command();
+        self.start_command(cmd)
+    }
+
+    /// [`DaemonBuilder::start`] with the command line given (this builder's, wrapped, e.g. run
+    /// inside a chroot).
+    pub fn start_command(self, cmd: Command) -> Daemon {
         let wait_streaming = self.wait_streaming;
         let mut d = Daemon::spawn(cmd, 0, 0);
         assert!(

@@ -16,6 +16,9 @@ Usage:
       Opens the page, lists STREAM's recordings and plays the newest span in the card.
   browser.py image URL STREAM [--screenshot PNG]
       Mirrors STREAM with the page's Image form; reports the left edge's colour before and after.
+  browser.py trend URL STREAM [--seconds S] [--recovered] [--screenshot PNG]
+      Waits until STREAM's card draws an fps drop (and, with --recovered, the recovery) in its
+      trend; reports the fps line's points.
   browser.py latency URL STREAM [--seconds S]
       Reads the clock painted into the frames (benches' clockoverlay) from the decoded video and
       reports glass-to-glass latency samples.
@@ -429,6 +432,42 @@ def cmd_image(args, b, result):
     result["console_errors"] = tab.errors
 
 
+def cmd_trend(args, b, result):
+    """Opens the page and waits (at most --seconds, default 60) until STREAM's card draws an fps
+    drop in its trend: a point in the upper half followed by one at the bottom (0 fps), then a
+    recovery if --recovered. Reports the fps line's points (SVG units, y down)."""
+    url, stream = args[0], args[1]
+    shot = opt(args, "--screenshot", None)
+    seconds = float(opt(args, "--seconds", "60"))
+    tab = b.first_tab()
+    open_page(tab, url)
+    card = "document.querySelector('.card[data-stream=%s]')" % json.dumps(stream)
+    read = ("(() => { const c = %s; if (!c) return null; const l = c.querySelector('polyline.trend-fps');"
+            " if (!l) return null; return {points: l.getAttribute('points') || '', top: Number(l.dataset.top),"
+            " height: window.camstreamTrend.height, label: c.querySelector('.trend-label').textContent}; })()" % card)
+    deadline = time.time() + seconds
+    last = None
+    while time.time() < deadline:
+        last = tab.eval(read)
+        if last and last["points"]:
+            pts = [tuple(map(float, p.split(","))) for p in last["points"].split()]
+            h = last["height"]
+            high = [i for i, (_, y) in enumerate(pts) if y <= h / 2]
+            low = [i for i, (_, y) in enumerate(pts) if y >= h - 2.5]
+            drop = next((j for j in low if high and j > high[0]), None)
+            recovered = drop is not None and any(i > drop for i in high)
+            if drop is not None and ("--recovered" not in args or recovered):
+                result.update(ok=True, points=pts, drop_index=drop, recovered=recovered, top=last["top"],
+                              label=last["label"])
+                break
+        tab.pump(0.5)
+    else:
+        result["last"] = last
+    if shot:
+        screenshot(tab, shot, card)
+    result["console_errors"] = tab.errors
+
+
 def opt(args, name, default):
     return args[args.index(name) + 1] if name in args else default
 
@@ -449,5 +488,5 @@ def run(cmd, args):
 
 if __name__ == "__main__":
     commands = {"play": cmd_play, "tabs": cmd_tabs, "latency": cmd_latency, "recordings": cmd_recordings,
-                "image": cmd_image}
+                "image": cmd_image, "trend": cmd_trend}
     run(commands[sys.argv[1]], sys.argv[2:])

@@ -4,6 +4,7 @@
 (function () {
   const config = window.CAMSTREAM || { iceServers: [], webrtc: false };
   const STATUS_EVERY_MS = 2000;
+  const TREND_EVERY_MS = 2000;
   const CONNECT_TIMEOUT_MS = 10000;
   const SNAPSHOT_EVERY_MS = 1000;
 
@@ -255,6 +256,7 @@
           new Player(s.name, card.querySelector('video'), card.querySelector('img'), card.querySelector('.overlay')).start();
         }
         const enc = s.encodings[0] || {};
+        card.dataset.fps = enc.fps || '';
         const st = card.querySelector('.state');
         st.textContent = s.state; st.className = 'state badge ' + s.state;
         card.querySelector('.encoder').textContent = s.encoder || '–';
@@ -270,13 +272,31 @@
         card.querySelector('.viewers').textContent =
           (enc.viewers || 0) + ' RTSP · ' + (enc.webrtc_viewers || 0) + ' WebRTC';
         card.querySelector('.restarts').textContent = s.restarts;
-        card.querySelector('.last-error').textContent = s.last_error || 'none';
+        card.querySelector('.last-error').textContent =
+          s.last_error ? (s.last_error.message || String(s.last_error)) : 'none';
         const rec = s.settings && s.settings.record && s.settings.record.enabled;
         card.querySelector('.recordings-button').hidden = !rec;
       });
     }
+    // The trends: the last 10 minutes of each card's fps, bitrate and viewers.
+    async function trends() {
+      if (!window.camstreamTrend) return;
+      let data;
+      try {
+        data = await api('/api/v1/trends');
+      } catch (e) {
+        return; // the status refresh already says why the API cannot be read
+      }
+      Object.keys(cards).forEach(name => {
+        const series = data.streams[name];
+        const fps = Number(cards[name].dataset.fps) || 1;
+        if (series) window.camstreamTrend.draw(cards[name].querySelector('.trend'), series, data.window_s, { fps });
+      });
+    }
     await refresh();
+    await trends();
     setInterval(refresh, STATUS_EVERY_MS);
+    setInterval(trends, TREND_EVERY_MS);
   }
 
   // One stream, full window (embeddable in an <iframe>).
