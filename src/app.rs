@@ -238,7 +238,7 @@ pub async fn run(config: Config, origin: Origin) -> Result<u8, AppError> {
     } else {
         None
     };
-    let http_token = config.http_token()?;
+    let access = Arc::new(crate::access::Access::from_config(&config)?);
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| AppError::Metrics(e.to_string()))?;
@@ -336,7 +336,8 @@ pub async fn run(config: Config, origin: Origin) -> Result<u8, AppError> {
         heartbeat: rtsp.heartbeat(),
         prometheus,
         started: Instant::now(),
-        token: http_token,
+        access: access.clone(),
+        sessions: None,
         rtsp_running: rtsp_running.clone(),
         webrtc,
     };

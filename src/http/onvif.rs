@@ -2,7 +2,6 @@
 //! `POST /onvif/media_service`. This side knows the running streams and where the client reached
 //! us; `output::onvif` does the SOAP.
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::State as AxumState;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -10,15 +9,19 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
 use super::Shared;
+use super::auth::{Doors, Rule};
+use crate::access::{Action, Door};
 use crate::config::Profile264;
 use crate::output::onvif::soap::{Fault, MAX_MESSAGE};
 use crate::output::onvif::{DEVICE_PATH, MEDIA_PATH, MediaProfile, Reached};
 
-/// The ONVIF routes (no bearer token: ONVIF authenticates inside the SOAP envelope).
-pub fn routes() -> Router<Shared> {
-    Router::new()
-        .route(DEVICE_PATH, post(device))
-        .route(MEDIA_PATH, post(media))
+/// The ONVIF routes. The door is open at the HTTP level: what a request may do depends on its
+/// SOAP operation and the credentials inside the envelope (WS-UsernameToken) or in HTTP Basic,
+/// decided by `output::onvif` through the same `Access::check` (`Door::Onvif`).
+pub(super) fn routes(d: &mut Doors) {
+    let rule = Rule::http(Action::Public).at(Door::Onvif);
+    d.route(DEVICE_PATH, "POST", rule, post(device))
+        .route(MEDIA_PATH, "POST", rule, post(media));
 }
 
 async fn device(s: AxumState<Shared>, headers: HeaderMap, body: Body) -> Response {

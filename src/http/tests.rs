@@ -20,8 +20,12 @@ use crate::stream::clock::SharedTime;
 fn shared(token: Option<&str>) -> Shared {
     gst::init().unwrap();
     let mut config = Config::default();
+    if let Some(t) = token {
+        config.http.token = Secret(t.into());
+    }
     config.rtsp.port = 0;
     config.rtsp.address = "127.0.0.1".parse().unwrap();
+    let access = Arc::new(crate::access::Access::from_config(&config).unwrap());
     let config = Arc::new(config);
     let time = SharedTime::now();
     let rtsp = Arc::new(RtspServer::start(&config, time.clone(), Metrics::new()).unwrap());
@@ -40,7 +44,8 @@ fn shared(token: Option<&str>) -> Shared {
             .build_recorder()
             .handle(),
         started: Instant::now(),
-        token: token.map(|t| Secret(t.into())),
+        access,
+        sessions: None,
         webrtc: None,
         rtsp_running: Arc::new(AtomicBool::new(true)),
         analysis: None,
@@ -86,7 +91,7 @@ async fn routes_access_rules_and_errors() {
     let (code, body) = call(&open, "GET", "/api/v1/streams", None, "").await;
     assert_eq!((code, body.as_str()), (StatusCode::OK, r#"{"streams":[]}"#));
     let (code, body) = call(&open, "PATCH", "/api/v1/streams/video", None, "{}").await;
-    assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(code, StatusCode::UNAUTHORIZED, "{body}");
     assert!(body.contains("http.token"), "{body}");
     assert_eq!(
         call(&open, "GET", "/nope", None, "").await.0,
