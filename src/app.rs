@@ -247,8 +247,13 @@ pub async fn run(config: Config, origin: Origin) -> Result<u8, AppError> {
     let time = SharedTime::now();
 
     // The RTSP thread reports once bound; wait for it off the async workers.
-    let (c, t, m) = (config.clone(), time.clone(), metrics.clone());
-    let rtsp = tokio::task::spawn_blocking(move || RtspServer::start(&c, t, m))
+    let (c, a, t, m) = (
+        config.clone(),
+        access.clone(),
+        time.clone(),
+        metrics.clone(),
+    );
+    let rtsp = tokio::task::spawn_blocking(move || RtspServer::start(&c, a, t, m))
         .await
         .map_err(|e| AppError::Gst(e.to_string()))??;
     let rtsp = Arc::new(rtsp);
@@ -324,6 +329,7 @@ pub async fn run(config: Config, origin: Origin) -> Result<u8, AppError> {
     let onvif = if config.onvif.enabled {
         Some(Arc::new(crate::output::onvif::Onvif::new(
             &config,
+            access.clone(),
             rtsp.port(),
         )?))
     } else {

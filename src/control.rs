@@ -159,7 +159,7 @@ impl Control {
         let cancel = self.cancel.child_token();
         let (camera, task) = camera::start(config, selection, self.time.clone(), cancel.clone());
         for e in &camera.encodings {
-            self.rtsp.mount(e);
+            self.rtsp.mount(&camera.name, e);
             tracing::info!(stream = %e.name, mount = %e.mount, size = %format!("{}x{}@{}", e.width, e.height, e.fps), "Mounted");
         }
         let outputs = Outputs::default();

@@ -214,6 +214,27 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// [`Access::check`](crate::access::Access::check) for a stream or rendition: an account that
+/// may reach a stream may reach its renditions.
+pub fn check_stream(
+    s: &Shared,
+    who: &Principal,
+    rule: Rule,
+    stream: Option<&str>,
+) -> Result<(), Denied> {
+    let first = s.access.check(who, rule.door, stream, rule.action);
+    match (first, stream) {
+        (Err(Denied::Forbidden), Some(name)) => match s.control.encoding(name) {
+            Some((camera, _, _)) if camera.name != name => {
+                s.access
+                    .check(who, rule.door, Some(&camera.name), rule.action)
+            }
+            _ => first,
+        },
+        _ => first,
+    }
+}
+
 /// Applies `rule` to the request; the handler sees the [`Principal`] as an extension.
 async fn enforce(
     AxumState(s): AxumState<Shared>,
@@ -226,10 +247,7 @@ async fn enforce(
         Err(d) => return refuse(rule, d),
     };
     let (stream, mut req) = stream_of(&s, rule, req).await;
-    if let Err(d) = s
-        .access
-        .check(&who, rule.door, stream.as_deref(), rule.action)
-    {
+    if let Err(d) = check_stream(&s, &who, rule, stream.as_deref()) {
         tracing::debug!(
             who = who.name(),
             door = rule.door.as_str(),

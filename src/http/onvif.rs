@@ -137,7 +137,8 @@ async fn serve(
         profiles: &profiles,
     };
     let now = crate::stream::status::unix_now() as i64;
-    let answer = onvif.handle(service, &bytes, &at, now);
+    let http = super::auth::principal(&s, &headers);
+    let answer = onvif.handle(service, &bytes, &at, now, http);
     soap_response(answer.status, answer.body)
 }
 

@@ -28,7 +28,8 @@ fn shared(token: Option<&str>) -> Shared {
     let access = Arc::new(crate::access::Access::from_config(&config).unwrap());
     let config = Arc::new(config);
     let time = SharedTime::now();
-    let rtsp = Arc::new(RtspServer::start(&config, time.clone(), Metrics::new()).unwrap());
+    let rtsp =
+        Arc::new(RtspServer::start(&config, access.clone(), time.clone(), Metrics::new()).unwrap());
     let (exits, _) = tokio::sync::mpsc::unbounded_channel();
     let control = Arc::new(Control::new(
         config,
