@@ -203,6 +203,26 @@ fn reread(origin: &Origin) -> Option<Config> {
     }
 }
 
+/// Says loudly at start-up when visitors may watch without an account.
+fn warn_if_open(access: &crate::access::Access) {
+    if !access.is_open() {
+        return;
+    }
+    if access.has_users() {
+        tracing::warn!(
+            "access.anonymous = view: anyone who reaches this camera may watch it at every door \
+             (RTSP, WebRTC, snapshots, recordings, ONVIF) without an account; accounts and \
+             tokens are needed only to change settings"
+        );
+    } else {
+        tracing::warn!(
+            "No user account: anyone who reaches this camera may watch it at every door (RTSP, \
+             WebRTC, snapshots, recordings, ONVIF). Set auth.username and auth.password (or \
+             RTSP_USERNAME/RTSP_PASSWORD, or [[auth.users]]) to protect it"
+        );
+    }
+}
+
 /// Runs the daemon until a stop signal (exit code 0) or until a stream exceeds its
 /// `max_retries` (1).
 pub async fn run(config: Config, origin: Origin) -> Result<u8, AppError> {
@@ -239,6 +259,7 @@ pub async fn run(config: Config, origin: Origin) -> Result<u8, AppError> {
         None
     };
     let access = Arc::new(crate::access::Access::from_config(&config)?);
+    warn_if_open(&access);
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| AppError::Metrics(e.to_string()))?;

@@ -244,6 +244,8 @@ async fn enforce(
 ) -> Response {
     let who = match principal(&s, req.headers()) {
         Ok(p) => p,
+        // What is open to anyone stays open to a client with stale credentials.
+        Err(_) if rule.action == Action::Public => Principal::Anonymous,
         Err(d) => return refuse(rule, d),
     };
     let (stream, mut req) = stream_of(&s, rule, req).await;

@@ -103,7 +103,17 @@ pub enum Part {
 /// against DNS rebinding and the request bounds.
 pub fn router(shared: Shared, part: Part) -> Router {
     let allowed = Arc::new(host::Allowed::from_config(&shared.control.config().http));
-    doors(shared.clone(), part)
+    let doors = doors(shared.clone(), part);
+    for d in doors.declared() {
+        tracing::debug!(
+            path = d.path,
+            methods = d.methods,
+            door = d.rule.door.as_str(),
+            action = d.rule.action.as_str(),
+            "HTTP route"
+        );
+    }
+    doors
         .into_router()
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(allowed, host::check))

@@ -18,11 +18,15 @@ use crate::output::rtsp::RtspServer;
 use crate::stream::clock::SharedTime;
 
 fn shared(token: Option<&str>) -> Shared {
-    gst::init().unwrap();
     let mut config = Config::default();
     if let Some(t) = token {
         config.http.token = Secret(t.into());
     }
+    shared_with(config)
+}
+
+fn shared_with(mut config: Config) -> Shared {
+    gst::init().unwrap();
     config.rtsp.port = 0;
     config.rtsp.address = "127.0.0.1".parse().unwrap();
     let access = Arc::new(crate::access::Access::from_config(&config).unwrap());
@@ -156,4 +160,37 @@ async fn routes_access_rules_and_errors() {
         call(&guarded, "GET", "/healthz", None, "").await.0,
         StatusCode::OK
     );
+}
+
+/// Every declared route answers by its rule: with the doors closed (an account, probes and
+/// metrics protected), anything but a public route refuses the anonymous visitor with 401 and
+/// a challenge, before its handler runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_has_a_rule_and_keeps_it() {
+    let mut config = Config::default();
+    config.auth.username = "alice".into();
+    config.auth.password = Secret("pw".into());
+    config.http.protect_probes = true;
+    config.http.protect_metrics = true;
+    let shared = shared_with(config);
+    let declared = super::doors(shared.clone(), Part::All).declared().to_vec();
+    assert!(declared.len() >= 20, "{declared:#?}");
+    let app = router(shared, Part::All);
+    for d in &declared {
+        let path = d
+            .path
+            .replace("{name}", "video")
+            .replace("{stream}", "video")
+            .replace("{file}", "video.mp4")
+            .replace("{push}", "p")
+            .replace("{id}", "x");
+        for method in d.methods.split(", ") {
+            let (code, body) = call(&app, method, &path, None, "").await;
+            if d.rule.action == crate::access::Action::Public {
+                assert_ne!(code, StatusCode::UNAUTHORIZED, "{method} {path}: {body}");
+            } else {
+                assert_eq!(code, StatusCode::UNAUTHORIZED, "{method} {path}: {body}");
+            }
+        }
+    }
 }
