@@ -436,3 +436,54 @@ fn username_token(user: &str, password: &str, nonce: &[u8], created: &str) -> St
         b64.encode(nonce)
     )
 }
+
+/// Home Assistant's ONVIF library (onvif-zeep-async, in its own venv) as HA adds a camera:
+/// service addresses, profiles, the stream URI. With an account it gets them and the URI
+/// plays; without one, or with a wrong password, it is refused.
+#[test]
+fn home_assistants_client_needs_an_account() {
+    python();
+    let d = daemon()
+        .set("onvif.enabled", "true")
+        .set("onvif.discovery", "false")
+        .set("auth.username", USER)
+        .set("auth.password", PASSWORD)
+        .start();
+    let port = d.http_port.to_string();
+    let ha = |user: &str, password: &str| -> serde_json::Value {
+        let out = Command::new("timeout")
+            .arg("60")
+            .arg(root().join("target/onvif-ha-venv/bin/python"))
+            .arg(root().join("tests/onvif/ha_client.py"))
+            .args(["127.0.0.1", &port, user, password])
+            .output()
+            .expect("python runs");
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "ha_client.py printed no JSON ({e}):\n{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    };
+    let ok = ha(USER, PASSWORD);
+    assert_eq!(ok["profiles"][0], "profile_video", "{ok}");
+    let uri = ok["uri"].as_str().unwrap_or_default().to_string();
+    assert!(uri.starts_with("rtsp://127.0.0.1:"), "{ok}");
+    let with_creds = uri.replacen(
+        "rtsp://",
+        &format!("rtsp://{USER}:{}@", "pa%20ss%26%3Cword%3E"),
+        1,
+    );
+    assert_eq!(
+        ffprobe(&with_creds, "tcp")["streams"][0]["codec_name"],
+        "h264"
+    );
+    for (user, password) in [("", ""), (USER, "wrong")] {
+        let refused = ha(user, password);
+        assert!(
+            refused["refused"].as_str().is_some_and(|r| !r.is_empty()),
+            "{user:?}: {refused}"
+        );
+    }
+}
