@@ -194,3 +194,39 @@ async fn every_route_has_a_rule_and_keeps_it() {
         }
     }
 }
+
+/// Every output reached through the sidecar (output::registry::OUTPUTS) has its routes
+/// declared with its door and action.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_output_served_over_http_has_its_routes() {
+    use crate::output::registry::{OUTPUTS, Reach};
+    let declared = super::doors(shared(None), Part::All).declared().to_vec();
+    for o in OUTPUTS {
+        let Reach::Door(door, action) = o.reach else {
+            continue;
+        };
+        let served = match door {
+            crate::access::Door::Webrtc => declared
+                .iter()
+                .any(|d| d.rule.door == door && d.rule.action == action),
+            crate::access::Door::Http => {
+                let path = if o.name == "record" {
+                    "recordings"
+                } else {
+                    o.name
+                };
+                declared.iter().any(|d| {
+                    d.path.contains(path) && d.rule.door == door && d.rule.action == action
+                })
+            }
+            // RTSP has its own server; ONVIF's routes exist only when enabled and decide per
+            // operation (tests/access_matrix.rs).
+            _ => true,
+        };
+        assert!(
+            served,
+            "{} has no route with its rule: {declared:#?}",
+            o.name
+        );
+    }
+}
