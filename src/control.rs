@@ -352,6 +352,7 @@ impl Control {
             ("rtsp", old.rtsp != new.rtsp),
             ("http", old.http != new.http),
             ("auth", old.auth != new.auth),
+            ("access", old.access != new.access),
             ("tls", old.tls != new.tls),
             ("log", old.log != new.log),
             ("webrtc", old.webrtc != new.webrtc),
