@@ -64,7 +64,7 @@ impl Allowed {
             return true;
         }
         let host = host.trim_end_matches('.').to_ascii_lowercase();
-        host.ends_with(".localhost") || self.names.iter().any(|n| *n == host)
+        host.ends_with(".localhost") || self.names.contains(&host)
     }
 }
 
