@@ -637,3 +637,79 @@ run = ["sh", "-c", "env > {}"]
         "the daemon's variables reached a hook:\n{env}"
     );
 }
+
+#[test]
+fn an_account_limited_to_some_streams_reaches_only_those() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        r#"
+[[auth.users]]
+username = "garden"
+password = "garden-Pw-1"
+streams = ["front"]
+
+[[auth.users]]
+username = "all"
+password = "all-Pw-1"
+
+[[streams]]
+name = "front"
+
+[[streams]]
+name = "back"
+"#,
+    );
+    let d = daemon().arg("--config").arg(config.display()).start();
+    let garden = Who {
+        name: "garden",
+        auth: Some(basic("garden", "garden-Pw-1")),
+        rtsp: None,
+    };
+    let all = Who {
+        name: "all",
+        auth: Some(basic("all", "all-Pw-1")),
+        rtsp: None,
+    };
+    for (who, stream, want) in [
+        (&garden, "front", 200),
+        (&garden, "back", 403),
+        (&all, "back", 200),
+    ] {
+        let r = request(
+            &d,
+            who,
+            "GET",
+            &format!("/snapshot.jpg?stream={stream}"),
+            b"",
+        );
+        assert_eq!(r.status, want, "{} {stream}: {}", who.name, r.text());
+        let r = request(&d, who, "GET", &format!("/api/v1/streams/{stream}"), b"");
+        assert_eq!(r.status, want, "{} {stream}", who.name);
+    }
+    // The list shows only what the account reaches.
+    let listed = request(&d, &garden, "GET", "/api/v1/streams", b"").json();
+    let names: Vec<&str> = listed["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(names, ["front"], "{listed}");
+    // RTSP: the same rule per mount.
+    let url = |user: &str, pw: &str, mount: &str| {
+        format!("rtsp://{user}:{pw}@127.0.0.1:{}/{mount}", d.rtsp_port)
+    };
+    let plays = |u: String| {
+        let out = Command::new("timeout")
+            .args(["20", "ffprobe", "-v", "error", "-rtsp_transport", "tcp"])
+            .args(["-show_entries", "stream=codec_name", "-of", "json", &u])
+            .output()
+            .expect("ffprobe runs");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["streams"][0]["codec_name"] == "h264"
+    };
+    assert!(plays(url("garden", "garden-Pw-1", "front")));
+    assert!(!plays(url("garden", "garden-Pw-1", "back")));
+    assert!(plays(url("all", "all-Pw-1", "back")));
+}
