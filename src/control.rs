@@ -452,8 +452,9 @@ fn is_live(path: &str) -> bool {
         "encoder.keyframe_interval",
         "record.enabled",
     ];
+    // A tuning file is a path the camera stack reads: a file setting, not a live one.
     LIVE.contains(&path)
-        || path.starts_with("image.")
+        || (path.starts_with("image.") && path != "image.tuning_file")
         || (path.starts_with("renditions[") && path.ends_with("].bitrate_kbps"))
         || (path.starts_with("push[") && path.ends_with("].enabled"))
 }

@@ -422,6 +422,12 @@ discovery = false
     assert_eq!(shown["access"], "protected");
     assert!(shown.get("config").is_none(), "{shown}");
     assert!(shown["streams"][0].get("settings").is_none(), "{shown}");
+    // The streams API shows a viewer the live settings (the page's forms), nothing else.
+    let one = request(&d, viewer, "GET", "/api/v1/streams/video", b"").json();
+    assert!(one["settings"]["image"].is_object(), "{one}");
+    assert_eq!(one["settings"]["encoder"]["bitrate_kbps"], 600, "{one}");
+    assert!(one["settings"].get("source").is_none(), "{one}");
+    assert!(one["settings"]["record"].get("path").is_none(), "{one}");
     let full = request(&d, &cols[4], "GET", "/api/v1/status", b"").json();
     assert!(full.get("config").is_some(), "{full}");
     assert_eq!(full["role"], "admin");

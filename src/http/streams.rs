@@ -121,9 +121,44 @@ pub(super) fn describe(s: &Shared, c: &Camera) -> Value {
 /// What `who` may see of a described stream: everything for admins, else the redacted view.
 fn shown(s: &Shared, who: &Principal, mut v: Value) -> Value {
     if !super::sees_everything(s, who) {
+        let live = live_settings(&v["settings"]);
         super::redact_for_viewers(&mut v);
+        if let Some(map) = v.as_object_mut() {
+            map.insert("settings".into(), live);
+        }
     }
     v
+}
+
+/// The live settings (what an operator may change, and the page shows in its forms) out of a
+/// stream's full settings: nothing that names a device, a pipeline, a path or a destination.
+fn live_settings(full: &Value) -> Value {
+    let list = |key: &str, field: &str| -> Value {
+        full[key]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .map(|i| json!({ "name": i["name"], field: i[field] }))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+            .into()
+    };
+    let mut image = full["image"].clone();
+    if let Some(map) = image.as_object_mut() {
+        map.remove("tuning_file");
+    }
+    json!({
+        "image": image,
+        "encoder": {
+            "bitrate_kbps": full["encoder"]["bitrate_kbps"],
+            "keyframe_interval": full["encoder"]["keyframe_interval"],
+        },
+        "record": { "enabled": full["record"]["enabled"] },
+        "renditions": list("renditions", "bitrate_kbps"),
+        "push": list("push", "enabled"),
+    })
 }
 
 async fn list(AxumState(s): AxumState<Shared>, Extension(who): Extension<Principal>) -> Response {
