@@ -719,3 +719,82 @@ name = "back"
     assert!(!plays(url("garden", "garden-Pw-1", "back")));
     assert!(plays(url("all", "all-Pw-1", "back")));
 }
+
+/// `access.anonymous = "view"` with accounts (a camera on a home LAN): visitors watch at every
+/// door, writes still need an operator, a wrong password is refused rather than taken as a
+/// visitor (RTSP too), and start-up and status say the camera is open.
+#[test]
+fn open_to_visitors_with_accounts_still_refuses_wrong_passwords_and_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            r#"
+[access]
+anonymous = "view"
+
+[auth]
+methods = ["digest", "basic"]
+
+[[auth.users]]
+username = "operator"
+password = "{OPERATOR_PW}"
+role = "operator"
+"#
+        ),
+    );
+    let d = daemon().arg("--config").arg(config.display()).start();
+    let anon = Who {
+        name: "anonymous",
+        auth: None,
+        rtsp: None,
+    };
+    let wrong = Who {
+        name: "wrong",
+        auth: Some(basic("operator", "not-the-password")),
+        rtsp: None,
+    };
+    let operator = Who {
+        name: "operator",
+        auth: Some(basic("operator", OPERATOR_PW)),
+        rtsp: None,
+    };
+    let patch = br#"{"encoder":{"bitrate_kbps":600}}"#;
+    let rows = [
+        row("GET", "/snapshot.jpg", b"", &[200, 401, 200]),
+        row("GET", "/api/v1/status", b"", &[200, 401, 200]),
+        row("POST", "/whep/video", b"v=0\r\n", &[400, 401, 400]),
+        row("PATCH", "/api/v1/streams/video", patch, &[401, 401, 200]),
+    ];
+    let (table, bad) = run_matrix(&d, &[anon, wrong, operator], &rows);
+    println!("open with accounts:\n{table}");
+    assert!(bad.is_empty(), "{table}\n{bad:#?}");
+    assert!(rtsp_decodes(&d, None), "visitors watch over RTSP");
+    let describe = |auth: &str| {
+        let r = raw_exchange(
+            d.rtsp_port,
+            format!(
+                "DESCRIBE rtsp://127.0.0.1:{}/video RTSP/1.0\r\nCSeq: 2\r\n{auth}\r\n",
+                d.rtsp_port
+            )
+            .as_bytes(),
+            Duration::from_secs(3),
+        );
+        String::from_utf8_lossy(&r)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(describe("").contains("200"), "{}", describe(""));
+    let wrong_basic = format!("Authorization: {}\r\n", basic("operator", "nope"));
+    assert!(describe(&wrong_basic).contains("401"));
+    let right_basic = format!("Authorization: {}\r\n", basic("operator", OPERATOR_PW));
+    assert!(describe(&right_basic).contains("200"));
+    let status = http_request(d.http_port, "GET", "/api/v1/status", &[], b"").json();
+    assert_eq!(status["access"], "open");
+    assert!(
+        d.log()
+            .contains("access.anonymous = view: anyone who reaches")
+    );
+}
