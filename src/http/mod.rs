@@ -267,9 +267,33 @@ pub(crate) fn redact_for_viewers(v: &mut serde_json::Value) {
             if let Some(short) = scheme_and_host(text) {
                 *text = short;
             }
+            *text = without_property_values(text);
         }
         _ => {}
     }
+}
+
+/// `text` with the values of GStreamer-style `property=value` words cut out (`location=…`), so
+/// an error message shows which property, never what it was set to (a path, a key, a URL).
+pub(crate) fn without_property_values(text: &str) -> String {
+    if !text.contains('=') {
+        return text.to_string();
+    }
+    text.split(' ')
+        .map(|word| match word.split_once('=') {
+            Some((key, value))
+                if !key.is_empty()
+                    && !value.is_empty()
+                    && key
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)) =>
+            {
+                format!("{key}=…")
+            }
+            _ => word.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// `scheme://host[:port]` of a string that holds a URL anywhere (e.g. "srt://h:9000?streamid=…
@@ -446,3 +470,37 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    #[test]
+    fn viewers_see_no_urls_paths_or_property_values() {
+        let mut v = json!({
+            "config": {"source": {"pipeline": "filesrc location=/etc/shadow"}},
+            "source": "pipeline: filesrc location=/etc/shadow ! decodebin",
+            "last_error": {"message": "Could not open: filesrc0 location=/etc/shadow"},
+            "outputs": [{"detail": "srt://user:pw@192.0.2.1:9000?streamid=key (disabled)"}],
+            "viewers": [{"address": "192.0.2.7", "playing": true}],
+        });
+        redact_for_viewers(&mut v);
+        let text = v.to_string();
+        for secret in [
+            "/etc/shadow",
+            "streamid",
+            "key",
+            "user:pw",
+            "192.0.2.7",
+            "config",
+        ] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(text.contains("srt://192.0.2.1:9000"), "{text}");
+        assert!(text.contains("location=…"), "{text}");
+        assert_eq!(
+            without_property_values("encoder.bitrate_kbps = 50 is outside 100 to 20000"),
+            "encoder.bitrate_kbps = 50 is outside 100 to 20000"
+        );
+    }
+}

@@ -220,8 +220,15 @@ async fn patch(AxumState(s): AxumState<Shared>, Path(name): Path<String>, body: 
         Err(ControlError::NotFound(n)) => {
             error(StatusCode::NOT_FOUND, &format!("no stream named {n:?}"))
         }
-        Err(e @ ControlError::Invalid(_)) => error(StatusCode::BAD_REQUEST, &e.to_string()),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        // Which key or property, never its value (a pipeline's paths, keys, URLs).
+        Err(e @ ControlError::Invalid(_)) => error(
+            StatusCode::BAD_REQUEST,
+            &super::without_property_values(&e.to_string()),
+        ),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &super::without_property_values(&e.to_string()),
+        ),
     }
 }
 
