@@ -400,6 +400,15 @@ discovery = false
     }
     println!("{rtsp_line}");
     assert!(wrong.is_empty(), "{table}\n{wrong:#?}");
+    // Wrong passwords are counted and logged (capped) at every door, the password never.
+    assert!(d.metric("camstream_auth_failures_total") >= Some(10.0));
+    assert!(d.wait_log("HTTP login refused", Duration::from_secs(5)));
+    assert!(d.log().contains("user=viewer"), "{}", d.log());
+    assert!(
+        !d.log().contains("not-the-password"),
+        "a password in the log"
+    );
+    assert!(d.count_log("HTTP login refused") <= 5, "{}", d.log());
 
     // The pictures are pictures.
     let viewer = &cols[2];

@@ -4,7 +4,8 @@
 //! runs. A route cannot exist without a declared rule: the router is only reachable through
 //! [`Doors`], and a unit test fails when a module registers a route any other way.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{FromRequestParts, RawPathParams, Request, State as AxumState};
@@ -15,6 +16,7 @@ use axum::routing::MethodRouter;
 
 use super::{Shared, error};
 use crate::access::{Action, Denied, Door, Principal};
+use crate::output::rtsp::auth::LogLimiter;
 
 /// The page's session lookup (the sign-in form's cookie), plugged in by the sessions module:
 /// it returns the signed-in account, or `None` when the request carries no valid session.
@@ -246,7 +248,10 @@ async fn enforce(
         Ok(p) => p,
         // What is open to anyone stays open to a client with stale credentials.
         Err(_) if rule.action == Action::Public => Principal::Anonymous,
-        Err(d) => return refuse(rule, d),
+        Err(d) => {
+            note_refused_login(req.headers());
+            return refuse(rule, d);
+        }
     };
     let (stream, mut req) = stream_of(&s, rule, req).await;
     if let Err(d) = check_stream(&s, &who, rule, stream.as_deref()) {
@@ -261,6 +266,27 @@ async fn enforce(
     }
     req.extensions_mut().insert(who);
     next.run(req).await
+}
+
+/// Counts a request whose credentials proved nothing (with RTSP's refused logins) and logs it
+/// with the user name tried (never the password or token), at most 5 lines a minute plus a
+/// count of the suppressed ones, as RTSP does.
+fn note_refused_login(headers: &HeaderMap) {
+    static LIMITER: OnceLock<LogLimiter> = OnceLock::new();
+    metrics::counter!(crate::metrics::names::AUTH_FAILURES).increment(1);
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let user = if value.trim_start().starts_with("Bearer") {
+        "(API token)".to_string()
+    } else {
+        crate::output::rtsp::auth::user_tried(value)
+    };
+    let limiter = LIMITER.get_or_init(|| LogLimiter::new(5, Duration::from_secs(60)));
+    if let Some(suppressed) = limiter.allow(Instant::now()) {
+        tracing::warn!(user = %user, suppressed, "HTTP login refused");
+    }
 }
 
 /// 401 with a challenge, or 403, as a JSON error.
