@@ -366,8 +366,9 @@ discovery = false
         row(
             "POST",
             "/onvif/media_service",
+            // No credentials: 401 with an HTTP Digest challenge; wrong ones: a fault.
             &soap("<trt:GetProfiles/>"),
-            &[400, 400, 200, 200, 200, 200],
+            &[401, 400, 200, 200, 200, 200],
         ),
         row(
             "POST",
@@ -375,7 +376,7 @@ discovery = false
             &soap(
                 r#"<trt:GetStreamUri><trt:ProfileToken>profile_video</trt:ProfileToken></trt:GetStreamUri>"#,
             ),
-            &[400, 400, 200, 200, 200, 200],
+            &[401, 400, 200, 200, 200, 200],
         ),
     ];
     let (table, wrong) = run_matrix(&d, &cols, &rows);
@@ -409,6 +410,33 @@ discovery = false
         "a password in the log"
     );
     assert!(d.count_log("HTTP login refused") <= 5, "{}", d.log());
+
+    // ONVIF over HTTP Digest (curl answers the challenge): the same accounts.
+    let digest = |user: &str, pw: &str| {
+        let out = Command::new("curl")
+            .args(["-s", "-m", "10", "--digest", "-u", &format!("{user}:{pw}")])
+            .args(["-H", "Content-Type: application/soap+xml; charset=utf-8"])
+            .args(["-w", "\n%{http_code}", "--data-binary", "@-"])
+            .arg(format!(
+                "http://127.0.0.1:{}/onvif/media_service",
+                d.http_port
+            ))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                if let Some(mut i) = c.stdin.take() {
+                    i.write_all(&soap("<trt:GetProfiles/>"))?;
+                }
+                c.wait_with_output()
+            })
+            .expect("curl runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let ok = digest("viewer", VIEWER_PW);
+    assert!(ok.ends_with("200") && ok.contains("profile_video"), "{ok}");
+    assert!(digest("viewer", "not-the-password").ends_with("401"));
 
     // The pictures are pictures.
     let viewer = &cols[2];

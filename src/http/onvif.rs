@@ -10,7 +10,7 @@ use axum::routing::post;
 
 use super::Shared;
 use super::auth::{Doors, Rule};
-use crate::access::{Action, Door};
+use crate::access::{Action, Denied, Door, Principal};
 use crate::config::Profile264;
 use crate::output::onvif::soap::{Fault, MAX_MESSAGE};
 use crate::output::onvif::{DEVICE_PATH, MEDIA_PATH, MediaProfile, Reached};
@@ -137,9 +137,36 @@ async fn serve(
         profiles: &profiles,
     };
     let now = crate::stream::status::unix_now() as i64;
-    let http = super::auth::principal(&s, &headers);
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let digest = authorization.is_some_and(|a| a.trim_start().starts_with("Digest"));
+    let http = match authorization {
+        Some(a) if digest => onvif
+            .digest
+            .verify(&s.access, a, "POST", now)
+            .ok_or(Denied::Unauthenticated),
+        _ => super::auth::principal(&s, &headers),
+    };
     let answer = onvif.handle(service, &bytes, &at, now, http);
-    soap_response(answer.status, answer.body)
+    let mut r = soap_response(answer.status, answer.body);
+    // A client that brought no credentials, or HTTP Digest ones that did not prove an account
+    // (a stale nonce too), gets a Digest challenge: 401, as HTTP authentication expects. A
+    // WS-UsernameToken client keeps its SOAP fault.
+    let token = bytes.windows(13).any(|w| w == b"UsernameToken");
+    // An empty body without credentials is how HTTP clients (curl --digest) ask for one.
+    let closed = s
+        .access
+        .check(&Principal::Anonymous, Door::Onvif, None, Action::View)
+        .is_err();
+    let asks = bytes.is_empty() && authorization.is_none() && closed;
+    if (answer.unauthorized || asks) && (digest || (authorization.is_none() && !token)) {
+        *r.status_mut() = StatusCode::UNAUTHORIZED;
+        if let Ok(v) = HeaderValue::from_str(&onvif.digest.challenge(now)) {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+    }
+    r
 }
 
 #[cfg(test)]

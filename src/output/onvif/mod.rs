@@ -12,6 +12,7 @@
 
 pub mod auth;
 pub mod device;
+pub mod digest;
 pub mod discovery;
 pub mod media;
 pub mod soap;
@@ -115,6 +116,8 @@ pub struct Onvif {
     pub identity: Identity,
     auth: Authenticator,
     access: Arc<Access>,
+    /// HTTP Digest, for clients that authenticate at the HTTP level.
+    pub digest: digest::DigestAuth,
     /// The RTSP port.
     pub rtsp_port: u16,
     /// "rtsp" or "rtsps".
@@ -137,6 +140,8 @@ pub struct Answer {
     pub status: u16,
     /// The envelope.
     pub body: Vec<u8>,
+    /// Whether the request was refused for its credentials (or the lack of them).
+    pub unauthorized: bool,
 }
 
 impl Onvif {
@@ -163,6 +168,7 @@ impl Onvif {
         Ok(Onvif {
             identity: Identity::new(&config.onvif),
             access,
+            digest: digest::DigestAuth::new(),
             auth: Authenticator::new(
                 accounts,
                 Duration::from_secs(u64::from(config.onvif.max_clock_skew_s)),
@@ -192,6 +198,7 @@ impl Onvif {
                 Answer {
                     status: 200,
                     body: envelope,
+                    unauthorized: false,
                 },
                 op,
                 "ok",
@@ -207,6 +214,7 @@ impl Onvif {
                     Answer {
                         status: fault.http_status(),
                         body: fault.envelope(),
+                        unauthorized: result == "unauthorized",
                     },
                     op,
                     result,
