@@ -173,7 +173,10 @@ impl Metrics {
             "The source and encoder a stream runs on (value 1)"
         );
         describe_gauge!(SESSIONS, "RTSP sessions alive in the server's pool");
-        describe_counter!(AUTH_FAILURES, "RTSP logins refused (wrong credentials)");
+        describe_counter!(
+            AUTH_FAILURES,
+            "Logins refused (wrong credentials): RTSP, and HTTP Basic or Bearer"
+        );
         describe_counter!(
             RTSP_REJECTED,
             "RTSP connections or viewers refused by a limit, by reason"

@@ -490,6 +490,10 @@ pub struct HttpConfig {
     pub api_address: String,
     /// Port of the separate API listener; required with `api_address`. Default 0.
     pub api_port: u16,
+    /// Host names the sidecar answers to besides IP addresses, `localhost` and this machine's
+    /// name (and `name.local`): a request naming any other host is refused (DNS rebinding).
+    /// Default none.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -505,6 +509,7 @@ impl Default for HttpConfig {
             protect_metrics: false,
             api_address: String::new(),
             api_port: 0,
+            allowed_hosts: Vec::new(),
         }
     }
 }

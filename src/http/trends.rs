@@ -6,14 +6,17 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use axum::Extension;
 use axum::extract::State as AxumState;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
+use super::auth::{Doors, Rule};
+use crate::access::{Action, Door, Principal};
 use crate::stream::status::unix_now;
 
 /// Time between samples.
@@ -93,13 +96,29 @@ pub fn spawn(shared: Shared, cancel: CancellationToken) -> tokio::task::JoinHand
     })
 }
 
-/// `GET /api/v1/trends` (access: View). Columns per stream, oldest first.
-pub(super) fn routes() -> Router<Shared> {
-    Router::new().route("/api/v1/trends", get(trends))
+/// `GET /api/v1/trends`: columns per stream, oldest first, for the streams the asker may view.
+pub(super) fn routes(d: &mut Doors) {
+    d.route(
+        "/api/v1/trends",
+        "GET",
+        Rule::http(Action::View),
+        get(trends),
+    );
 }
 
-async fn trends(AxumState(s): AxumState<Shared>) -> Response {
-    let order: Vec<String> = s.control.cameras().into_iter().map(|c| c.name).collect();
+async fn trends(AxumState(s): AxumState<Shared>, Extension(who): Extension<Principal>) -> Response {
+    // An account limited to some streams sees only their trends.
+    let order: Vec<String> = s
+        .control
+        .cameras()
+        .into_iter()
+        .map(|c| c.name)
+        .filter(|name| {
+            s.access
+                .check(&who, Door::Http, Some(name), Action::View)
+                .is_ok()
+        })
+        .collect();
     let rings = match rings().lock() {
         Ok(r) => r.clone(),
         Err(_) => HashMap::new(),
