@@ -339,6 +339,8 @@ pub async fn run(config: Config, origin: Origin) -> Result<u8, AppError> {
         token: http_token,
         rtsp_running: rtsp_running.clone(),
         webrtc,
+        access: Arc::new(crate::access::Access::from_config(&config)?),
+        sessions: Arc::default(),
     };
     let main_part = if api_listener.is_some() {
         http::Part::Public
@@ -402,6 +404,14 @@ pub async fn run(config: Config, origin: Origin) -> Result<u8, AppError> {
                 Signal::Stop => break 0,
                 Signal::Reload => {
                     if let Some(new) = reread(&origin) {
+                        // Sessions of accounts that are gone or changed end now.
+                        // merge: the reloaded Access should replace Shared.access too.
+                        if let Ok(a) = crate::access::Access::from_config(&new) {
+                            let ended = shared.sessions.reload(&a);
+                            if ended > 0 {
+                                tracing::info!(ended, "Sessions of changed accounts ended");
+                            }
+                        }
                         control.reload(new).await;
                     }
                 }

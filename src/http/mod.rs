@@ -30,6 +30,7 @@ use crate::output::snapshot::{SNAPSHOT_TIMEOUT, scaled_height};
 mod onvif;
 mod push;
 mod recordings;
+pub mod session;
 mod streams;
 mod webrtc;
 
@@ -80,6 +81,10 @@ pub struct Shared {
     pub analysis: Option<crate::analysis::Analysis>,
     /// The ONVIF services, when `[onvif]` is enabled.
     pub onvif: Option<Arc<crate::output::onvif::Onvif>>,
+    /// The accounts, tokens and the rule for visitors.
+    pub access: Arc<crate::access::Access>,
+    /// The page's signed-in sessions.
+    pub sessions: Arc<session::Sessions>,
 }
 
 /// Which endpoints a listener serves.
@@ -118,6 +123,24 @@ pub fn router(shared: Shared, part: Part) -> Router {
         }
         None => write_routes.route_layer(middleware::from_fn(writes_disabled)),
     };
+    // merge: goes into http::auth. With accounts, the API's reads need an account that may
+    // view (a session, Basic or a token) and its writes one that may control.
+    let (api, writes) = if shared.access.has_users() {
+        let need =
+            |action| middleware::from_fn_with_state((shared.clone(), action), require_account);
+        let api = Router::new()
+            .route("/api/v1/status", get(status))
+            .route("/snapshot.jpg", get(snapshot))
+            .merge(streams::reads())
+            .merge(recordings::routes())
+            .route_layer(need(crate::access::Action::View));
+        let writes = streams::writes()
+            .merge(push::writes())
+            .route_layer(need(crate::access::Action::Control));
+        (api, writes)
+    } else {
+        (protect(api, true), writes)
+    };
     let mut r = Router::new();
     if part != Part::Api {
         r = r
@@ -126,8 +149,9 @@ pub fn router(shared: Shared, part: Part) -> Router {
     }
     if part != Part::Public {
         r = r
-            .merge(protect(api, true))
+            .merge(api)
             .merge(writes)
+            .merge(session::routes())
             .merge(webrtc::whep())
             .merge(webrtc::page());
     }
@@ -135,6 +159,10 @@ pub fn router(shared: Shared, part: Part) -> Router {
         r = r.merge(onvif::routes());
     }
     r.fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            session::cross_site,
+        ))
         .layer(middleware::from_fn(guard))
         .with_state(shared)
 }
@@ -168,6 +196,33 @@ async fn require_token(
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             r
         }
+    }
+}
+
+/// Requires an account that may take the action: `Authorization` or the page's session.
+// merge: goes into http::auth
+async fn require_account(
+    AxumState((s, action)): AxumState<(Shared, crate::access::Action)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    use crate::access::{Denied, Door};
+    let who = match session::resolve(&s, req.headers()) {
+        Ok(p) => p,
+        Err(_) => {
+            return session::unauthorized(req.headers(), "these credentials prove no account");
+        }
+    };
+    match s.access.check(&who, Door::Http, None, action) {
+        Ok(()) => next.run(req).await,
+        Err(Denied::Unauthenticated) => session::unauthorized(
+            req.headers(),
+            "sign in on the page, or send a user name and password (Basic) or a token (Bearer)",
+        ),
+        Err(Denied::Forbidden) => error(
+            StatusCode::FORBIDDEN,
+            &format!("this account may not {}", action.as_str()),
+        ),
     }
 }
 
@@ -378,7 +433,7 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
             p = permits.clone().acquire_owned() => p.expect("semaphore never closes"),
             _ = shutdown.cancelled() => break,
         };
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(e) => {
@@ -389,7 +444,16 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
             },
             _ = shutdown.cancelled() => break,
         };
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        // The sign-in reads the peer (logs, the plain-HTTP warning) and whether it is TLS.
+        let connection = session::Connection { peer, tls: false };
+        let app = tower::ServiceExt::map_request(
+            app.clone(),
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(connection);
+                req
+            },
+        );
+        let service = hyper_util::service::TowerToHyperService::new(app);
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         builder
             .http1()

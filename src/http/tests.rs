@@ -33,6 +33,7 @@ fn shared(token: Option<&str>) -> Shared {
         CancellationToken::new(),
         exits,
     ));
+    let access = Arc::new(crate::access::Access::from_config(&control.config()).unwrap());
     Shared {
         control,
         heartbeat: rtsp.heartbeat(),
@@ -45,6 +46,8 @@ fn shared(token: Option<&str>) -> Shared {
         rtsp_running: Arc::new(AtomicBool::new(true)),
         analysis: None,
         onvif: None,
+        access,
+        sessions: Arc::default(),
     }
 }
 

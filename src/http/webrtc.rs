@@ -102,6 +102,10 @@ async fn view(AxumState(s): AxumState<Shared>, Path(stream): Path<String>) -> Re
 /// Whether the request may watch: the bearer token, or an RTSP account over Basic, or no
 /// accounts at all (an open stream).
 fn allowed(s: &Shared, headers: &HeaderMap) -> bool {
+    // merge: goes into http::auth (the page's session may watch).
+    if !headers.contains_key(header::AUTHORIZATION) && s.sessions.principal(headers).is_some() {
+        return true;
+    }
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -576,7 +576,8 @@ impl RtspServer {
         let config = full.rtsp.clone();
         let factory_config = config.clone();
         let tls = full.tls.enabled();
-        let refused = crate::logins::RefusedLogins::new(crate::access::Door::Rtsp, "RTSP login refused");
+        let refused =
+            crate::logins::RefusedLogins::new(crate::access::Door::Rtsp, "RTSP login refused");
         let on_failure: auth::FailureHook =
             Arc::new(move |peer: &str, user: &str| refused.refused(peer, user));
         // Built here (not on the GLib thread) so a bad certificate fails start-up with its reason.
