@@ -96,6 +96,7 @@ pub struct Sessions {
     limits: Limits,
     refused: RefusedLogins,
     plain: LogLimiter,
+    cross: LogLimiter,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -128,6 +129,7 @@ impl Sessions {
             limits,
             refused: RefusedLogins::new(Door::Http, "Sign-in refused"),
             plain: LogLimiter::new(LOG_BURST, LOG_WINDOW),
+            cross: LogLimiter::new(LOG_BURST, LOG_WINDOW),
         }
     }
 
@@ -395,6 +397,20 @@ pub(super) async fn cross_site(
 ) -> Response {
     let sign_in = req.method() == Method::POST && req.uri().path() == ROUTE;
     if !sign_in && !s.sessions.csrf_ok(req.headers(), req.method()) {
+        if let Some(suppressed) = s.sessions.cross.allow(Instant::now()) {
+            let origin = req
+                .headers()
+                .get("origin")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("none");
+            tracing::warn!(
+                method = %req.method(),
+                path = req.uri().path(),
+                origin,
+                suppressed,
+                "Cross-site request refused"
+            );
+        }
         return error(
             StatusCode::FORBIDDEN,
             "cross-site request refused: a request signed in by the page's cookie must come \
