@@ -424,7 +424,12 @@ fn the_page_signs_in_shows_controls_by_role_and_refuses_other_origins_in_chromiu
             .contains("cross-site request refused"),
         "{r}"
     );
-    assert!(d.wait_log("Cross-site request refused", Duration::from_secs(5)));
+    // Both the no-cors POST and the form POST reached the daemon and were refused.
+    assert!(
+        d.wait_log_count("Cross-site request refused", 2, Duration::from_secs(5)),
+        "{}",
+        d.log()
+    );
     assert!(
         (brightness(&d) - 0.3).abs() < 1e-6,
         "another origin changed the brightness"

@@ -291,6 +291,7 @@
     const showSignIn = why => {
       main.hidden = true;
       form.hidden = false;
+      document.getElementById('signin-button').hidden = true;
       const err = form.querySelector('.signin-error');
       err.textContent = why || '';
       err.hidden = !why;
