@@ -304,8 +304,9 @@ impl Sessions {
         self.refused.refused(peer, &user);
     }
 
-    /// Warns (rate-capped) that a password crossed plain HTTP from another machine.
-    fn warn_plain(&self, conn: Option<Connection>) {
+    /// Warns (rate-capped) that a password crossed plain HTTP from another machine; for every
+    /// place that reads a password off the sidecar (the sign-in, HTTP Basic).
+    pub fn warn_plain(&self, conn: Option<Connection>) {
         let Some(c) = conn else { return };
         if c.tls || c.peer.ip().is_loopback() {
             return;
