@@ -322,6 +322,31 @@ fn sessions_sign_in_guard_writes_and_sign_out_over_http() {
     assert_eq!(still.status, 200);
 }
 
+#[test]
+fn an_open_camera_says_so_and_still_needs_an_account_to_change() {
+    let d = daemon()
+        .set("auth.username", "vera")
+        .set("auth.password", VIEWER_PW)
+        .set("access.anonymous", "view")
+        .start();
+    let who = d.get("/api/v1/session").json();
+    assert_eq!(who["access"], "open", "{who}");
+    assert_eq!(who["role"], Value::Null, "{who}");
+    assert_eq!(who["sign_in"], true, "{who}");
+    assert_eq!(who["may"]["view"], true, "{who}");
+    assert_eq!(who["may"]["control"], false, "{who}");
+    assert_eq!(d.get("/api/v1/status").status, 200);
+    let r = patch_brightness(&d, 0.5, &[]);
+    assert_eq!(r.status, 401, "{}", r.text());
+    drop(d);
+
+    // Without accounts there is nothing to sign in with; the camera is open as before.
+    let d = daemon().start();
+    let who = d.get("/api/v1/session").json();
+    assert_eq!(who["access"], "open", "{who}");
+    assert_eq!(who["sign_in"], false, "{who}");
+}
+
 /// The venv with websocket-client the Chromium driver needs (made once per run).
 fn python() -> PathBuf {
     static VENV: Once = Once::new();

@@ -307,10 +307,10 @@ impl Sessions {
     /// Warns (rate-capped) that a password crossed plain HTTP from another machine; for every
     /// place that reads a password off the sidecar (the sign-in, HTTP Basic).
     pub fn warn_plain(&self, conn: Option<Connection>) {
-        let Some(c) = conn else { return };
-        if c.tls || c.peer.ip().is_loopback() {
+        if !conn.is_some_and(password_in_clear) {
             return;
         }
+        let Some(c) = conn else { return };
         if let Some(suppressed) = self.plain.allow(Instant::now()) {
             tracing::warn!(
                 peer = %c.peer,
@@ -320,6 +320,12 @@ impl Sessions {
             );
         }
     }
+}
+
+/// Whether a password sent on this connection crossed a network in clear: plain HTTP from
+/// another machine (loopback never leaves the box).
+fn password_in_clear(c: Connection) -> bool {
+    !c.tls && !c.peer.ip().is_loopback()
 }
 
 fn is_safe(method: &Method) -> bool {
@@ -798,6 +804,19 @@ mod tests {
             patch
         ));
         assert!(ok(&[("cookie", "camstream_session=stale")], patch));
+    }
+
+    #[test]
+    fn only_plain_http_from_another_machine_is_a_password_in_clear() {
+        let c = |peer: &str, tls| Connection {
+            peer: peer.parse().unwrap(),
+            tls,
+        };
+        assert!(password_in_clear(c("192.168.1.20:50000", false)));
+        assert!(password_in_clear(c("[2001:db8::1]:50000", false)));
+        assert!(!password_in_clear(c("192.168.1.20:50000", true)));
+        assert!(!password_in_clear(c("127.0.0.1:50000", false)));
+        assert!(!password_in_clear(c("[::1]:50000", false)));
     }
 
     #[test]
