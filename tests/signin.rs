@@ -433,6 +433,10 @@ fn the_page_signs_in_shows_controls_by_role_and_refuses_other_origins_in_chromiu
         "{r}"
     );
     assert!((brightness(&d) - 0.3).abs() < 1e-6, "{r}");
+    assert_eq!(
+        r["view_page"], "webrtc",
+        "/view/ plays with the session: {r}"
+    );
 
     // Another origin (another port on 127.0.0.1, the operator's cookie in the browser): the
     // PATCH never leaves the browser (no CORS), the no-cors POST and the form POST are refused,

@@ -549,6 +549,12 @@ def cmd_signin(args, b, result):
     text = wait_js(tab, "(() => { const t = %s.querySelector('.image-result').textContent; "
                    "return t && t !== 'applying…' ? t : null; })()" % card, 15)
     result["operator"]["image_result"] = text
+    # The full-window view plays with the session too (its WHEP offer carries the CSRF token).
+    tab.call("Page.navigate", url=url.rstrip("/") + "/view/" + urllib.parse.quote(stream))
+    view = wait_js(tab, "(() => { const p = window.camstream && window.camstream.players[%s]; "
+                   "return p && p.mode !== 'connecting' && p.video.getVideoPlaybackQuality().totalVideoFrames > 0 "
+                   "? p.mode : null; })()" % json.dumps(stream), 25)
+    result["view_page"] = view
     # The page's own errors; the other origin's CORS refusals below are expected.
     result["console_errors"] = list(tab.errors)
     # Another origin, with the operator's cookie in the browser.
