@@ -241,6 +241,8 @@ struct Running {
     exit_rx: mpsc::UnboundedReceiver<(String, Exit)>,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The page's sessions, pruned on reload.
+    sessions: Arc<http::session::Sessions>,
 }
 
 /// Runs the daemon until a stop signal (exit code 0) or until a stream exceeds its
@@ -381,7 +383,7 @@ async fn start(config: Arc<Config>, bound: Bound) -> Result<Running, AppError> {
         prometheus,
         started: Instant::now(),
         access,
-        sessions: None,
+        sessions: Arc::default(),
         rtsp_running: rtsp_running.clone(),
         webrtc: services.webrtc,
     };
@@ -421,6 +423,7 @@ async fn start(config: Arc<Config>, bound: Bound) -> Result<Running, AppError> {
         exit_rx,
         shutdown,
         tasks,
+        sessions: shared.sessions.clone(),
     })
 }
 
@@ -446,6 +449,14 @@ async fn serve(r: &mut Running, origin: &Origin) -> u8 {
                 Signal::Stop => break 0,
                 Signal::Reload => {
                     if let Some(new) = reread(origin) {
+                        // Sessions of accounts that are gone or changed end now (the accounts
+                        // themselves change at the next restart, as the reload reports).
+                        if let Ok(a) = crate::access::Access::from_config(&new) {
+                            let ended = r.sessions.reload(&a);
+                            if ended > 0 {
+                                tracing::info!(ended, "Sessions of changed accounts ended");
+                            }
+                        }
                         r.control.reload(new).await;
                     }
                 }

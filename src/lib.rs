@@ -14,6 +14,7 @@ pub(crate) mod control;
 pub mod events;
 pub(crate) mod hooks;
 pub(crate) mod http;
+pub mod logins;
 pub(crate) mod metrics;
 pub(crate) mod notify;
 pub mod output;

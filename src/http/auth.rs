@@ -4,7 +4,7 @@
 //! runs. A route cannot exist without a declared rule: the router is only reachable through
 //! [`Doors`], and a unit test fails when a module registers a route any other way.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -17,10 +17,6 @@ use axum::routing::MethodRouter;
 use super::{Shared, error};
 use crate::access::{Action, Denied, Door, Principal};
 use crate::output::rtsp::auth::LogLimiter;
-
-/// The page's session lookup (the sign-in form's cookie), plugged in by the sessions module:
-/// it returns the signed-in account, or `None` when the request carries no valid session.
-pub type SessionLookup = Arc<dyn Fn(&HeaderMap) -> Option<Principal> + Send + Sync>;
 
 /// Where a route finds the stream its rule is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,11 +131,7 @@ pub fn principal(s: &Shared, headers: &HeaderMap) -> Result<Principal, Denied> {
         let value = value.to_str().map_err(|_| Denied::Unauthenticated)?;
         return s.access.authenticate(Some(value));
     }
-    // The sign-in form's session (plugged in through `Shared::sessions`).
-    if let Some(p) = s.sessions.as_ref().and_then(|lookup| lookup(headers)) {
-        return Ok(p);
-    }
-    Ok(Principal::Anonymous)
+    Ok(s.sessions.principal(headers).unwrap_or(Principal::Anonymous))
 }
 
 /// The stream a request is about, as its rule says where to look.
@@ -250,7 +242,7 @@ async fn enforce(
         Err(_) if rule.action == Action::Public => Principal::Anonymous,
         Err(d) => {
             note_refused_login(req.headers());
-            return refuse(rule, d);
+            return for_page(req.headers(), refuse(rule, d));
         }
     };
     let (stream, mut req) = stream_of(&s, rule, req).await;
@@ -262,10 +254,22 @@ async fn enforce(
             stream = stream.as_deref().unwrap_or(""),
             "HTTP request refused"
         );
-        return refuse(rule, d);
+        return for_page(req.headers(), refuse(rule, d));
     }
     req.extensions_mut().insert(who);
     next.run(req).await
+}
+
+/// The page's own requests (marked with `X-Requested-With`) are never answered with a Basic
+/// challenge, so the browser shows no password prompt over the page's sign-in form.
+fn for_page(headers: &HeaderMap, mut r: Response) -> Response {
+    if headers.contains_key(super::session::PAGE_HEADER)
+        && r.headers().contains_key(header::WWW_AUTHENTICATE)
+    {
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    r
 }
 
 /// Counts a request whose credentials proved nothing (with RTSP's refused logins) and logs it

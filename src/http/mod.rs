@@ -34,6 +34,7 @@ mod host;
 mod onvif;
 mod push;
 mod recordings;
+pub mod session;
 mod streams;
 pub(crate) mod trends;
 mod webrtc;
@@ -77,8 +78,6 @@ pub struct Shared {
     pub started: Instant,
     /// The accounts, tokens and the rule for visitors: every route's check.
     pub access: Arc<crate::access::Access>,
-    /// The page's session lookup (sign-in cookie), once the sessions module plugs it in.
-    pub sessions: Option<auth::SessionLookup>,
     /// Whether the RTSP server runs (false once shutdown began).
     pub rtsp_running: Arc<AtomicBool>,
     /// The WebRTC (WHEP) server, when enabled.
@@ -87,6 +86,8 @@ pub struct Shared {
     pub analysis: Option<crate::analysis::Analysis>,
     /// The ONVIF services, when `[onvif]` is enabled.
     pub onvif: Option<Arc<crate::output::onvif::Onvif>>,
+    /// The page's signed-in sessions.
+    pub sessions: Arc<session::Sessions>,
 }
 
 /// Which endpoints a listener serves.
@@ -117,6 +118,10 @@ pub fn router(shared: Shared, part: Part) -> Router {
     doors
         .into_router()
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            session::cross_site,
+        ))
         .layer(middleware::from_fn_with_state(allowed, host::check))
         .layer(middleware::from_fn(guard))
         .with_state(shared)
@@ -148,6 +153,7 @@ pub fn doors(shared: Shared, part: Part) -> Doors {
         push::routes(&mut d);
         recordings::routes(&mut d);
         trends::routes(&mut d);
+        session::routes(&mut d);
         webrtc::whep(&mut d);
         webrtc::page(&mut d);
     }
@@ -444,7 +450,7 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
             p = permits.clone().acquire_owned() => p.expect("semaphore never closes"),
             _ = shutdown.cancelled() => break,
         };
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(e) => {
@@ -455,7 +461,16 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
             },
             _ = shutdown.cancelled() => break,
         };
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        // The sign-in reads the peer (logs, the plain-HTTP warning) and whether it is TLS.
+        let connection = session::Connection { peer, tls: false };
+        let app = tower::ServiceExt::map_request(
+            app.clone(),
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(connection);
+                req
+            },
+        );
+        let service = hyper_util::service::TowerToHyperService::new(app);
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         builder
             .http1()

@@ -42,6 +42,7 @@ fn shared_with(mut config: Config) -> Shared {
         CancellationToken::new(),
         exits,
     ));
+    let access = Arc::new(crate::access::Access::from_config(&control.config()).unwrap());
     Shared {
         control,
         heartbeat: rtsp.heartbeat(),
@@ -50,7 +51,7 @@ fn shared_with(mut config: Config) -> Shared {
             .handle(),
         started: Instant::now(),
         access,
-        sessions: None,
+        sessions: Arc::default(),
         webrtc: None,
         rtsp_running: Arc::new(AtomicBool::new(true)),
         analysis: None,

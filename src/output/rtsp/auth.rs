@@ -8,7 +8,6 @@
 //! and is not a failure).
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use gst::glib;
 use gst_rtsp_server::prelude::*;
@@ -163,40 +162,8 @@ pub fn decode_base64(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Logs refused logins at most `burst` times per `window`, then one summary line, so a brute
-/// force cannot flood the log.
-pub struct LogLimiter {
-    window: Duration,
-    burst: u32,
-    state: Mutex<(Instant, u32, u64)>,
-}
-
-impl LogLimiter {
-    /// A limiter allowing `burst` lines per `window`.
-    pub fn new(burst: u32, window: Duration) -> Self {
-        LogLimiter {
-            window,
-            burst,
-            state: Mutex::new((Instant::now(), 0, 0)),
-        }
-    }
-
-    /// Whether to log now; `Some(n)` also reports `n` lines suppressed since the last one.
-    pub fn allow(&self, now: Instant) -> Option<u64> {
-        let mut s = self.state.lock().unwrap();
-        if now.duration_since(s.0) >= self.window {
-            *s = (now, 0, s.2);
-        }
-        if s.1 < self.burst {
-            s.1 += 1;
-            let suppressed = std::mem::take(&mut s.2);
-            Some(suppressed)
-        } else {
-            s.2 += 1;
-            None
-        }
-    }
-}
+/// The rate-capped log every door shares (moved to [`crate::logins`]).
+pub use crate::logins::LogLimiter;
 
 /// Offers the configured schemes. The C type is a bit set, but the bindings model it as a
 /// single-valued enum, which cannot say "Basic and Digest".
@@ -343,17 +310,5 @@ mod tests {
         assert_eq!(user_tried(""), "");
         assert_eq!(user_tried(&format!("Basic {}", "QUFB".repeat(5000))), "");
         assert_eq!(user_tried("Digest username=\"a\u{7}b\""), "ab");
-    }
-
-    #[test]
-    fn limiter_bursts_then_summarises() {
-        let l = LogLimiter::new(3, Duration::from_secs(10));
-        let t = Instant::now();
-        assert_eq!(l.allow(t), Some(0));
-        assert_eq!(l.allow(t), Some(0));
-        assert_eq!(l.allow(t), Some(0));
-        assert_eq!(l.allow(t), None);
-        assert_eq!(l.allow(t), None);
-        assert_eq!(l.allow(t + Duration::from_secs(11)), Some(2));
     }
 }

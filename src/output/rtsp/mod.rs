@@ -29,7 +29,7 @@ use crate::metrics::{Metrics, MountMetrics};
 use crate::stream::camera::Encoding;
 use crate::stream::clock::SharedTime;
 use crate::stream::hub::{Hub, SubscriberSettings};
-use auth::{AuthError, LogLimiter};
+use auth::AuthError;
 use ffi::{header, peer_ip};
 
 /// Why the RTSP server could not start.
@@ -583,14 +583,10 @@ impl RtspServer {
         let config = full.rtsp.clone();
         let factory_config = config.clone();
         let tls = full.tls.enabled();
-        let limiter = Arc::new(LogLimiter::new(5, Duration::from_secs(60)));
-        let m = metrics.clone();
-        let on_failure: auth::FailureHook = Arc::new(move |peer: &str, user: &str| {
-            m.auth_failure();
-            if let Some(suppressed) = limiter.allow(Instant::now()) {
-                tracing::warn!(peer, user, suppressed, "RTSP login refused");
-            }
-        });
+        let refused =
+            crate::logins::RefusedLogins::new(crate::access::Door::Rtsp, "RTSP login refused");
+        let on_failure: auth::FailureHook =
+            Arc::new(move |peer: &str, user: &str| refused.refused(peer, user));
         // Built here (not on the GLib thread) so a bad certificate fails start-up with its reason.
         let auth = auth::build(full, &access, on_failure)?;
         let access_for_mounts = auth.is_some().then_some(access);
