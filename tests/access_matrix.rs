@@ -470,7 +470,10 @@ discovery = false
     assert_eq!(full["role"], "admin");
     // A 401 says how to prove who you are; WHEP asks for Basic like RTSP.
     let r = request(&d, &cols[0], "GET", "/api/v1/status", b"");
-    assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Basic realm=\"camstream\", charset=\"UTF-8\", Bearer")
+    );
     let r = request(&d, &cols[0], "POST", "/whep/video", b"v=0\r\n");
     assert!(
         r.header("www-authenticate")

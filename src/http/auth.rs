@@ -242,7 +242,7 @@ async fn enforce(
         Err(_) if rule.action == Action::Public => Principal::Anonymous,
         Err(d) => {
             note_refused_login(req.headers());
-            return for_page(req.headers(), refuse(rule, d));
+            return for_page(req.headers(), refuse(rule, d, s.access.has_users()));
         }
     };
     let (stream, mut req) = stream_of(&s, rule, req).await;
@@ -254,7 +254,7 @@ async fn enforce(
             stream = stream.as_deref().unwrap_or(""),
             "HTTP request refused"
         );
-        return for_page(req.headers(), refuse(rule, d));
+        return for_page(req.headers(), refuse(rule, d, s.access.has_users()));
     }
     req.extensions_mut().insert(who);
     next.run(req).await
@@ -293,8 +293,9 @@ fn note_refused_login(headers: &HeaderMap) {
     }
 }
 
-/// 401 with a challenge, or 403, as a JSON error.
-pub fn refuse(rule: Rule, denied: Denied) -> Response {
+/// 401 with a challenge, or 403, as a JSON error. `passwords`: whether password accounts exist,
+/// so that a Basic challenge is offered only where a password can succeed.
+pub fn refuse(rule: Rule, denied: Denied, passwords: bool) -> Response {
     if rule.door == Door::Webrtc {
         crate::output::webrtc::reject("unauthorized");
     }
@@ -316,10 +317,13 @@ pub fn refuse(rule: Rule, denied: Denied) -> Response {
                     .to_string(),
             };
             let mut r = error(StatusCode::UNAUTHORIZED, &message);
-            // WHEP clients (and ffmpeg, gst whepsrc) answer a Basic challenge, as over RTSP;
-            // the API asks for a token so that a browser shows no password prompt of its own.
+            // WHEP clients (and ffmpeg, gst whepsrc) answer a Basic challenge, as over RTSP.
+            // Elsewhere a browser opening a URL by hand (a snapshot) may ask for the password;
+            // the page's own requests never get a Basic challenge (`for_page`).
             let challenge = if rule.door == Door::Webrtc {
                 "Basic realm=\"camstream\", charset=\"UTF-8\""
+            } else if passwords {
+                "Basic realm=\"camstream\", charset=\"UTF-8\", Bearer"
             } else {
                 "Bearer"
             };
