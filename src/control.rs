@@ -159,7 +159,7 @@ impl Control {
         let cancel = self.cancel.child_token();
         let (camera, task) = camera::start(config, selection, self.time.clone(), cancel.clone());
         for e in &camera.encodings {
-            self.rtsp.mount(e);
+            self.rtsp.mount(&camera.name, e);
             tracing::info!(stream = %e.name, mount = %e.mount, size = %format!("{}x{}@{}", e.width, e.height, e.fps), "Mounted");
         }
         let outputs = Outputs::default();
@@ -276,6 +276,17 @@ impl Control {
         merge(&mut value, patch);
         let new: StreamConfig = serde_json::from_value(value)
             .map_err(|e| ControlError::Invalid(format!("invalid settings: {e}")))?;
+        let before =
+            serde_json::to_value(&*current).map_err(|e| ControlError::Invalid(e.to_string()))?;
+        let after = serde_json::to_value(&new).map_err(|e| ControlError::Invalid(e.to_string()))?;
+        if let Some(key) = not_live(&before, &after, "") {
+            return Err(ControlError::Invalid(format!(
+                "{key} cannot change through the API: set it in the configuration file and \
+                 reload (SIGHUP). The API changes live settings only: encoder bitrate and \
+                 keyframe interval, image settings, rendition bitrates, enabling or disabling \
+                 an output"
+            )));
+        }
         if shape(&new) != shape(&current) {
             return Err(ControlError::Invalid(
                 "name, mount and the set of renditions cannot change through the API; edit the \
@@ -341,6 +352,7 @@ impl Control {
             ("rtsp", old.rtsp != new.rtsp),
             ("http", old.http != new.http),
             ("auth", old.auth != new.auth),
+            ("access", old.access != new.access),
             ("tls", old.tls != new.tls),
             ("log", old.log != new.log),
             ("webrtc", old.webrtc != new.webrtc),
@@ -431,9 +443,120 @@ impl Control {
     }
 }
 
+/// The settings the API may change: live knobs only. Everything else (source kind, device and
+/// pipeline fragments, push URLs and secrets, recording paths...) can run commands, read or
+/// write files, or leak secrets, so it changes only through the configuration file.
+fn is_live(path: &str) -> bool {
+    const LIVE: &[&str] = &[
+        "encoder.bitrate_kbps",
+        "encoder.keyframe_interval",
+        "record.enabled",
+    ];
+    // A tuning file is a path the camera stack reads: a file setting, not a live one.
+    LIVE.contains(&path)
+        || (path.starts_with("image.") && path != "image.tuning_file")
+        || (path.starts_with("renditions[") && path.ends_with("].bitrate_kbps"))
+        || (path.starts_with("push[") && path.ends_with("].enabled"))
+}
+
+/// The first setting (dotted path; list entries by name) that differs between `before` and
+/// `after` and is not live; `None` when only live settings changed.
+fn not_live(before: &Value, after: &Value, path: &str) -> Option<String> {
+    if before == after {
+        return None;
+    }
+    let join = |key: &str| {
+        if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match (before, after) {
+        (Value::Object(a), Value::Object(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            keys.into_iter().find_map(|k| {
+                let (x, y) = (
+                    a.get(k).unwrap_or(&Value::Null),
+                    b.get(k).unwrap_or(&Value::Null),
+                );
+                not_live(x, y, &join(k))
+            })
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            a.iter().zip(b).enumerate().find_map(|(i, (x, y))| {
+                let id = match (x.get("name"), y.get("name")) {
+                    (Some(Value::String(n)), Some(Value::String(m))) if n == m => n.clone(),
+                    _ => i.to_string(),
+                };
+                not_live(x, y, &format!("{path}[{id}]"))
+            })
+        }
+        _ => (!is_live(path)).then(|| path.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_live_settings_change_through_the_api() {
+        let before = serde_json::json!({
+            "source": {"kind": "test", "pipeline": ""},
+            "encoder": {"bitrate_kbps": 4000, "keyframe_interval": 30, "kind": "x264"},
+            "image": {"brightness": 0.0},
+            "renditions": [{"name": "low", "bitrate_kbps": 300, "width": 320}],
+            "push": [{"name": "gcs", "enabled": true, "url": "srt://h:1?streamid=k"}],
+            "record": {"enabled": false, "path": "/var/lib/camstream"},
+        });
+        let live = |edit: serde_json::Value| {
+            let mut after = before.clone();
+            merge(&mut after, &edit);
+            not_live(&before, &after, "")
+        };
+        for ok in [
+            serde_json::json!({"encoder": {"bitrate_kbps": 1000, "keyframe_interval": 15}}),
+            serde_json::json!({"image": {"brightness": 0.4}}),
+            serde_json::json!({"record": {"enabled": true}}),
+        ] {
+            assert_eq!(live(ok.clone()), None, "{ok}");
+        }
+        let mut after = before.clone();
+        after["renditions"][0]["bitrate_kbps"] = 200.into();
+        after["push"][0]["enabled"] = false.into();
+        assert_eq!(not_live(&before, &after, ""), None);
+        let refused = [
+            (
+                serde_json::json!({"source": {"kind": "pipeline"}}),
+                "source.kind",
+            ),
+            (
+                serde_json::json!({"source": {"pipeline": "filesrc location=/etc/hostname"}}),
+                "source.pipeline",
+            ),
+            (
+                serde_json::json!({"encoder": {"kind": "openh264"}}),
+                "encoder.kind",
+            ),
+            (
+                serde_json::json!({"record": {"path": "/tmp"}}),
+                "record.path",
+            ),
+        ];
+        for (edit, key) in refused {
+            assert_eq!(live(edit).as_deref(), Some(key));
+        }
+        let mut after = before.clone();
+        after["push"][0]["url"] = "srt://evil:1".into();
+        assert_eq!(
+            not_live(&before, &after, "").as_deref(),
+            Some("push[gcs].url")
+        );
+        after = before.clone();
+        after["push"] = serde_json::json!([]);
+        assert_eq!(not_live(&before, &after, "").as_deref(), Some("push"));
+    }
 
     #[test]
     fn merge_patches_objects_and_replaces_values() {

@@ -146,6 +146,18 @@ async fn webhook(h: &HookConfig, e: &Event, timeout: Duration) -> Outcome {
 async fn command(h: &HookConfig, e: &Event, timeout: Duration) -> Outcome {
     let program = &h.run[0];
     let mut cmd = tokio::process::Command::new(program);
+    // A clean environment: the daemon's holds secrets (RTSP_PASSWORD, tokens, push keys) that a
+    // hook has no business seeing. PATH and LANG so the command runs as expected, and the
+    // event's own CAMSTREAM_* variables.
+    cmd.env_clear();
+    for key in ["PATH", "LANG"] {
+        if let Some(v) = std::env::var_os(key) {
+            cmd.env(key, v);
+        }
+    }
+    if std::env::var_os("PATH").is_none() {
+        cmd.env("PATH", "/usr/local/bin:/usr/bin:/bin");
+    }
     cmd.args(&h.run[1..])
         .envs(e.env())
         .stdin(Stdio::null())

@@ -11,6 +11,9 @@ use camstream::{app, check, config, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // SAFETY: before any thread (logging, GStreamer, tokio) exists; after the parse, which
+    // exits for --help without running destructors (the FIFO would stay behind).
+    let libcamera_log = unsafe { camstream::stream::libcamera_log::install() };
     let env: BTreeMap<String, String> = std::env::vars().collect();
     let loaded = cli
         .sources()
@@ -23,6 +26,13 @@ fn main() -> ExitCode {
         }
     };
     telemetry::init(&config.log);
+    let _libcamera_log = match libcamera_log {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::info!("libcamera's log is not read: {e}");
+            None
+        }
+    };
 
     if cli.command == Some(Command::Check) {
         if let Err(e) = gst::init() {

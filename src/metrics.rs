@@ -47,7 +47,7 @@ pub mod names {
     pub const BUILD_INFO: &str = "camstream_build_info";
     /// RTSP sessions alive in the server's pool (expired ones are swept every second).
     pub const SESSIONS: &str = "camstream_rtsp_sessions";
-    /// Refused RTSP logins (credentials given but wrong).
+    /// Refused logins (credentials given but wrong): RTSP and the page's sign-in.
     pub const AUTH_FAILURES: &str = "camstream_auth_failures_total";
     /// RTSP connections or viewers refused or closed by a limit, label `reason`.
     pub const RTSP_REJECTED: &str = "camstream_rtsp_rejected_total";
@@ -113,7 +113,6 @@ pub mod names {
 #[derive(Clone)]
 pub struct Metrics {
     connections: Counter,
-    auth_failures: Counter,
     sessions: Gauge,
     rejected: Vec<(&'static str, Counter)>,
 }
@@ -182,7 +181,10 @@ impl Metrics {
             "The source and encoder a stream runs on (value 1)"
         );
         describe_gauge!(SESSIONS, "RTSP sessions alive in the server's pool");
-        describe_counter!(AUTH_FAILURES, "RTSP logins refused (wrong credentials)");
+        describe_counter!(
+            AUTH_FAILURES,
+            "Logins refused (wrong credentials): RTSP, HTTP Basic or Bearer, and the page's sign-in"
+        );
         describe_counter!(
             RTSP_REJECTED,
             "RTSP connections or viewers refused by a limit, by reason"
@@ -255,7 +257,6 @@ impl Metrics {
         crate::telemetry::count_drops_in(metrics::counter!(LOG_LINES_DROPPED));
         Metrics {
             connections: metrics::counter!(CONNECTIONS),
-            auth_failures: metrics::counter!(AUTH_FAILURES),
             sessions: gauge!(SESSIONS),
             rejected: REJECT_REASONS
                 .iter()
@@ -267,11 +268,6 @@ impl Metrics {
     /// Sets the number of RTSP sessions alive.
     pub fn set_sessions(&self, n: u32) {
         self.sessions.set(f64::from(n));
-    }
-
-    /// Counts a refused login.
-    pub fn auth_failure(&self) {
-        self.auth_failures.increment(1);
     }
 
     /// Counts a connection or viewer refused by a limit.

@@ -121,11 +121,21 @@ fn password_file_and_seed_variables() {
         .env("RTSP_AUTH", "true")
         .env("RTSP_USERNAME", "seed")
         .env("RTSP_PASSWORD", PASSWORD)
+        .set("http.token", "admin-t0ken")
         .start();
     assert_refused_viewer(&d, "");
     let v = Viewer::start_with(&d.url(), Proto::Udp, &creds("seed", PASSWORD));
     assert!(v.wait_frames(5, Duration::from_secs(20)));
-    let status = d.get("/api/v1/status").text();
+    // The seeds' account closes status to visitors too; the admin token sees the configuration.
+    assert_eq!(d.get("/api/v1/status").status, 401);
+    let status = http_request(
+        d.http_port,
+        "GET",
+        "/api/v1/status",
+        &[("Authorization", "Bearer admin-t0ken")],
+        b"",
+    )
+    .text();
     assert!(!status.contains(PASSWORD), "password in status: {status}");
     assert!(status.contains("<redacted>"));
 }

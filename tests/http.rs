@@ -52,10 +52,21 @@ fn metrics_pass_promtool_and_count_while_a_viewer_plays() {
 
 #[test]
 fn status_shows_state_viewers_and_config() {
-    let d = daemon().start();
+    // The configuration and viewer addresses are for admins: the admin token reads them.
+    let d = daemon().set("http.token", "admin-t0ken").start();
+    let admin = |d: &common::Daemon| {
+        common::http_request(
+            d.http_port,
+            "GET",
+            "/api/v1/status",
+            &[("Authorization", "Bearer admin-t0ken")],
+            b"",
+        )
+        .json()
+    };
     let v = Viewer::start(&d.url(), Proto::Udp);
     assert!(v.wait_frames(5, Duration::from_secs(20)));
-    let s = d.get("/api/v1/status").json();
+    let s = admin(&d);
     assert_eq!(s["state"], "streaming", "{s}");
     assert_eq!(s["h264_level"], "1.3", "{s}");
     assert_eq!(s["encoder"], "x264enc");
@@ -68,11 +79,7 @@ fn status_shows_state_viewers_and_config() {
     assert_eq!(viewers[0]["transport"], "udp");
     assert_eq!(viewers[0]["playing"], true);
     // Bytes sent grow while it plays: at 500 kbit/s, well over 10 kB within a few seconds.
-    let sent = |d: &common::Daemon| {
-        d.get("/api/v1/status").json()["viewers"][0]["bytes_sent"]
-            .as_u64()
-            .unwrap()
-    };
+    let sent = |d: &common::Daemon| admin(d)["viewers"][0]["bytes_sent"].as_u64().unwrap();
     let b0 = sent(&d);
     assert!(wait_until(Duration::from_secs(10), || sent(&d) > b0 + 10_000));
     assert!(s["uptime_s"].is_u64());

@@ -236,7 +236,15 @@ fn an_nvr_discovers_adds_and_plays_the_camera() {
         "",
         "<tds:GetDeviceInformation/>",
     );
-    assert_eq!(closed.status, 400);
+    // No credentials at all: a SOAP fault with an HTTP Digest challenge (401).
+    assert_eq!(closed.status, 401);
+    assert!(
+        closed
+            .header("www-authenticate")
+            .is_some_and(|c| c.starts_with("Digest realm=\"camstream\"")),
+        "{:?}",
+        closed.headers
+    );
     assert!(
         closed.text().contains("ter:NotAuthorized"),
         "{}",
@@ -357,8 +365,9 @@ fn malformed_soap_gets_faults_and_the_daemon_stays_up() {
             &[("Content-Type", "application/soap+xml")],
             b,
         );
+        // 401: parsed, but it needs credentials (with an HTTP Digest challenge).
         assert!(
-            r.status == 400 || r.status == 500,
+            [400, 401, 500].contains(&r.status),
             "body {i} answered {} {}",
             r.status,
             r.text()
@@ -435,4 +444,55 @@ fn username_token(user: &str, password: &str, nonce: &[u8], created: &str) -> St
         r#"<wsse:Security xmlns:wsse="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd" xmlns:wsu="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd"><wsse:UsernameToken><wsse:Username>{user}</wsse:Username><wsse:Password Type="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-username-token-profile-1.0#PasswordDigest">{password_xml}</wsse:Password><wsse:Nonce EncodingType="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-soap-message-security-1.0#Base64Binary">{}</wsse:Nonce><wsu:Created>{created}</wsu:Created></wsse:UsernameToken></wsse:Security>"#,
         b64.encode(nonce)
     )
+}
+
+/// Home Assistant's ONVIF library (onvif-zeep-async, in its own venv) as HA adds a camera:
+/// service addresses, profiles, the stream URI. With an account it gets them and the URI
+/// plays; without one, or with a wrong password, it is refused.
+#[test]
+fn home_assistants_client_needs_an_account() {
+    python();
+    let d = daemon()
+        .set("onvif.enabled", "true")
+        .set("onvif.discovery", "false")
+        .set("auth.username", USER)
+        .set("auth.password", PASSWORD)
+        .start();
+    let port = d.http_port.to_string();
+    let ha = |user: &str, password: &str| -> serde_json::Value {
+        let out = Command::new("timeout")
+            .arg("60")
+            .arg(root().join("target/onvif-ha-venv/bin/python"))
+            .arg(root().join("tests/onvif/ha_client.py"))
+            .args(["127.0.0.1", &port, user, password])
+            .output()
+            .expect("python runs");
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "ha_client.py printed no JSON ({e}):\n{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    };
+    let ok = ha(USER, PASSWORD);
+    assert_eq!(ok["profiles"][0], "profile_video", "{ok}");
+    let uri = ok["uri"].as_str().unwrap_or_default().to_string();
+    assert!(uri.starts_with("rtsp://127.0.0.1:"), "{ok}");
+    let with_creds = uri.replacen(
+        "rtsp://",
+        &format!("rtsp://{USER}:{}@", "pa%20ss%26%3Cword%3E"),
+        1,
+    );
+    assert_eq!(
+        ffprobe(&with_creds, "tcp")["streams"][0]["codec_name"],
+        "h264"
+    );
+    for (user, password) in [("", ""), (USER, "wrong")] {
+        let refused = ha(user, password);
+        assert!(
+            refused["refused"].as_str().is_some_and(|r| !r.is_empty()),
+            "{user:?}: {refused}"
+        );
+    }
 }

@@ -308,7 +308,7 @@ fn bitrate_changes_live_while_a_viewer_plays() {
 fn writes_are_refused_without_a_configured_token() {
     let d = daemon().start();
     let (code, body) = patch(&d, "video", r#"{"encoder":{"bitrate_kbps":1000}}"#, None);
-    assert_eq!(code, 403, "{body}");
+    assert_eq!(code, 401, "{body}");
     assert!(
         body["error"]
             .as_str()
@@ -323,7 +323,7 @@ fn writes_are_refused_without_a_configured_token() {
         &[],
         b"",
     );
-    assert_eq!(r.status, 403);
+    assert_eq!(r.status, 401);
     // Reads follow the old rules: open without a token.
     assert_eq!(d.get("/api/v1/streams").status, 200);
 }

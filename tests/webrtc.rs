@@ -109,8 +109,7 @@ fn the_page_plays_webrtc_in_chromium_with_no_console_errors() {
     for asset in ["/web/app.js", "/web/style.css"] {
         assert_eq!(d.get(asset).status, 200, "{asset}");
     }
-    let docs = root().join("docs");
-    let shot = docs.join("web-page.png");
+    let shot = common::screenshot_path("web-page.png");
     let url = format!("http://127.0.0.1:{}/", d.http_port);
     let r = browser(&[
         "play",
@@ -121,6 +120,7 @@ fn the_page_plays_webrtc_in_chromium_with_no_console_errors() {
         "--screenshot",
         shot.to_str().unwrap(),
     ]);
+    common::publish_screenshot(&shot);
     eprintln!("page: {r}");
     assert_eq!(r["ok"], true, "the page did not play WebRTC: {r}");
     assert_eq!(r["console_errors"], serde_json::json!([]), "{r}");
@@ -179,7 +179,7 @@ fn the_page_plays_webrtc_in_chromium_with_no_console_errors() {
     );
 
     // On a phone: one column, nothing wider than the screen.
-    let shot = docs.join("web-phone.png");
+    let shot = common::screenshot_path("web-phone.png");
     let url = format!("http://127.0.0.1:{}/", d.http_port);
     let r = browser(&[
         "play",
@@ -191,6 +191,7 @@ fn the_page_plays_webrtc_in_chromium_with_no_console_errors() {
         "--screenshot",
         shot.to_str().unwrap(),
     ]);
+    common::publish_screenshot(&shot);
     assert_eq!(
         r["ok"], true,
         "the page did not play on a phone-sized screen: {r}"
@@ -201,7 +202,7 @@ fn the_page_plays_webrtc_in_chromium_with_no_console_errors() {
     // One stream full-window, as a dashboard embeds it.
     assert_eq!(d.get("/view/video").status, 200);
     assert_eq!(d.get("/view/nope").status, 404);
-    let shot = docs.join("web-view.png");
+    let shot = common::screenshot_path("web-view.png");
     let url = format!("http://127.0.0.1:{}/view/video", d.http_port);
     let r = browser(&[
         "play",
@@ -212,6 +213,7 @@ fn the_page_plays_webrtc_in_chromium_with_no_console_errors() {
         "--screenshot",
         shot.to_str().unwrap(),
     ]);
+    common::publish_screenshot(&shot);
     assert_eq!(r["ok"], true, "the view page did not play: {r}");
     assert_eq!(r["console_errors"], serde_json::json!([]), "{r}");
     assert!(r["measure"]["fps"].as_f64().unwrap() >= 25.0, "{r}");
@@ -396,7 +398,7 @@ fn without_webrtc_the_page_falls_back_to_snapshots_and_says_why() {
     let d = camera(&[("webrtc.enabled", "false")]);
     assert_eq!(post_offer(&d, "video", FIREFOX_OFFER, None).status, 404);
     let url = format!("http://127.0.0.1:{}/", d.http_port);
-    let shot = root().join("docs/web-fallback.png");
+    let shot = common::screenshot_path("web-fallback.png");
     let r = browser(&[
         "play",
         &url,
@@ -405,6 +407,7 @@ fn without_webrtc_the_page_falls_back_to_snapshots_and_says_why() {
         "--screenshot",
         shot.to_str().unwrap(),
     ]);
+    common::publish_screenshot(&shot);
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(r["console_errors"], serde_json::json!([]), "{r}");
     let overlay = r["fallback"]["overlay"].as_str().unwrap();
@@ -451,7 +454,7 @@ fn the_page_lists_and_plays_recordings() {
         d.log()
     );
     let url = format!("http://127.0.0.1:{}/", d.http_port);
-    let shot = root().join("docs/web-recordings.png");
+    let shot = common::screenshot_path("web-recordings.png");
     let r = browser(&[
         "recordings",
         &url,
@@ -459,6 +462,7 @@ fn the_page_lists_and_plays_recordings() {
         "--screenshot",
         shot.to_str().unwrap(),
     ]);
+    common::publish_screenshot(&shot);
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(r["live_mode"], "webrtc", "{r}");
     assert_eq!(r["playback"]["w"], 320, "{r}");
@@ -467,7 +471,17 @@ fn the_page_lists_and_plays_recordings() {
 
 #[test]
 fn webrtc_playback_carries_on_across_a_camera_restart() {
-    let d = camera(&[("http.token", "tok123")]);
+    // The source changes only through the configuration file (the API changes live settings).
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("camstream.toml");
+    std::fs::write(&file, "[source]\npattern = \"smpte\"\n").unwrap();
+    let d = daemon()
+        .arg("--config")
+        .arg(file.display())
+        .set("video.fps", "30")
+        .set("encoder.keyframe_interval", "60")
+        .set("http.token", "tok123")
+        .start();
     let url = format!("http://127.0.0.1:{}/view/video", d.http_port);
     let player = std::thread::spawn(move || browser(&["play", &url, "video", "--seconds", "8"]));
     assert!(
@@ -475,19 +489,9 @@ fn webrtc_playback_carries_on_across_a_camera_restart() {
         "no viewer"
     );
     std::thread::sleep(Duration::from_millis(2500));
-    // A new pattern rebuilds the capture pipeline; the hub keeps its subscribers.
-    let r = http_request(
-        d.http_port,
-        "PATCH",
-        "/api/v1/streams/video",
-        &[
-            ("Authorization", "Bearer tok123"),
-            ("Content-Type", "application/json"),
-        ],
-        br#"{"source": {"pattern": "ball"}}"#,
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json()["applied"], "restart", "{}", r.text());
+    // A new pattern (SIGHUP) rebuilds the capture pipeline; the hub keeps its subscribers.
+    std::fs::write(&file, "[source]\npattern = \"ball\"\n").unwrap();
+    d.signal("HUP");
     let r = player.join().unwrap();
     assert_eq!(r["ok"], true, "{r}");
     let m = &r["measure"];
@@ -590,7 +594,7 @@ fn image_controls_on_the_page_change_the_picture_the_browser_shows() {
     let d = camera(&[("http.token", "tok123")]);
     // The token comes with the address once; the page keeps it for the API.
     let url = format!("http://127.0.0.1:{}/#token=tok123", d.http_port);
-    let shot = root().join("docs/web-image.png");
+    let shot = common::screenshot_path("web-image.png");
     let r = browser(&[
         "image",
         &url,
@@ -598,6 +602,7 @@ fn image_controls_on_the_page_change_the_picture_the_browser_shows() {
         "--screenshot",
         shot.to_str().unwrap(),
     ]);
+    common::publish_screenshot(&shot);
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(r["result"], "applied: live", "{r}");
     let px = |k: &str| -> Vec<f64> {

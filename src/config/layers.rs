@@ -29,7 +29,7 @@ impl Provider for Layer {
 }
 
 /// Inserts `value` at dotted `path` into `dict`, creating tables on the way.
-pub(super) fn insert_path(dict: &mut Dict, path: &str, value: Value) {
+fn insert_path(dict: &mut Dict, path: &str, value: Value) {
     let mut parts = path.split('.').peekable();
     let mut cur = dict;
     while let Some(part) = parts.next() {
@@ -148,7 +148,9 @@ pub fn figment(sources: &Sources, env: &BTreeMap<String, String>) -> Result<Figm
             insert_path(&mut legacy, key, parse_value(key, v));
         }
     }
-    legacy::auth(env, &mut legacy);
+    for (key, value) in legacy::auth(env) {
+        insert_path(&mut legacy, key, value);
+    }
     fig = fig.merge(Layer {
         name: "legacy environment variables (STREAM_*, H264_*, CAPTURE_DEVICE, VIDEO_DEVICE, RTSP_*)",
         dict: legacy,

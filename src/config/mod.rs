@@ -22,6 +22,7 @@ mod layers;
 mod legacy;
 pub mod nvr;
 pub mod push_url;
+mod rules;
 mod schema;
 mod validate;
 

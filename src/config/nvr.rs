@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
-use super::validate::in_range;
+use super::rules::in_range;
 
 /// `[onvif]`: answer NVRs as an ONVIF Profile S camera (docs/onvif.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -625,7 +625,7 @@ pub(crate) fn validate_pushes(prefix: &str, pushes: &[PushConfig]) -> Result<(),
         } else {
             format!("{prefix}push[{}]", p.name)
         };
-        super::validate::check_name(&format!("{key}.name"), &p.name)?;
+        super::rules::check_name(&format!("{key}.name"), &p.name)?;
         if !names.insert(p.name.as_str()) {
             return bad(format!(
                 "{key}.name = {:?} is used twice in this stream; push names must be unique",
@@ -671,19 +671,19 @@ pub(crate) fn validate_pushes(prefix: &str, pushes: &[PushConfig]) -> Result<(),
                 "{key}.rtsp_transport applies to rtsp:// and rtsps:// URLs only"
             ));
         }
-        super::validate::in_range(
+        super::rules::in_range(
             &format!("{key}.initial_backoff_ms"),
             p.initial_backoff_ms,
             100,
             600_000,
         )?;
-        super::validate::in_range(
+        super::rules::in_range(
             &format!("{key}.max_backoff_ms"),
             p.max_backoff_ms,
             p.initial_backoff_ms,
             600_000,
         )?;
-        super::validate::in_range(
+        super::rules::in_range(
             &format!("{key}.start_timeout_ms"),
             p.start_timeout_ms,
             1000,

@@ -502,6 +502,10 @@ pub struct HttpConfig {
     /// Serve the sidecar (both listeners) over HTTPS with `[tls]`'s certificate and key.
     /// Default false.
     pub tls: bool,
+    /// Host names the sidecar answers to besides IP addresses, `localhost` and this machine's
+    /// name (and `name.local`): a request naming any other host is refused (DNS rebinding).
+    /// Default none.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -518,6 +522,7 @@ impl Default for HttpConfig {
             api_address: String::new(),
             api_port: 0,
             tls: false,
+            allowed_hosts: Vec::new(),
         }
     }
 }

@@ -15,34 +15,7 @@ fn bad(m: String) -> Checked {
     Err(ConfigError::Invalid(m))
 }
 
-/// Fails with the key and the allowed range when `value` is outside `lo..=hi` (or NaN).
-pub(crate) fn in_range<T: PartialOrd + std::fmt::Display>(
-    key: &str,
-    value: T,
-    lo: T,
-    hi: T,
-) -> Checked {
-    if value >= lo && value <= hi {
-        Ok(())
-    } else {
-        bad(format!("{key} = {value} is out of range ({lo} to {hi})"))
-    }
-}
-
-/// A stream or rendition name: what the API, metrics and file names can carry safely.
-pub(crate) fn check_name(key: &str, name: &str) -> Checked {
-    if name.is_empty()
-        || name.len() > 64
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-    {
-        return bad(format!(
-            "{key} = {name:?} must be 1 to 64 characters of a-z, 0-9, '_' and '-'"
-        ));
-    }
-    Ok(())
-}
+use super::rules::{check_name, in_range};
 
 /// An RTSP mount path.
 fn check_mount(key: &str, mount: &str) -> Checked {

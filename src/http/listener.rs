@@ -60,14 +60,15 @@ pub const MAX_PER_ADDRESS: usize = 16;
 /// Read buffer per connection, which bounds request headers (larger gets 431).
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
-/// Request extension: whether the request came over TLS (`http.tls`), e.g. to mark a cookie
-/// `Secure`.
+/// Request extension: what the listener knows about the request's connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tls(pub bool);
-
-/// Request extension: the client's address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Peer(pub SocketAddr);
+pub struct Connection {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Whether the connection is TLS (`http.tls`): cookies then get `Secure`, and a password
+    /// does not cross the network in clear.
+    pub tls: bool,
+}
 
 /// Why HTTPS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -487,10 +488,12 @@ async fn serve_stream<S>(
         born,
     };
     let inner = hyper_util::service::TowerToHyperService::new(ctx.app.clone());
-    let tls = Tls(ctx.tls.is_some());
+    let connection = Connection {
+        peer,
+        tls: ctx.tls.is_some(),
+    };
     let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
-        req.extensions_mut().insert(tls);
-        req.extensions_mut().insert(Peer(peer));
+        req.extensions_mut().insert(connection);
         hyper::service::Service::call(&inner, req)
     });
     let mut builder = hyper::server::conn::http1::Builder::new();

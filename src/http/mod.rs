@@ -21,17 +21,23 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::access::{Action, Door, Principal};
 use crate::control::Control;
 use crate::output::rtsp::Heartbeat;
 use crate::output::snapshot::{SNAPSHOT_TIMEOUT, scaled_height};
+use auth::{Doors, Rule, StreamOf};
 
+pub mod auth;
+mod host;
 pub mod listener;
 mod onvif;
 mod push;
 mod recordings;
+pub mod session;
 
 pub use recordings::fuzz_range;
 mod streams;
+pub(crate) mod trends;
 mod webrtc;
 
 pub use listener::serve;
@@ -67,8 +73,8 @@ pub struct Shared {
     pub prometheus: PrometheusHandle,
     /// Process start.
     pub started: Instant,
-    /// Bearer token for protected endpoints, if configured.
-    pub token: Option<crate::config::Secret>,
+    /// The accounts, tokens and the rule for visitors: every route's check.
+    pub access: Arc<crate::access::Access>,
     /// Whether the RTSP server runs (false once shutdown began).
     pub rtsp_running: Arc<AtomicBool>,
     /// The WebRTC (WHEP) server, when enabled.
@@ -77,6 +83,8 @@ pub struct Shared {
     pub analysis: Option<crate::analysis::Analysis>,
     /// The ONVIF services, when `[onvif]` is enabled.
     pub onvif: Option<Arc<crate::output::onvif::Onvif>>,
+    /// The page's signed-in sessions.
+    pub sessions: Arc<session::Sessions>,
 }
 
 /// Which endpoints a listener serves.
@@ -90,91 +98,66 @@ pub enum Part {
     Api,
 }
 
-/// Builds the router for one listener.
+/// Builds the router for one listener: every route with its rule ([`Doors`]), the host check
+/// against DNS rebinding and the request bounds.
 pub fn router(shared: Shared, part: Part) -> Router {
-    let config = shared.control.config();
-    let h = &config.http;
-    let protect = |r: Router<Shared>, on: bool| match (&shared.token, on) {
-        (Some(t), true) => r.route_layer(middleware::from_fn_with_state(t.clone(), require_token)),
-        _ => r,
-    };
-    let probes = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz));
-    let metrics_route = Router::new().route("/metrics", get(metrics));
-    let api = Router::new()
-        .route("/api/v1/status", get(status))
-        .route("/snapshot.jpg", get(snapshot))
-        .merge(streams::reads())
-        .merge(recordings::routes());
-    // Writes always need the token; without one they say how to enable them.
-    let write_routes = streams::writes().merge(push::writes());
-    let writes = match &shared.token {
-        Some(t) => {
-            write_routes.route_layer(middleware::from_fn_with_state(t.clone(), require_token))
-        }
-        None => write_routes.route_layer(middleware::from_fn(writes_disabled)),
-    };
-    let mut r = Router::new();
-    if part != Part::Api {
-        r = r
-            .merge(protect(probes, h.protect_probes))
-            .merge(protect(metrics_route, h.protect_metrics));
+    let allowed = Arc::new(host::Allowed::from_config(&shared.control.config().http));
+    let doors = doors(shared.clone(), part);
+    for d in doors.declared() {
+        tracing::debug!(
+            path = d.path,
+            methods = d.methods,
+            door = d.rule.door.as_str(),
+            action = d.rule.action.as_str(),
+            "HTTP route"
+        );
     }
-    if part != Part::Public {
-        r = r
-            .merge(protect(api, true))
-            .merge(writes)
-            .merge(webrtc::whep())
-            .merge(webrtc::page());
-    }
-    if part != Part::Api && shared.onvif.is_some() {
-        r = r.merge(onvif::routes());
-    }
-    r.fallback(not_found)
+    doors
+        .into_router()
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            session::cross_site,
+        ))
+        .layer(middleware::from_fn_with_state(allowed, host::check))
         .layer(middleware::from_fn(guard))
         .with_state(shared)
 }
 
-/// Byte-wise comparison whose time does not depend on where the first difference is.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for (i, x) in a.iter().enumerate() {
-        diff |= usize::from(x ^ b.get(i).copied().unwrap_or(!x));
+/// Every route of one listener with its rule.
+pub fn doors(shared: Shared, part: Part) -> Doors {
+    let onvif = shared.onvif.is_some();
+    let mut d = Doors::new(shared);
+    if part != Part::Api {
+        d.route("/healthz", "GET", Rule::http(Action::Probe), get(healthz))
+            .route("/readyz", "GET", Rule::http(Action::Probe), get(readyz))
+            .route("/metrics", "GET", Rule::http(Action::Metrics), get(metrics));
     }
-    diff == 0
-}
-
-/// Requires `Authorization: Bearer <token>`.
-async fn require_token(
-    AxumState(token): AxumState<crate::config::Secret>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match given {
-        Some(g) if same_secret(g.as_bytes(), token.0.as_bytes()) => next.run(req).await,
-        _ => {
-            let mut r = error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            r
-        }
+    if part != Part::Public {
+        d.route(
+            "/api/v1/status",
+            "GET",
+            Rule::http(Action::View),
+            get(status),
+        )
+        .route(
+            "/snapshot.jpg",
+            "GET",
+            Rule::http(Action::View).on(StreamOf::Query),
+            get(snapshot),
+        );
+        streams::routes(&mut d);
+        push::routes(&mut d);
+        recordings::routes(&mut d);
+        trends::routes(&mut d);
+        session::routes(&mut d);
+        webrtc::whep(&mut d);
+        webrtc::page(&mut d);
     }
-}
-
-/// Answers write requests when no token is configured.
-async fn writes_disabled(_req: Request, _next: Next) -> Response {
-    error(
-        StatusCode::FORBIDDEN,
-        "write endpoints are disabled: set http.token (or http.token_file) and send it as \
-         'Authorization: Bearer <token>'",
-    )
+    if part != Part::Api && onvif {
+        onvif::routes(&mut d);
+    }
+    d
 }
 
 /// Rejects oversized query strings and bounds every request's time.
@@ -248,7 +231,9 @@ async fn readyz(AxumState(s): AxumState<Shared>) -> Response {
 }
 
 async fn metrics(AxumState(s): AxumState<Shared>) -> Response {
-    let mut r = s.prometheus.render().into_response();
+    let mut text = s.prometheus.render();
+    text.push_str(&crate::process_metrics::render());
+    let mut r = text.into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -256,7 +241,89 @@ async fn metrics(AxumState(s): AxumState<Shared>) -> Response {
     r
 }
 
-async fn status(AxumState(s): AxumState<Shared>) -> Response {
+/// Whether `who` sees the full status and configuration (admins) or the redacted view.
+pub(crate) fn sees_everything(s: &Shared, who: &Principal) -> bool {
+    s.access.check(who, Door::Http, None, Action::Admin).is_ok()
+}
+
+/// The view of the status for everyone but admins: no configuration, no pipeline strings, hook
+/// arguments or URLs beyond scheme and host (push stream keys, webhooks, the analysis URL), no
+/// viewer addresses.
+pub(crate) fn redact_for_viewers(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => {
+            for key in ["config", "settings", "address", "args", "pipeline"] {
+                map.remove(key);
+            }
+            if let Some(Value::String(source)) = map.get_mut("source") {
+                // The source's kind only: a pipeline source's description is its pipeline.
+                let kind = source
+                    .split([' ', ':'])
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                *source = kind;
+            }
+            for (_, child) in map.iter_mut() {
+                redact_for_viewers(child);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact_for_viewers),
+        Value::String(text) => {
+            if let Some(short) = scheme_and_host(text) {
+                *text = short;
+            }
+            *text = without_property_values(text);
+        }
+        _ => {}
+    }
+}
+
+/// `text` with the values of GStreamer-style `property=value` words cut out (`location=…`), so
+/// an error message shows which property, never what it was set to (a path, a key, a URL).
+pub(crate) fn without_property_values(text: &str) -> String {
+    if !text.contains('=') {
+        return text.to_string();
+    }
+    text.split(' ')
+        .map(|word| match word.split_once('=') {
+            Some((key, value))
+                if !key.is_empty()
+                    && !value.is_empty()
+                    && key
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)) =>
+            {
+                format!("{key}=…")
+            }
+            _ => word.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `scheme://host[:port]` of a string that holds a URL anywhere (e.g. "srt://h:9000?streamid=…
+/// (disabled)"), or `None` when it holds none.
+fn scheme_and_host(text: &str) -> Option<String> {
+    let at = text.find("://")?;
+    let scheme_start = text[..at]
+        .rfind(|c: char| !(c.is_ascii_alphanumeric() || "+.-".contains(c)))
+        .map_or(0, |i| i + 1);
+    let rest = &text[at + 3..];
+    let end = rest
+        .find(|c: char| "/?# ".contains(c))
+        .unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    Some(format!(
+        "{}{}://{host}",
+        &text[..scheme_start],
+        &text[scheme_start..at]
+    ))
+}
+
+async fn status(AxumState(s): AxumState<Shared>, who: axum::Extension<Principal>) -> Response {
     let cameras = s.control.cameras();
     let streams: Vec<serde_json::Value> =
         cameras.iter().map(|c| streams::describe(&s, c)).collect();
@@ -266,6 +333,8 @@ async fn status(AxumState(s): AxumState<Shared>) -> Response {
         "version": env!("CARGO_PKG_VERSION"),
         "gstreamer": gst::version_string().to_string(),
         "uptime_s": s.started.elapsed().as_secs(),
+        "access": if s.access.is_open() { "open" } else { "protected" },
+        "role": who.role().map(|r| r.as_str()),
         "streams": streams,
         "viewers": s.control.rtsp().viewers().list(),
         "config": s.control.config().redacted(),
@@ -289,6 +358,9 @@ async fn status(AxumState(s): AxumState<Shared>) -> Response {
                 b.insert(key.to_string(), v.clone());
             }
         }
+    }
+    if !sees_everything(&s, &who) {
+        redact_for_viewers(&mut body);
     }
     Json(body).into_response()
 }
@@ -380,3 +452,37 @@ const LISTEN_BACKLOG: i32 = 4096;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    #[test]
+    fn viewers_see_no_urls_paths_or_property_values() {
+        let mut v = json!({
+            "config": {"source": {"pipeline": "filesrc location=/etc/shadow"}},
+            "source": "pipeline: filesrc location=/etc/shadow ! decodebin",
+            "last_error": {"message": "Could not open: filesrc0 location=/etc/shadow"},
+            "outputs": [{"detail": "srt://user:pw@192.0.2.1:9000?streamid=key (disabled)"}],
+            "viewers": [{"address": "192.0.2.7", "playing": true}],
+        });
+        redact_for_viewers(&mut v);
+        let text = v.to_string();
+        for secret in [
+            "/etc/shadow",
+            "streamid",
+            "key",
+            "user:pw",
+            "192.0.2.7",
+            "config",
+        ] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(text.contains("srt://192.0.2.1:9000"), "{text}");
+        assert!(text.contains("location=…"), "{text}");
+        assert_eq!(
+            without_property_values("encoder.bitrate_kbps = 50 is outside 100 to 20000"),
+            "encoder.bitrate_kbps = 50 is outside 100 to 20000"
+        );
+    }
+}

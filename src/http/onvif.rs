@@ -2,7 +2,6 @@
 //! `POST /onvif/media_service`. This side knows the running streams and where the client reached
 //! us; `output::onvif` does the SOAP.
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::State as AxumState;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -10,15 +9,19 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
 use super::Shared;
+use super::auth::{Doors, Rule};
+use crate::access::{Action, Denied, Door, Principal};
 use crate::config::Profile264;
 use crate::output::onvif::soap::{Fault, MAX_MESSAGE};
 use crate::output::onvif::{DEVICE_PATH, MEDIA_PATH, MediaProfile, Reached};
 
-/// The ONVIF routes (no bearer token: ONVIF authenticates inside the SOAP envelope).
-pub fn routes() -> Router<Shared> {
-    Router::new()
-        .route(DEVICE_PATH, post(device))
-        .route(MEDIA_PATH, post(media))
+/// The ONVIF routes. The door is open at the HTTP level: what a request may do depends on its
+/// SOAP operation and the credentials inside the envelope (WS-UsernameToken) or in HTTP Basic,
+/// decided by `output::onvif` through the same `Access::check` (`Door::Onvif`).
+pub(super) fn routes(d: &mut Doors) {
+    let rule = Rule::http(Action::Public).at(Door::Onvif);
+    d.route(DEVICE_PATH, "POST", rule, post(device))
+        .route(MEDIA_PATH, "POST", rule, post(media));
 }
 
 async fn device(s: AxumState<Shared>, headers: HeaderMap, body: Body) -> Response {
@@ -134,8 +137,36 @@ async fn serve(
         profiles: &profiles,
     };
     let now = crate::stream::status::unix_now() as i64;
-    let answer = onvif.handle(service, &bytes, &at, now);
-    soap_response(answer.status, answer.body)
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let digest = authorization.is_some_and(|a| a.trim_start().starts_with("Digest"));
+    let http = match authorization {
+        Some(a) if digest => onvif
+            .digest
+            .verify(&s.access, a, "POST", now)
+            .ok_or(Denied::Unauthenticated),
+        _ => super::auth::principal(&s, &headers),
+    };
+    let answer = onvif.handle(service, &bytes, &at, now, http);
+    let mut r = soap_response(answer.status, answer.body);
+    // A client that brought no credentials, or HTTP Digest ones that did not prove an account
+    // (a stale nonce too), gets a Digest challenge: 401, as HTTP authentication expects. A
+    // WS-UsernameToken client keeps its SOAP fault.
+    let token = bytes.windows(13).any(|w| w == b"UsernameToken");
+    // An empty body without credentials is how HTTP clients (curl --digest) ask for one.
+    let closed = s
+        .access
+        .check(&Principal::Anonymous, Door::Onvif, None, Action::View)
+        .is_err();
+    let asks = bytes.is_empty() && authorization.is_none() && closed;
+    if (answer.unauthorized || asks) && (digest || (authorization.is_none() && !token)) {
+        *r.status_mut() = StatusCode::UNAUTHORIZED;
+        if let Ok(v) = HeaderValue::from_str(&onvif.digest.challenge(now)) {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+    }
+    r
 }
 
 #[cfg(test)]

@@ -4,25 +4,28 @@
 //! validation and live apply as a `PATCH` of the stream, where `push` (an array) is replaced
 //! whole, as JSON merge patch (RFC 7396) has it.
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State as AxumState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use serde_json::{Value, json};
 
+use super::auth::{Doors, Rule, StreamOf};
 use super::{Shared, error};
+use crate::access::Action;
 use crate::control::{ControlError, merge};
 
 /// Largest body accepted.
 const MAX_BODY: usize = 16 * 1024;
 
-/// Routes that change something (the caller puts the token check in front).
-pub(super) fn writes() -> Router<Shared> {
-    Router::new().route(
+/// The push route: a live change, `control` on the named stream.
+pub(super) fn routes(d: &mut Doors) {
+    d.route(
         "/api/v1/streams/{name}/push/{push}",
+        "PATCH",
+        Rule::http(Action::Control).on(StreamOf::Path("name")),
         axum::routing::patch(patch_one),
-    )
+    );
 }
 
 async fn patch_one(
@@ -74,7 +77,14 @@ async fn patch_one(
         Err(ControlError::NotFound(n)) => {
             error(StatusCode::NOT_FOUND, &format!("no stream named {n:?}"))
         }
-        Err(e @ ControlError::Invalid(_)) => error(StatusCode::BAD_REQUEST, &e.to_string()),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        // Which key or property, never its value (a pipeline's paths, keys, URLs).
+        Err(e @ ControlError::Invalid(_)) => error(
+            StatusCode::BAD_REQUEST,
+            &super::without_property_values(&e.to_string()),
+        ),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &super::without_property_values(&e.to_string()),
+        ),
     }
 }

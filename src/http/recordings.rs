@@ -8,7 +8,8 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::Router;
+use super::auth::{Doors, Rule, StreamOf};
+use crate::access::Action;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State as AxumState};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -26,11 +27,21 @@ const MAX_DURATION_S: f64 = 24.0 * 3600.0;
 /// Bytes read from disk per body chunk.
 const CHUNK: usize = 256 * 1024;
 
-/// Routes (reads; the caller applies the API's token rule).
-pub(super) fn routes() -> Router<Shared> {
-    Router::new()
-        .route("/api/v1/recordings", get(list))
-        .route("/recordings/{file}", get(mp4))
+/// The recordings routes: `view` on the stream they are of.
+pub(super) fn routes(d: &mut Doors) {
+    let view = Rule::http(Action::View);
+    d.route(
+        "/api/v1/recordings",
+        "GET",
+        view.on(StreamOf::Query),
+        get(list),
+    )
+    .route(
+        "/recordings/{file}",
+        "GET",
+        view.on(StreamOf::PathFile("file", ".mp4")),
+        get(mp4),
+    );
 }
 
 type Params = Query<HashMap<String, String>>;

@@ -1,7 +1,7 @@
 //! The streams API: read each stream's state and settings, change them (`PATCH`, a JSON merge
 //! of settings, applied live or by a restart of that stream alone), and ask for a keyframe.
 
-use axum::Router;
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{Path, State as AxumState};
 use axum::http::StatusCode;
@@ -9,7 +9,9 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
+use super::auth::{Doors, Rule, StreamOf};
 use super::{Shared, error};
+use crate::access::{Action, Door, Principal};
 use crate::control::ControlError;
 use crate::stream::camera::Camera;
 use crate::stream::status::State;
@@ -17,19 +19,35 @@ use crate::stream::status::State;
 /// Largest PATCH body accepted.
 const MAX_BODY: usize = 16 * 1024;
 
-/// Routes that only read.
-pub(super) fn reads() -> Router<Shared> {
-    Router::new()
-        .route("/api/v1/streams", get(list))
-        .route("/api/v1/streams/{name}", get(one))
-        .route("/api/v1/streams/{name}/controls", get(controls))
-}
-
-/// Routes that change something (the caller puts the token check in front).
-pub(super) fn writes() -> Router<Shared> {
-    Router::new()
-        .route("/api/v1/streams/{name}", axum::routing::patch(patch))
-        .route("/api/v1/streams/{name}/keyframe", post(keyframe))
+/// The streams routes: reads need `view`, live changes `control`, each on the named stream.
+pub(super) fn routes(d: &mut Doors) {
+    let view = Rule::http(Action::View);
+    let control = Rule::http(Action::Control).on(StreamOf::Path("name"));
+    d.route("/api/v1/streams", "GET", view, get(list))
+        .route(
+            "/api/v1/streams/{name}",
+            "GET",
+            view.on(StreamOf::Path("name")),
+            get(one),
+        )
+        .route(
+            "/api/v1/streams/{name}",
+            "PATCH",
+            control,
+            axum::routing::patch(patch),
+        )
+        .route(
+            "/api/v1/streams/{name}/controls",
+            "GET",
+            view.on(StreamOf::Path("name")),
+            get(controls),
+        )
+        .route(
+            "/api/v1/streams/{name}/keyframe",
+            "POST",
+            control,
+            post(keyframe),
+        );
 }
 
 /// One stream as the API shows it: state, encoder, settings, encodings and their viewers.
@@ -100,19 +118,72 @@ pub(super) fn describe(s: &Shared, c: &Camera) -> Value {
     })
 }
 
-async fn list(AxumState(s): AxumState<Shared>) -> Response {
+/// What `who` may see of a described stream: everything for admins, else the redacted view.
+fn shown(s: &Shared, who: &Principal, mut v: Value) -> Value {
+    if !super::sees_everything(s, who) {
+        let live = live_settings(&v["settings"]);
+        super::redact_for_viewers(&mut v);
+        if let Some(map) = v.as_object_mut() {
+            map.insert("settings".into(), live);
+        }
+    }
+    v
+}
+
+/// The live settings (what an operator may change, and the page shows in its forms) out of a
+/// stream's full settings: nothing that names a device, a pipeline, a path or a destination.
+fn live_settings(full: &Value) -> Value {
+    let list = |key: &str, field: &str| -> Value {
+        full[key]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .map(|i| json!({ "name": i["name"], field: i[field] }))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+            .into()
+    };
+    let mut image = full["image"].clone();
+    if let Some(map) = image.as_object_mut() {
+        map.remove("tuning_file");
+    }
+    json!({
+        "image": image,
+        "encoder": {
+            "bitrate_kbps": full["encoder"]["bitrate_kbps"],
+            "keyframe_interval": full["encoder"]["keyframe_interval"],
+        },
+        "record": { "enabled": full["record"]["enabled"] },
+        "renditions": list("renditions", "bitrate_kbps"),
+        "push": list("push", "enabled"),
+    })
+}
+
+async fn list(AxumState(s): AxumState<Shared>, Extension(who): Extension<Principal>) -> Response {
+    // An account limited to some streams lists only those.
     let streams: Vec<Value> = s
         .control
         .cameras()
         .iter()
-        .map(|c| describe(&s, c))
+        .filter(|c| {
+            s.access
+                .check(&who, Door::Http, Some(&c.name), Action::View)
+                .is_ok()
+        })
+        .map(|c| shown(&s, &who, describe(&s, c)))
         .collect();
     Json(json!({ "streams": streams })).into_response()
 }
 
-async fn one(AxumState(s): AxumState<Shared>, Path(name): Path<String>) -> Response {
+async fn one(
+    AxumState(s): AxumState<Shared>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Response {
     match s.control.camera(&name) {
-        Some(c) => Json(describe(&s, &c)).into_response(),
+        Some(c) => Json(shown(&s, &who, describe(&s, &c))).into_response(),
         None => error(StatusCode::NOT_FOUND, &format!("no stream named {name:?}")),
     }
 }
@@ -149,8 +220,15 @@ async fn patch(AxumState(s): AxumState<Shared>, Path(name): Path<String>, body: 
         Err(ControlError::NotFound(n)) => {
             error(StatusCode::NOT_FOUND, &format!("no stream named {n:?}"))
         }
-        Err(e @ ControlError::Invalid(_)) => error(StatusCode::BAD_REQUEST, &e.to_string()),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        // Which key or property, never its value (a pipeline's paths, keys, URLs).
+        Err(e @ ControlError::Invalid(_)) => error(
+            StatusCode::BAD_REQUEST,
+            &super::without_property_values(&e.to_string()),
+        ),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &super::without_property_values(&e.to_string()),
+        ),
     }
 }
 

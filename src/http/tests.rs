@@ -18,13 +18,22 @@ use crate::output::rtsp::RtspServer;
 use crate::stream::clock::SharedTime;
 
 fn shared(token: Option<&str>) -> Shared {
-    gst::init().unwrap();
     let mut config = Config::default();
+    if let Some(t) = token {
+        config.http.token = Secret(t.into());
+    }
+    shared_with(config)
+}
+
+fn shared_with(mut config: Config) -> Shared {
+    gst::init().unwrap();
     config.rtsp.port = 0;
     config.rtsp.address = "127.0.0.1".parse().unwrap();
+    let access = Arc::new(crate::access::Access::from_config(&config).unwrap());
     let config = Arc::new(config);
     let time = SharedTime::now();
-    let rtsp = Arc::new(RtspServer::start(&config, time.clone(), Metrics::new()).unwrap());
+    let rtsp =
+        Arc::new(RtspServer::start(&config, access.clone(), time.clone(), Metrics::new()).unwrap());
     let (exits, _) = tokio::sync::mpsc::unbounded_channel();
     let control = Arc::new(Control::new(
         config,
@@ -33,6 +42,7 @@ fn shared(token: Option<&str>) -> Shared {
         CancellationToken::new(),
         exits,
     ));
+    let access = Arc::new(crate::access::Access::from_config(&control.config()).unwrap());
     Shared {
         control,
         heartbeat: rtsp.heartbeat(),
@@ -40,7 +50,8 @@ fn shared(token: Option<&str>) -> Shared {
             .build_recorder()
             .handle(),
         started: Instant::now(),
-        token: token.map(|t| Secret(t.into())),
+        access,
+        sessions: Arc::default(),
         webrtc: None,
         rtsp_running: Arc::new(AtomicBool::new(true)),
         analysis: None,
@@ -86,7 +97,7 @@ async fn routes_access_rules_and_errors() {
     let (code, body) = call(&open, "GET", "/api/v1/streams", None, "").await;
     assert_eq!((code, body.as_str()), (StatusCode::OK, r#"{"streams":[]}"#));
     let (code, body) = call(&open, "PATCH", "/api/v1/streams/video", None, "{}").await;
-    assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(code, StatusCode::UNAUTHORIZED, "{body}");
     assert!(body.contains("http.token"), "{body}");
     assert_eq!(
         call(&open, "GET", "/nope", None, "").await.0,
@@ -150,4 +161,73 @@ async fn routes_access_rules_and_errors() {
         call(&guarded, "GET", "/healthz", None, "").await.0,
         StatusCode::OK
     );
+}
+
+/// Every declared route answers by its rule: with the doors closed (an account, probes and
+/// metrics protected), anything but a public route refuses the anonymous visitor with 401 and
+/// a challenge, before its handler runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_has_a_rule_and_keeps_it() {
+    let mut config = Config::default();
+    config.auth.username = "alice".into();
+    config.auth.password = Secret("pw".into());
+    config.http.protect_probes = true;
+    config.http.protect_metrics = true;
+    let shared = shared_with(config);
+    let declared = super::doors(shared.clone(), Part::All).declared().to_vec();
+    assert!(declared.len() >= 20, "{declared:#?}");
+    let app = router(shared, Part::All);
+    for d in &declared {
+        let path = d
+            .path
+            .replace("{name}", "video")
+            .replace("{stream}", "video")
+            .replace("{file}", "video.mp4")
+            .replace("{push}", "p")
+            .replace("{id}", "x");
+        for method in d.methods.split(", ") {
+            let (code, body) = call(&app, method, &path, None, "").await;
+            if d.rule.action == crate::access::Action::Public {
+                assert_ne!(code, StatusCode::UNAUTHORIZED, "{method} {path}: {body}");
+            } else {
+                assert_eq!(code, StatusCode::UNAUTHORIZED, "{method} {path}: {body}");
+            }
+        }
+    }
+}
+
+/// Every output reached through the sidecar (output::registry::OUTPUTS) has its routes
+/// declared with its door and action.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_output_served_over_http_has_its_routes() {
+    use crate::output::registry::{OUTPUTS, Reach};
+    let declared = super::doors(shared(None), Part::All).declared().to_vec();
+    for o in OUTPUTS {
+        let Reach::Door(door, action) = o.reach else {
+            continue;
+        };
+        let served = match door {
+            crate::access::Door::Webrtc => declared
+                .iter()
+                .any(|d| d.rule.door == door && d.rule.action == action),
+            crate::access::Door::Http => {
+                let path = if o.name == "record" {
+                    "recordings"
+                } else {
+                    o.name
+                };
+                declared.iter().any(|d| {
+                    d.path.contains(path) && d.rule.door == door && d.rule.action == action
+                })
+            }
+            // RTSP has its own server; ONVIF's routes exist only when enabled and decide per
+            // operation (tests/access_matrix.rs).
+            _ => true,
+        };
+        assert!(
+            served,
+            "{} has no route with its rule: {declared:#?}",
+            o.name
+        );
+    }
 }

@@ -1,23 +1,23 @@
 //! WHEP (`POST /whep/{stream}`, `DELETE`/`PATCH` on the session) and the web page (`/`,
 //! `/view/{stream}`, its script and style, embedded in the binary).
 //!
-//! WHEP follows the stream's access rules: when RTSP accounts exist, a viewer's user name and
-//! password (HTTP Basic) or the HTTP bearer token is needed; without accounts the stream is
-//! open, as it is over RTSP. The page itself holds nothing secret and is always served; the data
-//! it reads comes from the protected API.
+//! WHEP is a door like RTSP (`Door::Webrtc`, `view` on the stream): an account over HTTP Basic,
+//! an API token, or the page's session, unless `access.anonymous = view`. The page itself holds
+//! nothing secret and is always served; the data it reads comes from the protected API.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State as AxumState};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-use super::{Shared, error, same_secret};
-use crate::output::webrtc::{self, OfferError, WhepError};
+use super::auth::{Doors, Rule, StreamOf};
+use super::{Shared, error};
+use crate::access::{Action, Door};
+use crate::output::webrtc::{OfferError, WhepError};
 
 /// Largest SDP offer accepted (a browser's is 3 to 10 KiB).
 const MAX_OFFER: usize = 64 * 1024;
@@ -28,30 +28,52 @@ const INDEX_HTML: &str = include_str!("web/index.html");
 const VIEW_HTML: &str = include_str!("web/view.html");
 const APP_JS: &str = include_str!("web/app.js");
 const STYLE_CSS: &str = include_str!("web/style.css");
+const TREND_JS: &str = include_str!("web/trend.js");
 
-/// The WHEP routes.
-pub(super) fn whep() -> Router<Shared> {
-    Router::new()
-        .route("/whep/{stream}", post(offer).options(options))
+/// The WHEP routes: watching over WebRTC is `view` on the stream at the WebRTC door (the same
+/// rule as RTSP); the capability query is open.
+pub(super) fn whep(d: &mut Doors) {
+    let watch = Rule::http(Action::View)
+        .at(Door::Webrtc)
+        .on(StreamOf::Path("stream"));
+    d.route("/whep/{stream}", "POST", watch, post(offer))
+        .route(
+            "/whep/{stream}",
+            "OPTIONS",
+            Rule::http(Action::Public).at(Door::Webrtc),
+            axum::routing::options(options),
+        )
         .route(
             "/whep/{stream}/{id}",
+            "DELETE, PATCH",
+            watch,
             axum::routing::delete(delete).patch(patch),
-        )
+        );
 }
 
-/// The page and its assets.
-pub(super) fn page() -> Router<Shared> {
-    Router::new()
-        .route("/", get(index))
-        .route("/view/{stream}", get(view))
+/// The page and its assets: open, they hold nothing secret (the data comes from the API).
+pub(super) fn page(d: &mut Doors) {
+    let public = Rule::http(Action::Public);
+    d.route("/", "GET", public, get(index))
+        .route("/view/{stream}", "GET", public, get(view))
         .route(
             "/web/app.js",
+            "GET",
+            public,
             get(|| async { asset("text/javascript", APP_JS) }),
         )
         .route(
-            "/web/style.css",
-            get(|| async { asset("text/css", STYLE_CSS) }),
+            "/web/trend.js",
+            "GET",
+            public,
+            get(|| async { asset("text/javascript", TREND_JS) }),
         )
+        .route(
+            "/web/style.css",
+            "GET",
+            public,
+            get(|| async { asset("text/css", STYLE_CSS) }),
+        );
 }
 
 fn asset(kind: &'static str, body: &'static str) -> Response {
@@ -99,60 +121,6 @@ async fn view(AxumState(s): AxumState<Shared>, Path(stream): Path<String>) -> Re
     html(&s, VIEW_HTML)
 }
 
-/// Whether the request may watch: the bearer token, or an RTSP account over Basic, or no
-/// accounts at all (an open stream).
-fn allowed(s: &Shared, headers: &HeaderMap) -> bool {
-    let auth = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim);
-    if let (Some(t), Some(given)) = (&s.token, auth.and_then(|a| a.strip_prefix("Bearer ")))
-        && same_secret(given.trim().as_bytes(), t.0.as_bytes())
-    {
-        return true;
-    }
-    let config = s.control.config();
-    let users = match config.users() {
-        Ok(u) => u,
-        Err(e) => {
-            tracing::warn!(error = %e, "WHEP refused: the accounts cannot be read");
-            return false;
-        }
-    };
-    if users.is_empty() {
-        return true;
-    }
-    let Some(raw) = auth
-        .and_then(|a| a.strip_prefix("Basic "))
-        .and_then(|b| crate::output::rtsp::auth::decode_base64(b.trim()))
-    else {
-        return false;
-    };
-    let Ok(pair) = String::from_utf8(raw) else {
-        return false;
-    };
-    let Some((user, password)) = pair.split_once(':') else {
-        return false;
-    };
-    users.iter().any(|u| {
-        same_secret(u.username.as_bytes(), user.as_bytes())
-            & same_secret(u.password.0.as_bytes(), password.as_bytes())
-    })
-}
-
-fn unauthorized() -> Response {
-    webrtc::reject("unauthorized");
-    let mut r = error(
-        StatusCode::UNAUTHORIZED,
-        "this stream needs a viewer account (HTTP Basic, as for RTSP) or the HTTP bearer token",
-    );
-    r.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Basic realm=\"camstream\", charset=\"UTF-8\""),
-    );
-    r
-}
-
 /// The IP address in a `Host` header, resolved if it is a name.
 async fn host_ip(headers: &HeaderMap) -> Option<IpAddr> {
     let host = headers.get(header::HOST)?.to_str().ok()?.trim();
@@ -195,10 +163,11 @@ async fn options(AxumState(s): AxumState<Shared>) -> Response {
 async fn offer(
     AxumState(s): AxumState<Shared>,
     Path(stream): Path<String>,
-    peer: Option<axum::Extension<crate::http::listener::Peer>>,
+    connection: Option<axum::Extension<crate::http::listener::Connection>>,
+    axum::Extension(who): axum::Extension<crate::access::Principal>,
     req: Request,
 ) -> Response {
-    let peer = peer.map(|axum::Extension(p)| p);
+    let peer = connection.map(|axum::Extension(c)| c.peer);
     let Some(server) = s.webrtc.clone() else {
         return error(
             StatusCode::NOT_FOUND,
@@ -206,9 +175,6 @@ async fn offer(
         );
     };
     let headers = req.headers().clone();
-    if !allowed(&s, &headers) {
-        return unauthorized();
-    }
     let is_sdp = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -238,9 +204,9 @@ async fn offer(
         );
     };
     let host = host_ip(&headers).await;
-    // Allowed without presenting anything: an open stream, capped by webrtc.max_anonymous.
-    let anonymous = !headers.contains_key(header::AUTHORIZATION);
-    let source = peer.map(|p| p.0.ip());
+    // Let in without an account (an open stream): capped by webrtc.max_anonymous.
+    let anonymous = matches!(who, crate::access::Principal::Anonymous);
+    let source = peer.map(|p| p.ip());
     match server
         .create(enc.hub.clone(), sdp, host, source, anonymous)
         .await
@@ -290,11 +256,7 @@ async fn offer(
 async fn delete(
     AxumState(s): AxumState<Shared>,
     Path((stream, id)): Path<(String, String)>,
-    headers: HeaderMap,
 ) -> Response {
-    if !allowed(&s, &headers) {
-        return unauthorized();
-    }
     match &s.webrtc {
         Some(w) if w.delete(&stream, &id) => StatusCode::OK.into_response(),
         _ => error(StatusCode::NOT_FOUND, "no such WebRTC session"),

@@ -21,6 +21,7 @@ pub mod onvif;
 pub mod pipeline;
 pub mod push;
 pub mod record;
+pub mod registry;
 pub mod rtsp;
 pub mod snapshot;
 pub mod webrtc;

@@ -17,6 +17,7 @@ use super::clock::SharedTime;
 use super::encoder::{self, Encoder, Selection};
 use super::hub::Hub;
 use super::image::{self, Caps, Plan};
+use super::libcamera_log;
 use super::lifecycle;
 use super::metrics::{EncodingMetrics, SupervisorMetrics};
 use super::restart::{self, Exit, Failure, Policy, RunEnd, Supervised, Woken};
@@ -394,7 +395,22 @@ impl Runner {
     async fn run_pipeline(&mut self) -> RunEnd {
         let config = self.config.borrow().clone();
         let name = config.name.clone();
+        // libcamera's lines from here on belong to this attempt (discovery opens it too).
+        let attempt = Instant::now();
+        let libcamera = std::sync::atomic::AtomicBool::new(
+            config.source.kind == crate::config::SourceKind::Libcamera,
+        );
+        // libcamera's words in front of a failure: what it said since `from`.
+        let explained_since = |message: String, from: Instant| {
+            if libcamera.load(std::sync::atomic::Ordering::Relaxed) {
+                libcamera_log::explain_failure(&message, from)
+            } else {
+                message
+            }
+        };
+        let explained = |message: String| explained_since(message, attempt);
         let open_failed = |message: String| {
+            let message = explained(message);
             tracing::error!(stream = %name, error = %message, "Camera failed to open");
             RunEnd::Failed(Failure {
                 reason: RestartReason::StateChangeFailure,
@@ -443,6 +459,10 @@ impl Runner {
             tracing::warn!(stream = %name, "{w}");
         }
         self.publish_image(&image_plan);
+        libcamera.store(
+            matches!(source, source::Source::Libcamera { .. }),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let source_name = source.to_string();
         self.status
             .send_modify(|s| s.source = Some(source_name.clone()));
@@ -528,9 +548,20 @@ impl Runner {
                     };
                     match msg.view() {
                         gst::MessageView::Error(e) => {
-                            let message = lifecycle::describe_error(e);
+                            if libcamera.load(std::sync::atomic::Ordering::Relaxed) {
+                                // libcamera logs its reason just before libcamerasrc posts the
+                                // error; let the reader thread catch up.
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                            // A crash after hours of streaming is not explained by what
+                            // libcamera said at start-up: only its last words count.
+                            let from = match since {
+                                Some(_) => Instant::now().checked_sub(Duration::from_secs(2)).map_or(attempt, |t| t.max(attempt)),
+                                None => attempt,
+                            };
+                            let message = explained_since(lifecycle::describe_error(e), from);
                             if since.is_some() {
-                                tracing::error!(stream = %name, error = %e.error(), debug = e.debug().as_deref().unwrap_or(""), "Pipeline crashed");
+                                tracing::error!(stream = %name, error = %message, debug = e.debug().as_deref().unwrap_or(""), "Pipeline crashed");
                             } else {
                                 tracing::error!(stream = %name, error = %message, "Camera failed to open");
                             }
@@ -554,8 +585,16 @@ impl Runner {
                             self.status.send_modify(|s| s.health.state = State::Streaming);
                             self.metrics.set_state("streaming");
                         }
+                        // libcamera has said why no frame will come: no need to wait longer.
+                        None if libcamera.load(std::sync::atomic::Ordering::Relaxed)
+                            && t0.elapsed() >= libcamera_log::GRACE
+                            && let Some(d) = libcamera_log::known_cause_since(attempt) => {
+                            let message = d.to_string();
+                            tracing::error!(stream = %name, error = %message, "Camera failed to open");
+                            break self.failure(RestartReason::Error, message, None);
+                        }
                         None if t0.elapsed() >= start_timeout => {
-                            let message = format!("no frame within the start timeout ({} ms)", sup.start_timeout_ms);
+                            let message = explained(format!("no frame within the start timeout ({} ms)", sup.start_timeout_ms));
                             tracing::error!(stream = %name, error = %message, "Camera failed to open");
                             break self.failure(RestartReason::StartTimeout, message, None);
                         }

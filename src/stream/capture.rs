@@ -38,6 +38,14 @@ pub enum CaptureError {
         /// The package that provides it.
         package: &'static str,
     },
+    /// An element's plugin is installed but registered no such element: no device for it.
+    #[error("GStreamer element {element} is not available: {detail}")]
+    NoDeviceFor {
+        /// The element factory name.
+        element: &'static str,
+        /// What is missing.
+        detail: String,
+    },
     /// `auto` found neither a libcamera camera nor a V4L2 capture device.
     #[error(
         "no camera found (source.kind = \"auto\" looked for libcamera cameras and V4L2 capture devices); \

@@ -6,7 +6,7 @@ use std::path::Path;
 use gst::prelude::*;
 
 use super::CaptureError;
-use super::elements::{has_element, package_for, require};
+use super::elements::{absence, has_element, require};
 use crate::config::{EncoderConfig, EncoderKind, Level, Profile264, StreamConfig};
 
 /// A concrete encoder, after `auto` has been resolved.
@@ -110,10 +110,7 @@ impl Selection {
 /// Why `encoder` cannot be used here, or `None` if a test encode passed.
 fn probe(stream: &StreamConfig, encoder: Encoder) -> Option<String> {
     if !has_element(encoder.element()) {
-        return Some(format!(
-            "not installed (Debian package {})",
-            package_for(encoder.element())
-        ));
+        return Some(absence(encoder.element()));
     }
     if encoder == Encoder::V4l2 && !Path::new(&stream.encoder.device).exists() {
         return Some(format!("device {} is absent", stream.encoder.device));

@@ -195,3 +195,85 @@ pub fn describe(source: &Source, v: &VideoConfig) -> String {
         ),
     }
 }
+
+/// Opens `source` and waits for `frames` raw frames within `within`, to prove a camera that
+/// lists can also stream (`camstream check`). A failure says why in libcamera's words when it
+/// said anything, and ends as soon as libcamera names a known cause.
+pub fn test_capture(
+    source: &Source,
+    v: &VideoConfig,
+    frames: u32,
+    within: std::time::Duration,
+) -> Result<(), String> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::{libcamera_log, lifecycle};
+
+    let t0 = std::time::Instant::now();
+    let libcamera = matches!(source, Source::Libcamera { .. });
+    let explain = |message: String| {
+        if libcamera {
+            libcamera_log::explain_failure(&message, t0)
+        } else {
+            message
+        }
+    };
+    let desc = format!("{} ! fakesink name=sink sync=false", describe(source, v));
+    let pipeline = gst::parse::launch_full(&desc, None, gst::ParseFlags::FATAL_ERRORS)
+        .map_err(|e| format!("{e} (pipeline: {desc})"))?;
+    let seen = Arc::new(AtomicU32::new(0));
+    if let Some(pad) = pipeline
+        .downcast_ref::<gst::Bin>()
+        .and_then(|b| b.by_name("sink"))
+        .and_then(|s| s.static_pad("sink"))
+    {
+        let seen = seen.clone();
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            seen.fetch_add(1, Ordering::Relaxed);
+            gst::PadProbeReturn::Ok
+        });
+    }
+    let bus = pipeline.bus().ok_or("the capture pipeline has no bus")?;
+    let result = (|| {
+        if pipeline.set_state(gst::State::Playing).is_err() {
+            let detail = bus
+                .pop_filtered(&[gst::MessageType::Error])
+                .and_then(|m| match m.view() {
+                    gst::MessageView::Error(e) => Some(lifecycle::describe_error(e)),
+                    _ => None,
+                })
+                .unwrap_or_else(|| "the camera refused to start".into());
+            return Err(explain(detail));
+        }
+        loop {
+            if seen.load(Ordering::Relaxed) >= frames {
+                return Ok(());
+            }
+            if libcamera
+                && t0.elapsed() >= libcamera_log::GRACE
+                && let Some(d) = libcamera_log::known_cause_since(t0)
+            {
+                return Err(d.to_string());
+            }
+            if t0.elapsed() >= within {
+                return Err(explain(format!(
+                    "{} of {frames} frames within {} ms",
+                    seen.load(Ordering::Relaxed),
+                    within.as_millis()
+                )));
+            }
+            if let Some(m) = bus.timed_pop_filtered(
+                gst::ClockTime::from_mseconds(50),
+                &[gst::MessageType::Error, gst::MessageType::Eos],
+            ) {
+                return Err(explain(match m.view() {
+                    gst::MessageView::Error(e) => lifecycle::describe_error(e),
+                    _ => "the source ended (EOS) before the frames came".into(),
+                }));
+            }
+        }
+    })();
+    let _ = pipeline.set_state(gst::State::Null);
+    result
+}

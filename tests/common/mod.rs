@@ -121,6 +121,12 @@ impl DaemonBuilder {
     /// picked by the test and released could be taken by anyone before the daemon binds it.
     pub fn start(self) -> Daemon {
         let cmd = self.command();
+        self.start_command(cmd)
+    }
+
+    /// [`DaemonBuilder::start`] with the command line given (this builder's, wrapped, e.g. run
+    /// inside a chroot).
+    pub fn start_command(self, cmd: Command) -> Daemon {
         let wait_streaming = self.wait_streaming;
         let mut d = Daemon::spawn(cmd, 0, 0);
         assert!(
@@ -748,4 +754,25 @@ pub fn promtool_accepts(text: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+// --- screenshots (signin branch) ---------------------------------------------------------------
+
+/// Where a test writes the page screenshot `name` (e.g. "web-page.png"): under target/, so a
+/// test run leaves the work tree clean. `publish_screenshot` copies it into docs/ on request.
+pub fn screenshot_path(name: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+    std::fs::create_dir_all(&dir).expect("target/screenshots can be made");
+    dir.join(name)
+}
+
+/// With `CAMSTREAM_UPDATE_SCREENSHOTS=1`, copies a screenshot made by `screenshot_path` into
+/// docs/ (docs/web.md shows them); otherwise leaves docs/ alone.
+pub fn publish_screenshot(path: &std::path::Path) {
+    if std::env::var("CAMSTREAM_UPDATE_SCREENSHOTS").as_deref() != Ok("1") {
+        return;
+    }
+    let name = path.file_name().expect("a screenshot has a file name");
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+    std::fs::copy(path, docs.join(name)).expect("the screenshot is copied into docs/");
 }

@@ -16,6 +16,13 @@ Usage:
       Opens the page, lists STREAM's recordings and plays the newest span in the card.
   browser.py image URL STREAM [--screenshot PNG]
       Mirrors STREAM with the page's Image form; reports the left edge's colour before and after.
+  browser.py trend URL STREAM [--seconds S] [--recovered] [--screenshot PNG]
+      Waits until STREAM's card draws an fps drop (and, with --recovered, the recovery) in its
+      trend; reports the fps line's points.
+  browser.py signin URL STREAM VIEWER:PW OPERATOR:PW [--brightness B] [--screenshot PNG]
+      The page's sign-in: the form for anonymous, a viewer plays with no controls, sign-out,
+      an operator sets brightness B, then another origin (a page on another port) tries a PATCH,
+      a no-cors POST and a form POST with the operator's cookie in the browser.
   browser.py latency URL STREAM [--seconds S]
       Reads the clock painted into the frames (benches' clockoverlay) from the decoded video and
       reports glass-to-glass latency samples.
@@ -429,6 +436,180 @@ def cmd_image(args, b, result):
     result["console_errors"] = tab.errors
 
 
+def cmd_trend(args, b, result):
+    """Opens the page and waits (at most --seconds, default 60) until STREAM's card draws an fps
+    drop in its trend: a point in the upper half followed by one at the bottom (0 fps), then a
+    recovery if --recovered. Reports the fps line's points (SVG units, y down)."""
+    url, stream = args[0], args[1]
+    shot = opt(args, "--screenshot", None)
+    seconds = float(opt(args, "--seconds", "60"))
+    tab = b.first_tab()
+    open_page(tab, url)
+    card = "document.querySelector('.card[data-stream=%s]')" % json.dumps(stream)
+    read = ("(() => { const c = %s; if (!c) return null; const l = c.querySelector('polyline.trend-fps');"
+            " if (!l) return null; return {points: l.getAttribute('points') || '', top: Number(l.dataset.top),"
+            " height: window.camstreamTrend.height, label: c.querySelector('.trend-label').textContent}; })()" % card)
+    deadline = time.time() + seconds
+    last = None
+    while time.time() < deadline:
+        last = tab.eval(read)
+        if last and last["points"]:
+            pts = [tuple(map(float, p.split(","))) for p in last["points"].split()]
+            h = last["height"]
+            high = [i for i, (_, y) in enumerate(pts) if y <= h / 2]
+            low = [i for i, (_, y) in enumerate(pts) if y >= h - 2.5]
+            drop = next((j for j in low if high and j > high[0]), None)
+            recovered = drop is not None and any(i > drop for i in high)
+            if drop is not None and ("--recovered" not in args or recovered):
+                result.update(ok=True, points=pts, drop_index=drop, recovered=recovered, top=last["top"],
+                              label=last["label"])
+                break
+        tab.pump(0.5)
+    else:
+        result["last"] = last
+    if shot:
+        screenshot(tab, shot, card)
+    result["console_errors"] = tab.errors
+
+
+# --- signin (tests/signin.rs): the page's sign-in, roles and cross-site refusal --------------
+
+def wait_js(tab, expr, timeout):
+    """Polls a JS expression until it is truthy; a page being replaced (reload) is retried."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            v = tab.eval(expr)
+            if v:
+                return v
+        except RuntimeError:
+            pass
+        tab.pump(0.2)
+    return None
+
+
+SIGNIN_FORM_SHOWN = "(() => { const f = document.getElementById('signin'); return !!f && !f.hidden; })()"
+
+
+def sign_in(tab, user, password, role):
+    tab.eval("(() => { const f = document.getElementById('signin'); f.hidden = false; f.username.value = %s; "
+             "f.password.value = %s; f.requestSubmit(); return true; })()" % (json.dumps(user), json.dumps(password)))
+    return wait_js(tab, "window.camstream && window.camstream.session() && window.camstream.session().role === %s"
+                   % json.dumps(role), 15)
+
+
+VISIBLE_CONTROLS = ("[...document.querySelectorAll('.controls button, form.image, form.live')]"
+                    ".filter(e => e.offsetParent !== null).length")
+
+# The other origin's page: what any web page open in the same browser could try.
+ATTACK_HTML = """<!doctype html><html><body>
+<form id="f" method="post" enctype="text/plain" action="%(cam)s/api/v1/streams/%(stream)s/keyframe">
+<input name="x" value="y"></form>
+<script>
+window.results = {};
+(async () => {
+  const cam = %(cam)s_json;
+  try {
+    const r = await fetch(cam + '/api/v1/streams/%(stream)s', {method: 'PATCH', credentials: 'include',
+      headers: {'Content-Type': 'application/json'}, body: JSON.stringify({image: {brightness: -0.5}})});
+    window.results.patch = 'status ' + r.status;
+  } catch (e) { window.results.patch = 'blocked: ' + e.message; }
+  try {
+    const r = await fetch(cam + '/api/v1/streams/%(stream)s/keyframe', {method: 'POST', mode: 'no-cors',
+      credentials: 'include', headers: {'Content-Type': 'text/plain'}, body: '{}'});
+    window.results.post = 'sent (' + r.type + ')';
+  } catch (e) { window.results.post = 'blocked: ' + e.message; }
+  window.results.done = true;
+})();
+</script></body></html>"""
+
+
+def attacker(cam, stream):
+    """Serves ATTACK_HTML from another origin (another port on 127.0.0.1) in a thread."""
+    import http.server
+    import threading
+    body = (ATTACK_HTML.replace("%(cam)s_json", json.dumps(cam)) % {"cam": cam, "stream": stream}).encode()
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+def cmd_signin(args, b, result):
+    """Anonymous gets the form; a viewer signs in and plays with no controls; sign-out ends
+    access; an operator changes brightness; another origin's requests are refused."""
+    url, stream = args[0], args[1]
+    viewer, operator = args[2].split(":", 1), args[3].split(":", 1)
+    brightness = float(opt(args, "--brightness", 0.3))
+    shot = opt(args, "--screenshot", None)
+    grant(b, url)
+    tab = b.first_tab()
+    open_page(tab, url)
+    shown = wait_js(tab, SIGNIN_FORM_SHOWN, 15)
+    result["anonymous"] = {"form": bool(shown), "cards": tab.eval("document.querySelectorAll('.card').length"),
+                           "session": tab.eval("window.camstream.session()")}
+    if shot:
+        screenshot(tab, shot)
+    # A viewer: the picture, no controls.
+    result["viewer_signed_in"] = bool(sign_in(tab, viewer[0], viewer[1], "viewer"))
+    first = wait_playing(tab, stream, 25)
+    tab.pump(1)
+    result["viewer"] = {"mode": first and first["mode"], "frames": tab.eval(probe(stream))["frames"] if first else 0,
+                        "visible_controls": tab.eval(VISIBLE_CONTROLS),
+                        "who": tab.eval("document.getElementById('who').textContent")}
+    # Sign-out: back to the form, and the API refuses the page.
+    tab.eval("document.getElementById('signout-button').click()")
+    tab.pump(1)
+    result["signed_out"] = {
+        "form": bool(wait_js(tab, SIGNIN_FORM_SHOWN, 15)),
+        "status_api": tab.eval("fetch('/api/v1/status', {headers: {'X-Requested-With': 'camstream'}}).then(r => r.status)"),
+        "cookie_visible_to_js": tab.eval("document.cookie"),
+    }
+    # An operator: controls shown, brightness applied.
+    result["operator_signed_in"] = bool(sign_in(tab, operator[0], operator[1], "operator"))
+    first = wait_playing(tab, stream, 25)
+    card = "document.querySelector('.card[data-stream=%s]')" % json.dumps(stream)
+    wait_js(tab, "%s && %s.querySelector('.image-button').offsetParent !== null" % (card, card), 10)
+    result["operator"] = {"mode": first and first["mode"], "visible_controls": tab.eval(VISIBLE_CONTROLS)}
+    tab.eval("%s.querySelector('.image-button').click()" % card)
+    tab.eval("(() => { const f = %s.querySelector('form.image'); f.brightness.value = %s; "
+             "f.querySelector('button[type=submit]').click(); })()" % (card, json.dumps(brightness)))
+    text = wait_js(tab, "(() => { const t = %s.querySelector('.image-result').textContent; "
+                   "return t && t !== 'applying…' ? t : null; })()" % card, 15)
+    result["operator"]["image_result"] = text
+    # The full-window view plays with the session too (its WHEP offer carries the CSRF token).
+    tab.call("Page.navigate", url=url.rstrip("/") + "/view/" + urllib.parse.quote(stream))
+    view = wait_js(tab, "(() => { const p = window.camstream && window.camstream.players[%s]; "
+                   "return p && p.mode !== 'connecting' && p.video.getVideoPlaybackQuality().totalVideoFrames > 0 "
+                   "? p.mode : null; })()" % json.dumps(stream), 25)
+    result["view_page"] = view
+    # The page's own errors; the other origin's CORS refusals below are expected.
+    result["console_errors"] = list(tab.errors)
+    # Another origin, with the operator's cookie in the browser.
+    cam = "{0.scheme}://{0.netloc}".format(urllib.parse.urlsplit(url))
+    srv = attacker(cam, stream)
+    try:
+        tab.call("Page.navigate", url="http://127.0.0.1:%d/" % srv.server_address[1])
+        cross = wait_js(tab, "window.results && window.results.done && window.results", 15) or {}
+        tab.eval("document.getElementById('f').submit()")
+        cross["form_post"] = wait_js(tab, "location.origin === %s && document.body && document.body.innerText" % json.dumps(cam), 15)
+        result["cross_origin"] = cross
+    finally:
+        srv.shutdown()
+    result["ok"] = True
+
+
 def opt(args, name, default):
     return args[args.index(name) + 1] if name in args else default
 
@@ -449,5 +630,5 @@ def run(cmd, args):
 
 if __name__ == "__main__":
     commands = {"play": cmd_play, "tabs": cmd_tabs, "latency": cmd_latency, "recordings": cmd_recordings,
-                "image": cmd_image}
+                "image": cmd_image, "trend": cmd_trend, "signin": cmd_signin}
     run(commands[sys.argv[1]], sys.argv[2:])

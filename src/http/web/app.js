@@ -4,6 +4,7 @@
 (function () {
   const config = window.CAMSTREAM || { iceServers: [], webrtc: false };
   const STATUS_EVERY_MS = 2000;
+  const TREND_EVERY_MS = 2000;
   const CONNECT_TIMEOUT_MS = 10000;
   const SNAPSHOT_EVERY_MS = 1000;
 
@@ -13,11 +14,20 @@
     localStorage.setItem('camstream-token', hash.get('token'));
     history.replaceState(null, '', location.pathname + location.search);
   }
+  // Who is signed in (GET /api/v1/session); its CSRF token goes with every change.
+  let session = null;
   function headers(extra) {
-    const h = Object.assign({}, extra || {});
+    // X-Requested-With: a 401 then carries no Basic challenge, so the browser never shows its
+    // own password prompt over the page's sign-in form.
+    const h = Object.assign({ 'X-Requested-With': 'camstream' }, extra || {});
     const t = localStorage.getItem('camstream-token');
     if (t) h.Authorization = 'Bearer ' + t;
+    else if (session && session.csrf) h['X-CSRF-Token'] = session.csrf;
     return h;
+  }
+  async function loadSession() {
+    session = await api('/api/v1/session');
+    return session;
   }
   async function api(path) {
     const r = await fetch(path, { headers: headers(), cache: 'no-store' });
@@ -214,6 +224,60 @@
     };
   }
 
+  // Encoder controls: bitrate and keyframe interval (PATCH), a keyframe now (POST).
+  function liveForm(card, stream, settings) {
+    const form = card.querySelector('form.live');
+    const enc = (settings && settings.encoder) || {};
+    form.bitrate_kbps.value = enc.bitrate_kbps || '';
+    form.keyframe_interval.value = enc.keyframe_interval || '';
+    const result = form.querySelector('.live-result');
+    card.querySelector('.live-button').onclick = () => { form.hidden = !form.hidden; };
+    const send = async (method, path, body) => {
+      result.textContent = 'applying…';
+      try {
+        const r = await fetch(path, {
+          method, headers: headers({ 'Content-Type': 'application/json' }), body: body && JSON.stringify(body),
+        });
+        const b = await r.json().catch(() => ({}));
+        result.textContent = r.ok ? 'applied' + (b.applied ? ': ' + b.applied : '') : (b.error || 'HTTP ' + r.status);
+      } catch (e) {
+        result.textContent = 'failed: ' + e.message;
+      }
+    };
+    const base = '/api/v1/streams/' + encodeURIComponent(stream);
+    form.onsubmit = ev => {
+      ev.preventDefault();
+      send('PATCH', base, { encoder: {
+        bitrate_kbps: Number(form.bitrate_kbps.value), keyframe_interval: Number(form.keyframe_interval.value) } });
+    };
+    form.querySelector('.keyframe').onclick = () => send('POST', base + '/keyframe');
+  }
+
+  // The sign-in form: JSON to POST /api/v1/session; the answer sets the session cookie.
+  function signInForm() {
+    const form = document.getElementById('signin');
+    const err = form.querySelector('.signin-error');
+    form.onsubmit = async ev => {
+      ev.preventDefault();
+      err.hidden = true;
+      try {
+        const r = await fetch('/api/v1/session', {
+          method: 'POST', headers: { 'Content-Type': 'application/json', 'X-Requested-With': 'camstream' },
+          body: JSON.stringify({ username: form.username.value, password: form.password.value }),
+        });
+        if (r.ok) { location.reload(); return; }
+        const b = await r.json().catch(() => ({}));
+        err.textContent = r.status === 401 ? 'Wrong user name or password.' : (b.error || 'HTTP ' + r.status);
+      } catch (e) {
+        err.textContent = 'Cannot sign in: ' + e.message;
+      }
+      err.hidden = false;
+      form.password.value = '';
+      form.password.focus();
+    };
+    return form;
+  }
+
   // The stream list: cards made once per stream, figures refreshed from the status API.
   async function index() {
     const main = document.getElementById('streams');
@@ -224,12 +288,58 @@
       const t = prompt('HTTP API token (kept in this browser):', localStorage.getItem('camstream-token') || '');
       if (t !== null) { t ? localStorage.setItem('camstream-token', t) : localStorage.removeItem('camstream-token'); location.reload(); }
     };
+    const form = signInForm();
+    const showSignIn = why => {
+      main.hidden = true;
+      form.hidden = false;
+      document.getElementById('signin-button').hidden = true;
+      const err = form.querySelector('.signin-error');
+      err.textContent = why || '';
+      err.hidden = !why;
+      document.getElementById('summary').textContent = 'sign in to watch';
+    };
+    try {
+      await loadSession();
+    } catch (e) {
+      notice.hidden = false;
+      notice.textContent = e.status === 401
+        ? 'The token kept in this browser is not valid: press "Token" to change it'
+        : 'Cannot reach camstream: ' + e.message;
+      return;
+    }
+    document.getElementById('open-banner').hidden = session.access !== 'open';
+    if (session.role) {
+      const who = document.getElementById('who');
+      who.hidden = false;
+      who.textContent = session.name + ' (' + session.role + ')';
+      const out = document.getElementById('signout-button');
+      out.hidden = session.via !== 'session';
+      out.onclick = async () => {
+        await fetch('/api/v1/session', { method: 'DELETE', headers: headers() }).catch(() => {});
+        location.reload();
+      };
+    } else if (session.sign_in) {
+      const b = document.getElementById('signin-button');
+      b.hidden = false;
+      b.onclick = () => { form.hidden = !form.hidden; };
+    }
+    // Without accounts (a bare http.token) there is nothing to sign in with: the status call
+    // below says a token is needed.
+    if (!session.may.view && session.sign_in) return showSignIn();
+    let signedOut = false;
     async function refresh() {
+      if (signedOut) return;
       let status;
       try {
         status = await api('/api/v1/status');
         notice.hidden = true;
       } catch (e) {
+        if (e.status === 401 && session.sign_in && !localStorage.getItem('camstream-token')) {
+          // The session ended (signed out elsewhere, expired, or the account changed).
+          signedOut = true;
+          Object.values(players).forEach(p => p.stop());
+          return showSignIn('Your session ended: sign in again.');
+        }
         notice.hidden = false;
         notice.textContent = e.status === 401
           ? 'The status API needs the HTTP token: press "Token" or open this page as /#token=…'
@@ -248,6 +358,9 @@
           card.querySelector('.fullscreen').href = '/view/' + encodeURIComponent(s.name);
           card.querySelector('.snapshot').onclick = () => snapshot(s.name);
           imageForm(card, s.name, s.settings);
+          liveForm(card, s.name, s.settings);
+          // A viewer sees the picture and recordings; live controls are for operators.
+          card.querySelector('.controls').hidden = !session.may.control;
           const rb = card.querySelector('.recordings-button');
           rb.onclick = () => recordings(card, s.name);
           main.appendChild(card);
@@ -255,6 +368,7 @@
           new Player(s.name, card.querySelector('video'), card.querySelector('img'), card.querySelector('.overlay')).start();
         }
         const enc = s.encodings[0] || {};
+        card.dataset.fps = enc.fps || '';
         const st = card.querySelector('.state');
         st.textContent = s.state; st.className = 'state badge ' + s.state;
         card.querySelector('.encoder').textContent = s.encoder || '–';
@@ -270,22 +384,42 @@
         card.querySelector('.viewers').textContent =
           (enc.viewers || 0) + ' RTSP · ' + (enc.webrtc_viewers || 0) + ' WebRTC';
         card.querySelector('.restarts').textContent = s.restarts;
-        card.querySelector('.last-error').textContent = s.last_error || 'none';
+        card.querySelector('.last-error').textContent =
+          s.last_error ? (s.last_error.message || String(s.last_error)) : 'none';
         const rec = s.settings && s.settings.record && s.settings.record.enabled;
         card.querySelector('.recordings-button').hidden = !rec;
       });
     }
+    // The trends: the last 10 minutes of each card's fps, bitrate and viewers.
+    async function trends() {
+      if (!window.camstreamTrend) return;
+      let data;
+      try {
+        data = await api('/api/v1/trends');
+      } catch (e) {
+        return; // the status refresh already says why the API cannot be read
+      }
+      Object.keys(cards).forEach(name => {
+        const series = data.streams[name];
+        const fps = Number(cards[name].dataset.fps) || 1;
+        if (series) window.camstreamTrend.draw(cards[name].querySelector('.trend'), series, data.window_s, { fps });
+      });
+    }
     await refresh();
+    await trends();
     setInterval(refresh, STATUS_EVERY_MS);
+    setInterval(trends, TREND_EVERY_MS);
   }
 
   // One stream, full window (embeddable in an <iframe>).
-  function view() {
+  async function view() {
     const stream = decodeURIComponent(location.pathname.split('/').pop());
     document.title = stream + ' · camstream';
     const p = document.querySelector('.player');
+    // The session's CSRF token goes with the WHEP offer.
+    try { await loadSession(); } catch (e) { /* the offer says why */ }
     new Player(stream, p.querySelector('video'), p.querySelector('img'), p.querySelector('.overlay')).start();
   }
 
-  window.camstream = { index, view, players };
+  window.camstream = { index, view, players, session: () => session };
 })();

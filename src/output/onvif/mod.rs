@@ -2,20 +2,25 @@
 //! WS-Discovery ([`discovery`]), the device service ([`device`]: identity, clock, capabilities,
 //! services, scopes, network interfaces, read only) and the media service ([`media`]: one profile
 //! per stream and rendition, the RTSP URI and snapshot URI of each). SOAP is read and written by
-//! [`soap`] with quick-xml; callers authenticate with WS-UsernameToken digests ([`auth`]) using
-//! the RTSP viewer accounts. Everything else gets a SOAP fault.
+//! [`soap`] with quick-xml; callers authenticate with WS-UsernameToken digests ([`auth`]) or
+//! HTTP Basic, against the accounts of [`Access`], which decides (`Door::Onvif`): what the spec
+//! leaves open ([`OPEN_OPERATIONS`]) is public, every other operation needs `view`. Everything
+//! else gets a SOAP fault.
 //!
 //! This module knows nothing of HTTP or of the running streams: the HTTP side (`http::onvif`)
 //! hands it the request body, the address the client reached and the current [`MediaProfile`]s.
 
 pub mod auth;
 pub mod device;
+pub mod digest;
 pub mod discovery;
 pub mod media;
 pub mod soap;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::access::{Access, Action, Denied, Door, Principal, Via};
 use crate::config::{Config, OnvifConfig};
 use crate::metrics::names;
 use auth::{Account, Authenticator};
@@ -110,6 +115,9 @@ pub struct Onvif {
     /// Who the device is.
     pub identity: Identity,
     auth: Authenticator,
+    access: Arc<Access>,
+    /// HTTP Digest, for clients that authenticate at the HTTP level.
+    pub digest: digest::DigestAuth,
     /// The RTSP port.
     pub rtsp_port: u16,
     /// "rtsp" or "rtsps".
@@ -132,18 +140,24 @@ pub struct Answer {
     pub status: u16,
     /// The envelope.
     pub body: Vec<u8>,
+    /// Whether the request was refused for its credentials (or the lack of them).
+    pub unauthorized: bool,
 }
 
 impl Onvif {
     /// The services for `config`, with RTSP on `rtsp_port` (the port bound, which differs from
     /// the configured one when that is 0); fails when the accounts cannot be read.
-    pub fn new(config: &Config, rtsp_port: u16) -> Result<Self, crate::config::ConfigError> {
-        let accounts = config
-            .users()?
-            .into_iter()
+    pub fn new(
+        config: &Config,
+        access: Arc<Access>,
+        rtsp_port: u16,
+    ) -> Result<Self, crate::config::ConfigError> {
+        let accounts = access
+            .users()
+            .iter()
             .map(|c| Account {
-                username: c.username,
-                password: c.password.0,
+                username: c.username.clone(),
+                password: c.password.0.clone(),
             })
             .collect();
         for service in ["device", "media"] {
@@ -153,6 +167,8 @@ impl Onvif {
         }
         Ok(Onvif {
             identity: Identity::new(&config.onvif),
+            access,
+            digest: digest::DigestAuth::new(),
             auth: Authenticator::new(
                 accounts,
                 Duration::from_secs(u64::from(config.onvif.max_clock_skew_s)),
@@ -166,13 +182,23 @@ impl Onvif {
         })
     }
 
-    /// Answers one SOAP request to `service` ("device" or "media").
-    pub fn handle(&self, service: &'static str, body: &[u8], at: &Reached, now: i64) -> Answer {
-        let (answer, operation, result) = match self.answer(body, at, now) {
+    /// Answers one SOAP request to `service` ("device" or "media"); `http` is who the HTTP
+    /// `Authorization` header (Basic or Bearer) names, used when the envelope has no
+    /// UsernameToken.
+    pub fn handle(
+        &self,
+        service: &'static str,
+        body: &[u8],
+        at: &Reached,
+        now: i64,
+        http: Result<Principal, Denied>,
+    ) -> Answer {
+        let (answer, operation, result) = match self.answer(body, at, now, http) {
             Ok((op, envelope)) => (
                 Answer {
                     status: 200,
                     body: envelope,
+                    unauthorized: false,
                 },
                 op,
                 "ok",
@@ -188,6 +214,7 @@ impl Onvif {
                     Answer {
                         status: fault.http_status(),
                         body: fault.envelope(),
+                        unauthorized: result == "unauthorized",
                     },
                     op,
                     result,
@@ -212,12 +239,50 @@ impl Onvif {
         body: &[u8],
         at: &Reached,
         now: i64,
+        http: Result<Principal, Denied>,
     ) -> Result<(String, Vec<u8>), (String, Fault)> {
         let req = soap::parse(body).map_err(|f| (String::new(), f))?;
         let op = req.operation.clone();
-        if !OPEN_OPERATIONS.contains(&op.as_str()) {
-            self.auth.check(&req, now).map_err(|f| (op.clone(), f))?;
-        }
+        let refused = |reason: &str| (op.clone(), Fault::not_authorized(reason));
+        // What the spec leaves open (the clock a client needs to build its token) is public
+        // and looks at no credentials; everything else reads the picture's whereabouts: view.
+        let who = if OPEN_OPERATIONS.contains(&op.as_str()) {
+            Principal::Anonymous
+        } else {
+            match self.auth.check(&req, now).map_err(|f| (op.clone(), f))? {
+                Some(user) => self
+                    .access
+                    .identify(&user, Via::Password)
+                    .ok_or_else(|| refused("wrong user name or password"))?,
+                None => http.map_err(|_| refused("wrong user name or password"))?,
+            }
+        };
+        let action = if OPEN_OPERATIONS.contains(&op.as_str()) {
+            Action::Public
+        } else {
+            Action::View
+        };
+        self.access
+            .check(&who, Door::Onvif, None, action)
+            .map_err(|_| refused("this operation needs an account (WS-Security UsernameToken)"))?;
+        // An account limited to some streams sees only their profiles.
+        let visible: Vec<MediaProfile> = at
+            .profiles
+            .iter()
+            .filter(|p| {
+                [p.name.as_str(), p.camera.as_str()].iter().any(|s| {
+                    self.access
+                        .check(&who, Door::Onvif, Some(s), action)
+                        .is_ok()
+                })
+            })
+            .cloned()
+            .collect();
+        let at = &Reached {
+            host: at.host,
+            http_port: at.http_port,
+            profiles: &visible,
+        };
         let mut fault = None;
         let envelope = soap::envelope(&[], |x: &mut Xml| {
             let done =

@@ -1,5 +1,6 @@
-//! RTSP access control: viewer accounts (Digest and Basic through gst-rtsp-server's auth), RTSPS
-//! certificates, and the counting and rate-limited logging of failed logins.
+//! RTSP access control: the accounts of [`Access`] (Digest and Basic through gst-rtsp-server's
+//! auth), who may watch each mount as [`Access::check`] decides, RTSPS certificates, and the
+//! counting and rate-limited logging of failed logins.
 //!
 //! gst-rtsp-server has no signal for a refused login, so the auth object is a small subclass
 //! whose `check` defers to the stock implementation and notes refusals of requests that carried
@@ -7,17 +8,25 @@
 //! and is not a failure).
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use gst::glib;
 use gst_rtsp_server::prelude::*;
 use gst_rtsp_server::subclass::prelude::*;
 use gst_rtsp_server::{gio, gst_rtsp};
 
+use crate::access::{Access, Action, Door, Principal, Via};
 use crate::config::{AuthMethod, Config};
 
-/// The role every authenticated (or, without accounts, anonymous) viewer gets.
-pub const VIEWER_ROLE: &str = "viewer";
+/// The gst-rtsp-server role of the visitor without credentials (the default token).
+const ANONYMOUS_ROLE: &str = "anonymous";
+/// The token field naming the account a token belongs to (absent: the anonymous visitor).
+const USER_FIELD: &str = "camstream.user";
+
+/// The gst-rtsp-server role of the `index`th account. An index, not the user name: role names
+/// are GstStructure names, which a user name need not be.
+fn user_role(index: usize) -> String {
+    format!("user-{index}")
+}
 
 /// Why access control could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +68,20 @@ mod imp {
     impl ObjectImpl for CamAuth {}
 
     impl RTSPAuthImpl for CamAuth {
+        fn authenticate(&self, ctx: &gst_rtsp_server::RTSPContext) -> bool {
+            if !self.parent_authenticate(ctx) {
+                return false;
+            }
+            // gst-rtsp-server keeps the default (anonymous) token when the credentials match
+            // no account; a wrong password must be refused, never taken as anonymous.
+            let carried = ctx.request().is_some_and(|req| {
+                crate::output::rtsp::ffi::header(req, gst_rtsp::RTSPHeaderField::Authorization)
+                    .is_some()
+            });
+            let anonymous = ctx.token().is_some_and(|t| t.string(USER_FIELD).is_none());
+            !(carried && anonymous)
+        }
+
         fn check(&self, ctx: &gst_rtsp_server::RTSPContext, check: &glib::GString) -> bool {
             let ok = self.parent_check(ctx, check);
             if !ok
@@ -139,40 +162,8 @@ pub fn decode_base64(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Logs refused logins at most `burst` times per `window`, then one summary line, so a brute
-/// force cannot flood the log.
-pub struct LogLimiter {
-    window: Duration,
-    burst: u32,
-    state: Mutex<(Instant, u32, u64)>,
-}
-
-impl LogLimiter {
-    /// A limiter allowing `burst` lines per `window`.
-    pub fn new(burst: u32, window: Duration) -> Self {
-        LogLimiter {
-            window,
-            burst,
-            state: Mutex::new((Instant::now(), 0, 0)),
-        }
-    }
-
-    /// Whether to log now; `Some(n)` also reports `n` lines suppressed since the last one.
-    pub fn allow(&self, now: Instant) -> Option<u64> {
-        let mut s = self.state.lock().unwrap();
-        if now.duration_since(s.0) >= self.window {
-            *s = (now, 0, s.2);
-        }
-        if s.1 < self.burst {
-            s.1 += 1;
-            let suppressed = std::mem::take(&mut s.2);
-            Some(suppressed)
-        } else {
-            s.2 += 1;
-            None
-        }
-    }
-}
+/// The rate-capped log every door shares (moved to [`crate::logins`]).
+pub use crate::logins::LogLimiter;
 
 /// Offers the configured schemes. The C type is a bit set, but the bindings model it as a
 /// single-valued enum, which cannot say "Basic and Digest".
@@ -187,41 +178,88 @@ fn set_methods(auth: &CamAuth, methods: &[AuthMethod]) {
     crate::output::rtsp::ffi::set_auth_methods(auth.upcast_ref(), bits);
 }
 
-/// The token viewers are given.
-fn viewer_token() -> gst_rtsp_server::RTSPToken {
+/// The token of the visitor without credentials.
+fn anonymous_token() -> gst_rtsp_server::RTSPToken {
     gst_rtsp_server::RTSPToken::builder()
-        .field(gst_rtsp_server::RTSP_TOKEN_MEDIA_FACTORY_ROLE, VIEWER_ROLE)
+        .field(
+            gst_rtsp_server::RTSP_TOKEN_MEDIA_FACTORY_ROLE,
+            ANONYMOUS_ROLE,
+        )
         .build()
 }
 
-/// Lets the viewer role open and build the media.
-pub fn allow_viewers(factory: &gst_rtsp_server::RTSPMediaFactory) {
-    let role = gst::Structure::builder(VIEWER_ROLE)
-        .field(gst_rtsp_server::RTSP_PERM_MEDIA_FACTORY_ACCESS, true)
-        .field(gst_rtsp_server::RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, true)
-        .build();
-    factory.add_role_from_structure(&role);
+/// The token of the `index`th account.
+fn user_token(index: usize, username: &str) -> gst_rtsp_server::RTSPToken {
+    gst_rtsp_server::RTSPToken::builder()
+        .field(
+            gst_rtsp_server::RTSP_TOKEN_MEDIA_FACTORY_ROLE,
+            user_role(index),
+        )
+        .field(USER_FIELD, username)
+        .build()
+}
+
+/// Lets in, at the mount of `name` (a stream, or a rendition of `camera`), whom
+/// [`Access::check`] lets watch it: the anonymous visitor per `access.anonymous`, each account
+/// per its role and `streams`. Decided once per mount; gst-rtsp-server enforces it per request.
+pub fn allow(
+    factory: &gst_rtsp_server::RTSPMediaFactory,
+    access: &Access,
+    camera: &str,
+    name: &str,
+) {
+    let may = |p: &Principal| {
+        [name, camera]
+            .iter()
+            .any(|s| access.check(p, Door::Rtsp, Some(s), Action::View).is_ok())
+    };
+    let permit = |role: &str| {
+        let role = gst::Structure::builder(role)
+            .field(gst_rtsp_server::RTSP_PERM_MEDIA_FACTORY_ACCESS, true)
+            .field(gst_rtsp_server::RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, true)
+            .build();
+        factory.add_role_from_structure(&role);
+    };
+    if may(&Principal::Anonymous) {
+        permit(ANONYMOUS_ROLE);
+    }
+    for (i, u) in access.users().iter().enumerate() {
+        if let Some(p) = access.identify(&u.username, Via::Password)
+            && may(&p)
+        {
+            permit(&user_role(i));
+        }
+    }
 }
 
 /// Builds the server's auth: `None` when there are neither accounts nor TLS (open stream).
 /// `on_failure` is told about each refused login.
-pub fn build(config: &Config, on_failure: FailureHook) -> Result<Option<CamAuth>, AuthError> {
-    let users = config.users()?;
+pub fn build(
+    config: &Config,
+    access: &Access,
+    on_failure: FailureHook,
+) -> Result<Option<CamAuth>, AuthError> {
+    let users = access.users();
     let tls = config.tls.enabled();
-    if users.is_empty() && !tls {
+    // Whether visitors may watch at all (per stream, `allow` decides on each mount).
+    let visitors = access
+        .check(&Principal::Anonymous, Door::Rtsp, None, Action::View)
+        .is_ok();
+    if users.is_empty() && !tls && visitors {
         return Ok(None);
     }
     let auth: CamAuth = glib::Object::new();
     *auth.imp().on_failure.lock().unwrap() = Some(on_failure);
     auth.set_realm(Some("camstream"));
-    let token = viewer_token();
-    if users.is_empty() {
-        // TLS without accounts: anyone who completes the handshake may watch.
-        let mut token = token.clone();
+    if visitors {
+        // Anyone (who completes the TLS handshake) may watch without credentials.
+        let mut token = anonymous_token();
         auth.set_default_token(Some(&mut token));
-    } else {
+    }
+    if !users.is_empty() {
         set_methods(&auth, &config.auth.methods);
-        for u in &users {
+        for (i, u) in users.iter().enumerate() {
+            let token = user_token(i, &u.username);
             if config.auth.methods.contains(&AuthMethod::Basic) {
                 let basic = gst_rtsp_server::RTSPAuth::make_basic(&u.username, &u.password.0);
                 auth.add_basic(&basic, &token);
@@ -249,6 +287,7 @@ pub fn build(config: &Config, on_failure: FailureHook) -> Result<Option<CamAuth>
     }
     tracing::info!(
         users = users.len(),
+        anonymous = visitors,
         tls,
         methods = ?config.auth.methods,
         "RTSP access control on"
@@ -271,17 +310,5 @@ mod tests {
         assert_eq!(user_tried(""), "");
         assert_eq!(user_tried(&format!("Basic {}", "QUFB".repeat(5000))), "");
         assert_eq!(user_tried("Digest username=\"a\u{7}b\""), "ab");
-    }
-
-    #[test]
-    fn limiter_bursts_then_summarises() {
-        let l = LogLimiter::new(3, Duration::from_secs(10));
-        let t = Instant::now();
-        assert_eq!(l.allow(t), Some(0));
-        assert_eq!(l.allow(t), Some(0));
-        assert_eq!(l.allow(t), Some(0));
-        assert_eq!(l.allow(t), None);
-        assert_eq!(l.allow(t), None);
-        assert_eq!(l.allow(t + Duration::from_secs(11)), Some(2));
     }
 }

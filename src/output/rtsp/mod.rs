@@ -23,12 +23,13 @@ use gst_rtsp_server::prelude::*;
 use gst_rtsp_server::{RTSPFilterResult, gst_rtsp};
 use serde::Serialize;
 
+use crate::access::Access;
 use crate::config::{Config, RtspConfig, Transport};
 use crate::metrics::{Metrics, MountMetrics};
 use crate::stream::camera::Encoding;
 use crate::stream::clock::SharedTime;
 use crate::stream::hub::{Hub, SubscriberSettings};
-use auth::{AuthError, LogLimiter};
+use auth::AuthError;
 use ffi::{header, peer_ip};
 
 /// Why the RTSP server could not start.
@@ -198,7 +199,8 @@ pub struct RtspServer {
 struct FactorySettings {
     config: RtspConfig,
     tls: bool,
-    access: bool,
+    /// The one check, when access control is on (accounts, TLS or closed to visitors).
+    access: Option<Arc<Access>>,
     time: SharedTime,
 }
 
@@ -572,21 +574,22 @@ fn close_idle(server: &gst_rtsp_server::RTSPServer, c: &ClientCtx, idle: Duratio
 impl RtspServer {
     /// Binds the server and starts its GLib thread. Returns once the port is bound (or not).
     /// Blocks until the GLib thread reports; call it from a blocking context.
-    pub fn start(full: &Config, time: SharedTime, metrics: Metrics) -> Result<Self, RtspError> {
+    pub fn start(
+        full: &Config,
+        access: Arc<Access>,
+        time: SharedTime,
+        metrics: Metrics,
+    ) -> Result<Self, RtspError> {
         let config = full.rtsp.clone();
         let factory_config = config.clone();
         let tls = full.tls.enabled();
-        let limiter = Arc::new(LogLimiter::new(5, Duration::from_secs(60)));
-        let m = metrics.clone();
-        let on_failure: auth::FailureHook = Arc::new(move |peer: &str, user: &str| {
-            m.auth_failure();
-            if let Some(suppressed) = limiter.allow(Instant::now()) {
-                tracing::warn!(peer, user, suppressed, "RTSP login refused");
-            }
-        });
+        let refused =
+            crate::logins::RefusedLogins::new(crate::access::Door::Rtsp, "RTSP login refused");
+        let on_failure: auth::FailureHook =
+            Arc::new(move |peer: &str, user: &str| refused.refused(peer, user));
         // Built here (not on the GLib thread) so a bad certificate fails start-up with its reason.
-        let access = auth::build(full, on_failure)?;
-        let access_for_mounts = access.is_some();
+        let auth = auth::build(full, &access, on_failure)?;
+        let access_for_mounts = auth.is_some().then_some(access);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         let viewers = Arc::new(Viewers::default());
@@ -602,7 +605,7 @@ impl RtspServer {
                     if let Some(pool) = server.session_pool() {
                         pool.set_max_sessions(config.max_sessions);
                     }
-                    if let Some(a) = &access {
+                    if let Some(a) = &auth {
                         server.set_auth(Some(a));
                     }
                     let ctx_data = Arc::new(ClientCtx {
@@ -698,8 +701,9 @@ impl RtspServer {
         }
     }
 
-    /// Serves `encoding` at its mount path, from now on (runs on the GLib thread).
-    pub fn mount(&self, encoding: &Encoding) {
+    /// Serves `encoding` (of the stream `camera`) at its mount path, from now on (runs on the
+    /// GLib thread).
+    pub fn mount(&self, camera: &str, encoding: &Encoding) {
         let f = &self.factory;
         let metrics = self.clients.metrics.mount(&encoding.name);
         let factory = build_factory(
@@ -710,8 +714,8 @@ impl RtspServer {
             metrics.clone(),
             self.viewers.counter(&encoding.name),
         );
-        if f.access {
-            auth::allow_viewers(&factory);
+        if let Some(access) = &f.access {
+            auth::allow(&factory, access, camera, &encoding.name);
         }
         self.clients.mounts.lock().unwrap().insert(
             encoding.mount.clone(),

@@ -283,21 +283,6 @@ pub fn installed_specs() -> Vec<PropSpec> {
         .unwrap_or_default()
 }
 
-/// The orientation method nick of `libcamerasrc`'s `orientation` property (GstVideoOrientationMethod).
-pub fn orientation_nick(method: super::plan::Orientation) -> &'static str {
-    use super::plan::Orientation as O;
-    match method {
-        O::Identity => "identity",
-        O::Rotate90 => "90r",
-        O::Rotate180 => "180",
-        O::Rotate270 => "90l",
-        O::Horizontal => "horiz",
-        O::Vertical => "vert",
-        O::Transpose => "ul-lr",
-        O::OtherTranspose => "ur-ll",
-    }
-}
-
 fn f(v: f64) -> String {
     // Shortest form that parses back to the same f32 libcamera stores.
     format!("{}", v as f32)

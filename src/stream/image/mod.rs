@@ -5,6 +5,7 @@
 //! API and `camstream check`.
 
 pub mod libcamera;
+pub mod orientation;
 pub mod plan;
 pub mod software;
 pub mod v4l2;

@@ -7,6 +7,7 @@
 use serde::Serialize;
 
 use super::libcamera::{self, PropSpec};
+pub use super::orientation::Orientation;
 use super::v4l2;
 use crate::config::image::{ImageConfig, OverlayConfig};
 
@@ -50,82 +51,6 @@ pub enum Caps {
         /// Its controls.
         controls: Result<Vec<v4l2::Control>, String>,
     },
-}
-
-/// A picture orientation: one of GStreamer's eight video orientation methods.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Orientation {
-    /// Unchanged.
-    Identity,
-    /// 90° clockwise.
-    Rotate90,
-    /// 180°.
-    Rotate180,
-    /// 90° counter-clockwise.
-    Rotate270,
-    /// Mirrored left-right.
-    Horizontal,
-    /// Mirrored top-bottom.
-    Vertical,
-    /// Flipped across the upper-left/lower-right diagonal.
-    Transpose,
-    /// Flipped across the upper-right/lower-left diagonal.
-    OtherTranspose,
-}
-
-impl Orientation {
-    /// Flips first, then a clockwise rotation, composed into one method.
-    pub fn of(hflip: bool, vflip: bool, rotation: u32) -> Orientation {
-        // 2×2 matrices on (x right, y down) pixel coordinates.
-        let mut m = [[1i8, 0], [0, 1]];
-        let mul = |a: [[i8; 2]; 2], b: [[i8; 2]; 2]| {
-            [
-                [
-                    a[0][0] * b[0][0] + a[0][1] * b[1][0],
-                    a[0][0] * b[0][1] + a[0][1] * b[1][1],
-                ],
-                [
-                    a[1][0] * b[0][0] + a[1][1] * b[1][0],
-                    a[1][0] * b[0][1] + a[1][1] * b[1][1],
-                ],
-            ]
-        };
-        if hflip {
-            m = mul([[-1, 0], [0, 1]], m);
-        }
-        if vflip {
-            m = mul([[1, 0], [0, -1]], m);
-        }
-        for _ in 0..(rotation / 90) % 4 {
-            m = mul([[0, -1], [1, 0]], m);
-        }
-        match m {
-            [[0, -1], [1, 0]] => Orientation::Rotate90,
-            [[-1, 0], [0, -1]] => Orientation::Rotate180,
-            [[0, 1], [-1, 0]] => Orientation::Rotate270,
-            [[-1, 0], [0, 1]] => Orientation::Horizontal,
-            [[1, 0], [0, -1]] => Orientation::Vertical,
-            [[0, 1], [1, 0]] => Orientation::Transpose,
-            [[0, -1], [-1, 0]] => Orientation::OtherTranspose,
-            _ => Orientation::Identity,
-        }
-    }
-
-    /// Whether width and height trade places.
-    pub fn swaps(self) -> bool {
-        matches!(
-            self,
-            Orientation::Rotate90
-                | Orientation::Rotate270
-                | Orientation::Transpose
-                | Orientation::OtherTranspose
-        )
-    }
-
-    /// The nick of `video-direction` (videoflip) and `orientation` (libcamerasrc).
-    pub fn nick(self) -> &'static str {
-        libcamera::orientation_nick(self)
-    }
 }
 
 /// How one setting is carried out.
