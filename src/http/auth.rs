@@ -131,7 +131,9 @@ pub fn principal(s: &Shared, headers: &HeaderMap) -> Result<Principal, Denied> {
         let value = value.to_str().map_err(|_| Denied::Unauthenticated)?;
         return s.access.authenticate(Some(value));
     }
-    Ok(s.sessions.principal(headers).unwrap_or(Principal::Anonymous))
+    Ok(s.sessions
+        .principal(headers)
+        .unwrap_or(Principal::Anonymous))
 }
 
 /// The stream a request is about, as its rule says where to look.

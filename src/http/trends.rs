@@ -7,10 +7,10 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::Extension;
+use axum::Json;
 use axum::extract::State as AxumState;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Json;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 

@@ -191,6 +191,8 @@ pub struct RtspServer {
     done: Mutex<std::sync::mpsc::Receiver<()>>,
     port: u16,
     viewers: Arc<Viewers>,
+    /// The GLib loop's pulse, read by probes.
+    pulse: Arc<Pulse>,
     clients: Arc<ClientCtx>,
     factory: FactorySettings,
 }
@@ -594,6 +596,8 @@ impl RtspServer {
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         let viewers = Arc::new(Viewers::default());
         let thread_viewers = viewers.clone();
+        let pulse = Arc::new(Pulse::new());
+        let thread_pulse = pulse.clone();
         let thread = std::thread::Builder::new()
             .name("rtsp-glib".into())
             .spawn(move || {
@@ -658,6 +662,20 @@ impl RtspServer {
                         },
                     );
                     cleanup.attach(Some(&ctx));
+                    // The loop's pulse: probes read its age instead of waiting for a round
+                    // trip through this thread, which a busy CPU can delay by a scheduler tick
+                    // or two without the loop being stuck.
+                    let beating = thread_pulse.clone();
+                    let pulse = glib::timeout_source_new(
+                        PULSE_INTERVAL,
+                        None,
+                        glib::Priority::DEFAULT,
+                        move || {
+                            beating.beat();
+                            glib::ControlFlow::Continue
+                        },
+                    );
+                    pulse.attach(Some(&ctx));
                     let port = acceptor.port();
                     let _ = ready_tx.send(Ok((
                         server.clone(),
@@ -668,6 +686,7 @@ impl RtspServer {
                     )));
                     main_loop.run();
                     cleanup.destroy();
+                    pulse.destroy();
                     drop(acceptor);
                 });
                 if let Err(e) = result {
@@ -685,6 +704,7 @@ impl RtspServer {
                 done: Mutex::new(done_rx),
                 port,
                 viewers,
+                pulse,
                 clients,
                 factory: FactorySettings {
                     config: factory_config,
@@ -774,6 +794,7 @@ impl RtspServer {
     pub fn heartbeat(&self) -> Heartbeat {
         Heartbeat {
             ctx: self.ctx.clone(),
+            pulse: self.pulse.clone(),
         }
     }
 
@@ -807,9 +828,45 @@ impl RtspServer {
 #[derive(Clone)]
 pub struct Heartbeat {
     ctx: glib::MainContext,
+    pulse: Arc<Pulse>,
+}
+
+/// How often the GLib loop records that it still dispatches.
+const PULSE_INTERVAL: Duration = Duration::from_millis(200);
+
+/// When the GLib loop last ran its pulse callback, in milliseconds since `start`.
+#[derive(Debug)]
+struct Pulse {
+    start: Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Pulse {
+    fn new() -> Self {
+        Pulse {
+            start: Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn beat(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn age(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last)
+    }
 }
 
 impl Heartbeat {
+    /// True when the loop ran its pulse within `max_age`: answered at once, without waiting on
+    /// the loop's thread (for probes, which must stay fast on a busy machine).
+    pub fn recent(&self, max_age: Duration) -> bool {
+        self.pulse.age() <= max_age
+    }
+
     /// True when the loop ran a trivial callback within `timeout`.
     pub async fn beat(&self, timeout: Duration) -> bool {
         let (tx, rx) = tokio::sync::oneshot::channel();
