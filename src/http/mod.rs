@@ -256,14 +256,11 @@ pub(crate) fn redact_for_viewers(v: &mut serde_json::Value) {
             for key in ["config", "settings", "address", "args", "pipeline"] {
                 map.remove(key);
             }
-            if let Some(Value::String(source)) = map.get_mut("source") {
-                // The source's kind only: a pipeline source's description is its pipeline.
-                let kind = source
-                    .split([' ', ':'])
-                    .next()
-                    .unwrap_or_default()
-                    .to_string();
-                *source = kind;
+            if let Some(Value::String(source)) = map.get_mut("source")
+                && source.starts_with("pipeline")
+            {
+                // A pipeline source says only its kind; a camera's name or device stays.
+                *source = "pipeline".to_string();
             }
             for (_, child) in map.iter_mut() {
                 redact_for_viewers(child);
