@@ -111,10 +111,9 @@ async fn list(AxumState(s): AxumState<Shared>, Query(q): Params) -> Response {
         Ok(d) => d,
         Err(r) => return *r,
     };
-    let page = tokio::task::spawn_blocking(move || {
-        index::page(&dir, start, end, after.as_deref(), limit)
-    })
-    .await;
+    let page =
+        tokio::task::spawn_blocking(move || index::page(&dir, start, end, after.as_deref(), limit))
+            .await;
     let (segments, next) = match page {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => {
@@ -185,22 +184,19 @@ fn parse_range(h: Option<&HeaderValue>, len: u64) -> Result<Option<(u64, u64)>, 
 /// client goes away.
 fn body_of(e: Arc<Export>, from: u64, to: Option<u64>, slot: Slot) -> Body {
     let reader = e.reader(from, to);
-    let stream = futures_util::stream::try_unfold(
-        (reader, slot),
-        |(reader, slot)| async move {
-            let (read, reader) = tokio::task::spawn_blocking(move || {
-                let mut reader = reader;
-                (reader.next_chunk(CHUNK), reader)
-            })
-            .await
-            .map_err(std::io::Error::other)?;
-            let buf = read?;
-            if buf.is_empty() {
-                return Ok::<_, std::io::Error>(None);
-            }
-            Ok(Some((Bytes::from(buf), (reader, slot))))
-        },
-    );
+    let stream = futures_util::stream::try_unfold((reader, slot), |(reader, slot)| async move {
+        let (read, reader) = tokio::task::spawn_blocking(move || {
+            let mut reader = reader;
+            (reader.next_chunk(CHUNK), reader)
+        })
+        .await
+        .map_err(std::io::Error::other)?;
+        let buf = read?;
+        if buf.is_empty() {
+            return Ok::<_, std::io::Error>(None);
+        }
+        Ok(Some((Bytes::from(buf), (reader, slot))))
+    });
     Body::from_stream(stream)
 }
 
@@ -227,7 +223,12 @@ impl Drop for Slot {
 fn busy(stream: &str) -> Response {
     counter!(names::RECORD_EXPORTS_REJECTED).increment(1);
     if let Some(suppressed) = EXPORT_LOG.allow(Instant::now()) {
-        tracing::warn!(stream, max = MAX_EXPORTS, suppressed, "Recording export refused: every export slot is taken");
+        tracing::warn!(
+            stream,
+            max = MAX_EXPORTS,
+            suppressed,
+            "Recording export refused: every export slot is taken"
+        );
     }
     let mut r = error(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -347,7 +348,12 @@ async fn mp4(
                 header::CONTENT_RANGE,
                 HeaderValue::from_str(&format!("bytes {a}-{b}/{len}")).expect("ASCII"),
             );
-            (StatusCode::PARTIAL_CONTENT, h, body_of(e, a, Some(b + 1), slot)).into_response()
+            (
+                StatusCode::PARTIAL_CONTENT,
+                h,
+                body_of(e, a, Some(b + 1), slot),
+            )
+                .into_response()
         }
     }
 }

@@ -45,19 +45,12 @@ pub(super) fn describe(s: &Shared, c: &Camera) -> Value {
         _ => Value::Null,
     };
     let viewers = s.control.rtsp().viewers();
-    // A quarter turn ([image] rotation) makes the main encoding H×W.
-    let turned = config.image.swaps_dimensions();
     let encodings: Vec<Value> = c
         .encodings
         .iter()
-        .enumerate()
-        .map(|(i, e)| {
+        .map(|e| {
             let stats = e.hub.stats();
-            let (width, height) = if i == 0 && turned {
-                (e.height, e.width)
-            } else {
-                (e.width, e.height)
-            };
+            let (width, height) = config.picture_size(&e.name).unwrap_or((e.width, e.height));
             json!({
                 "name": e.name,
                 "mount": e.mount,

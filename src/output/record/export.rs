@@ -198,9 +198,7 @@ impl Export {
             let d = until.saturating_sub(last.0).min(u64::from(u32::MAX)) as u32;
             last.1.duration = last.1.duration.max(d);
         }
-        let until = chosen
-            .last()
-            .map_or(0, |(t, s)| t + u64::from(s.duration));
+        let until = chosen.last().map_or(0, |(t, s)| t + u64::from(s.duration));
         let mut parts = Vec::new();
         let mut i = 0;
         while i < chosen.len() {
@@ -301,9 +299,7 @@ impl Reader {
                 // Before the requested range: passed over without reading.
                 remaining.min(self.from - self.at)
             } else {
-                let n = remaining
-                    .min((max - out.len()) as u64)
-                    .min(stop - self.at);
+                let n = remaining.min((max - out.len()) as u64).min(stop - self.at);
                 match item {
                     Item::Mem(v) => {
                         let p = self.item_pos as usize;

@@ -287,7 +287,8 @@ pub fn fragment_head(seq: u32, base_dts: u64, samples: &[Sample]) -> Vec<u8> {
 /// players show the length before reading every part.
 pub fn init_with_duration(track: &Track, ticks: u64) -> Vec<u8> {
     let mut out = init_segment(track);
-    let movie = (ticks * u64::from(MOVIE_TIMESCALE) / u64::from(TIMESCALE)).min(u64::from(u32::MAX)) as u32;
+    let movie =
+        (ticks * u64::from(MOVIE_TIMESCALE) / u64::from(TIMESCALE)).min(u64::from(u32::MAX)) as u32;
     let media = ticks.min(u64::from(u32::MAX)) as u32;
     let Some((_, moov)) = find(&out, &[b"moov"]) else {
         return out;
