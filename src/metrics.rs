@@ -62,7 +62,8 @@ pub mod names {
     /// Recording exports refused because every export slot was taken (503).
     pub const RECORD_EXPORTS_REJECTED: &str = "camstream_recording_exports_rejected_total";
     /// Forced keyframe requests, labels `stream`, `result` (`sent`: asked of the encoder now,
-    /// `coalesced`: over the budget, served by the one scheduled at the budget's next slot).
+    /// `coalesced`: over the budget, served by the one scheduled at the budget's next slot),
+    /// and the keyframes so scheduled (`result="scheduled"`).
     pub const KEYFRAME_REQUESTS: &str = "camstream_keyframe_requests_total";
     /// Snapshot requests, labels `stream`, `result` (`decoded`, `shared`: served by a decode
     /// already running, `cached`, `timeout`, `busy`, `failed`).
@@ -196,7 +197,7 @@ impl Metrics {
         );
         describe_counter!(
             KEYFRAME_REQUESTS,
-            "Forced keyframe requests, by result (sent now, or coalesced into the next slot)"
+            "Forced keyframe requests, by result (sent now, coalesced into the next slot), and the scheduled ones"
         );
         describe_counter!(SNAPSHOTS, "Snapshot requests, by result");
         describe_counter!(RECORD_SEGMENTS, "Recording segments finished");

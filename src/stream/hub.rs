@@ -307,6 +307,7 @@ impl Hub {
             b.scheduled = false;
             b.tokens = (b.tokens - 1.0).max(0.0);
         }
+        self.count_keyframe("scheduled");
         self.force_keyframe();
     }
 
