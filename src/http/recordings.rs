@@ -30,7 +30,7 @@ use crate::utc;
 /// Longest range one MP4 may cover.
 const MAX_DURATION_S: f64 = 24.0 * 3600.0;
 /// Bytes read from disk per body chunk.
-const CHUNK: usize = 256 * 1024;
+const CHUNK: usize = 64 * 1024;
 /// Exports sent at once (all streams); more are answered 503 with `Retry-After`.
 pub const MAX_EXPORTS: usize = 4;
 /// Seconds a refused export is told to wait.

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::{Shared, error};
 use crate::control::ControlError;
 use crate::stream::camera::Camera;
+use crate::stream::hub::KeyframeAsk;
 use crate::stream::status::State;
 
 /// Largest PATCH body accepted.
@@ -150,10 +151,14 @@ async fn patch(AxumState(s): AxumState<Shared>, Path(name): Path<String>, body: 
 async fn keyframe(AxumState(s): AxumState<Shared>, Path(name): Path<String>) -> Response {
     match s.control.encoding(&name) {
         Some((_, e, _)) => {
-            e.hub.request_keyframe();
+            // Over the stream's keyframe budget the request is served by the next slot's.
+            let keyframe = match e.hub.request_keyframe() {
+                KeyframeAsk::Sent => "requested",
+                KeyframeAsk::Coalesced => "scheduled",
+            };
             (
                 StatusCode::ACCEPTED,
-                Json(json!({ "stream": name, "keyframe": "requested" })),
+                Json(json!({ "stream": name, "keyframe": keyframe })),
             )
                 .into_response()
         }
