@@ -38,22 +38,17 @@ pub struct Jpeg {
     pub shared: bool,
 }
 
-type Decode = Shared<BoxFuture<'static, Result<Jpeg, SnapshotError>>>;
+type Made = BoxFuture<'static, Result<Jpeg, SnapshotError>>;
+type Decode = Shared<Made>;
+/// The decodes running, by size, with the id that tells a finished one from its successor.
+type Running = HashMap<(u32, u32), (u64, WeakShared<Made>)>;
 
 /// Makes snapshots: at most one decode per size at a time, shared by every request for that
 /// size that arrives while it runs. A decode nobody waits for any more (every request timed out
 /// or went away) is cancelled.
 #[derive(Default)]
 pub struct Snapshotter {
-    running: Mutex<
-        HashMap<
-            (u32, u32),
-            (
-                u64,
-                WeakShared<BoxFuture<'static, Result<Jpeg, SnapshotError>>>,
-            ),
-        >,
-    >,
+    running: Mutex<Running>,
     ids: AtomicU64,
 }
 
