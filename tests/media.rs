@@ -202,7 +202,9 @@ fn snapshots_come_in_a_few_widths() {
     let d = daemon().start();
     let r = d.get("/snapshot.jpg?width=100");
     assert_eq!(r.status, 400);
-    assert!(r.text().contains("320"), "{}", r.text());
+    assert!(r.text().contains("80, 160, 320"), "{}", r.text());
+    let half = d.get("/snapshot.jpg?width=160");
+    assert_eq!(half.status, 200);
     let ok = d.get("/snapshot.jpg");
     assert_eq!(ok.status, 200);
     assert_eq!(&ok.body[..2], &[0xFF, 0xD8]);
@@ -226,8 +228,8 @@ fn snapshots_come_in_a_few_widths() {
     let shared = d
         .metric("camstream_snapshots_total{stream=\"video\",result=\"shared\"}")
         .unwrap_or(0.0);
-    println!("7 snapshots: {decoded} decodes, {shared} shared");
-    assert_eq!(decoded + shared, 7.0);
+    println!("8 snapshots (2 sizes): {decoded} decodes, {shared} shared");
+    assert_eq!(decoded + shared, 8.0);
 }
 
 /// A one-request-at-a-time fake of Ollama's `/api/generate` that keeps the JSON bodies.

@@ -192,18 +192,26 @@ fn decode_last(
     result
 }
 
-/// Widths besides the stream's own that snapshots are made at (when smaller than it): a
-/// small set, so requests share decodes and cannot make one per width.
+/// Widths besides the stream's own, its half and its quarter that snapshots are made at (when
+/// smaller than it): a small set, so requests share decodes and cannot make one per width.
 pub const SNAPSHOT_WIDTHS: [u32; 3] = [320, 640, 1280];
 
-/// The widths a snapshot of a `stream_w` wide picture may be asked at, smallest first.
+/// The widths a snapshot of a `stream_w` wide picture may be asked at, smallest first: the
+/// stream's own, its half and quarter (even, at least 16), and [`SNAPSHOT_WIDTHS`] below it.
 pub fn allowed_widths(stream_w: u32) -> Vec<u32> {
     let mut v: Vec<u32> = SNAPSHOT_WIDTHS
         .iter()
         .copied()
         .filter(|w| *w < stream_w)
+        .chain(
+            [stream_w / 2 & !1, stream_w / 4 & !1]
+                .into_iter()
+                .filter(|w| *w >= 16),
+        )
+        .chain([stream_w])
         .collect();
-    v.push(stream_w);
+    v.sort_unstable();
+    v.dedup();
     v
 }
 
@@ -264,9 +272,11 @@ mod tests {
 
     #[test]
     fn widths_are_a_small_set() {
-        assert_eq!(allowed_widths(1920), vec![320, 640, 1280, 1920]);
-        assert_eq!(allowed_widths(320), vec![320]);
-        assert_eq!(allowed_widths(240), vec![240]);
+        assert_eq!(allowed_widths(1920), vec![320, 480, 640, 960, 1280, 1920]);
+        assert_eq!(allowed_widths(1280), vec![320, 640, 1280]);
+        assert_eq!(allowed_widths(320), vec![80, 160, 320]);
+        assert_eq!(allowed_widths(240), vec![60, 120, 240]);
+        assert_eq!(allowed_widths(40), vec![20, 40]);
     }
 
     #[test]
