@@ -377,8 +377,8 @@ fn a_play_loop_gets_coalesced_keyframes_and_viewers_keep_every_frame() {
         .metric("camstream_keyframe_requests_total{stream=\"video\",result=\"coalesced\"}")
         .unwrap_or(0.0);
     // 15 fps with a keyframe every 30 frames: 0.5/s of its own, plus at most 1/s forced and
-    // the burst.
-    let budget = secs * (0.5 + 1.0) + 2.0 + 2.0;
+    // the burst of 3.
+    let budget = secs * (0.5 + 1.0) + 3.0 + 2.0;
     let scheduled = d
         .metric("camstream_keyframe_requests_total{stream=\"video\",result=\"scheduled\"}")
         .unwrap_or(0.0);

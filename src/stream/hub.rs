@@ -20,7 +20,7 @@ use crate::output::rtsp::auth::LogLimiter;
 /// Forced keyframes a second a stream's encoder is asked for in the long run (every caller).
 pub const KEYFRAME_RATE: f64 = 1.0;
 /// Forced keyframes that may be asked for at once, above the rate.
-pub const KEYFRAME_BURST: f64 = 2.0;
+pub const KEYFRAME_BURST: f64 = 3.0;
 
 /// What became of a keyframe request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
