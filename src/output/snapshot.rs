@@ -204,7 +204,7 @@ pub fn allowed_widths(stream_w: u32) -> Vec<u32> {
         .copied()
         .filter(|w| *w < stream_w)
         .chain(
-            [stream_w / 2 & !1, stream_w / 4 & !1]
+            [(stream_w / 2) & !1, (stream_w / 4) & !1]
                 .into_iter()
                 .filter(|w| *w >= 16),
         )
