@@ -167,6 +167,39 @@ fn a_six_hour_export_streams_and_the_listing_pages() {
     );
     assert_eq!(part.status, 206);
     assert_eq!(part.body, whole.body[1000..2000]);
+    // Twenty minutes (seven segments): a range in the middle skips whole segments by their
+    // measured sizes and must still be the same bytes.
+    let mid = format!(
+        "/recordings/video.mp4?start={}&duration=1200",
+        rfc3339(first)
+    );
+    let whole = d.get(&mid);
+    assert_eq!(whole.status, 200);
+    let len = whole.body.len();
+    assert_eq!(
+        whole.header("content-length"),
+        Some(len.to_string().as_str())
+    );
+    let (a, b) = (len / 2, len / 2 + 99_999);
+    let part = http_request(
+        d.http_port,
+        "GET",
+        &mid,
+        &[("Range", &format!("bytes={a}-{b}"))],
+        b"",
+    );
+    assert_eq!(part.status, 206);
+    assert!(
+        part.body == whole.body[a..=b],
+        "the middle range differs from the whole file's bytes"
+    );
+    let file = dir.path().join("twenty.mp4");
+    std::fs::write(&file, &whole.body).unwrap();
+    let (_, key, covered) = packets(&file);
+    assert!(
+        key && (covered - 1085.0).abs() < 10.0,
+        "twenty minutes cover {covered:.0} s"
+    );
 
     // Every slot taken by readers that do not read: the next export is refused with a time to
     // come back, and counted; a slot frees when its reader goes.
