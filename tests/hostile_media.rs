@@ -9,9 +9,7 @@
 mod common;
 mod media_util;
 mod reliability_util;
-// The harness is net's (tests/reliability_util/siege.rs), taken unchanged; its sample list
-// type trips clippy's complexity lint.
-#[allow(clippy::type_complexity)]
+// The harness is net's (tests/reliability_util/siege.rs), taken unchanged from branch net.
 #[path = "reliability_util/siege.rs"]
 mod siege;
 

@@ -301,9 +301,12 @@ pub fn probe_once(port: u16) -> Option<Duration> {
     (ok && t0.elapsed() <= PROBE_TIMEOUT).then(|| t0.elapsed())
 }
 
+/// When each probe was sent and how long its answer took (`None`: failed).
+type Samples = Arc<Mutex<Vec<(Instant, Option<Duration>)>>>;
+
 /// Asks `/healthz` every 100 ms; also samples the daemon's RSS.
 pub struct Prober {
-    samples: Arc<Mutex<Vec<(Instant, Option<Duration>)>>>,
+    samples: Samples,
     rss: Arc<Mutex<Vec<(Instant, u64)>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -312,7 +315,7 @@ pub struct Prober {
 impl Prober {
     /// Starts probing `port` of the daemon `pid`.
     pub fn start(port: u16, pid: u32) -> Prober {
-        let samples = Arc::new(Mutex::new(Vec::new()));
+        let samples: Samples = Arc::new(Mutex::new(Vec::new()));
         let rss = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
