@@ -175,14 +175,15 @@ async fn round(
     control: &Control,
     stream: &str,
 ) -> Result<(String, (u32, u32)), RoundError> {
-    let (_, enc, snapshots) = control
+    let (cam, enc, snapshots) = control
         .encoding(stream)
         .ok_or_else(|| RoundError::NoPicture(format!("no stream named {stream:?}")))?;
-    let width = c.width.min(enc.width) & !1;
-    let height = if width == enc.width {
-        enc.height
+    let (sw, sh) = cam.picture_size(&enc);
+    let width = c.width.min(sw) & !1;
+    let height = if width == sw {
+        sh
     } else {
-        scaled_height(enc.width, enc.height, width)
+        scaled_height(sw, sh, width)
     };
     let jpeg = tokio::time::timeout(
         SNAPSHOT_TIMEOUT,
@@ -194,7 +195,7 @@ async fn round(
     let body = json!({
         "model": c.model,
         "prompt": c.prompt,
-        "images": [base64::engine::general_purpose::STANDARD.encode(&jpeg.data)],
+        "images": [base64::engine::general_purpose::STANDARD.encode(jpeg.data.as_slice())],
         "stream": false,
     });
     let url = format!("{}/api/generate", c.url.trim_end_matches('/'));

@@ -57,6 +57,17 @@ pub mod names {
     pub const RECORD_SEGMENTS: &str = "camstream_recording_segments_total";
     /// Recording write failures (full disk, I/O errors, frames lost to a slow disk), label `stream`.
     pub const RECORD_ERRORS: &str = "camstream_recording_write_errors_total";
+    /// Recording exports being sent now (all streams).
+    pub const RECORD_EXPORTS_ACTIVE: &str = "camstream_recording_exports_active";
+    /// Recording exports refused because every export slot was taken (503).
+    pub const RECORD_EXPORTS_REJECTED: &str = "camstream_recording_exports_rejected_total";
+    /// Forced keyframe requests, labels `stream`, `result` (`sent`: asked of the encoder now,
+    /// `coalesced`: over the budget, served by the one scheduled at the budget's next slot),
+    /// and the keyframes so scheduled (`result="scheduled"`).
+    pub const KEYFRAME_REQUESTS: &str = "camstream_keyframe_requests_total";
+    /// Snapshot requests, labels `stream`, `result` (`decoded`, `shared`: served by a decode
+    /// already running, `cached`, `timeout`, `busy`, `failed`).
+    pub const SNAPSHOTS: &str = "camstream_snapshots_total";
     /// 1 for the recorder's current state, labels `stream`, `state`.
     pub const RECORD_STATE: &str = "camstream_recording_state";
     /// Free bytes on the recording file system, label `stream`.
@@ -190,6 +201,16 @@ impl Metrics {
             "RTSP connections or viewers refused by a limit, by reason"
         );
         describe_counter!(RECORD_BYTES, "Bytes written to recording segments");
+        describe_gauge!(RECORD_EXPORTS_ACTIVE, "Recording exports being sent now");
+        describe_counter!(
+            RECORD_EXPORTS_REJECTED,
+            "Recording exports refused because every export slot was taken"
+        );
+        describe_counter!(
+            KEYFRAME_REQUESTS,
+            "Forced keyframe requests, by result (sent now, coalesced into the next slot), and the scheduled ones"
+        );
+        describe_counter!(SNAPSHOTS, "Snapshot requests, by result");
         describe_counter!(RECORD_SEGMENTS, "Recording segments finished");
         describe_counter!(
             RECORD_ERRORS,

@@ -352,6 +352,25 @@ impl Config {
 }
 
 impl StreamConfig {
+    /// The picture size (width, height) the encoding named `encoding` delivers: the stream's
+    /// own encoding after `[image]` rotation (a quarter turn swaps them), a rendition at its
+    /// configured size (it is scaled after the turn). `None` for a name that is neither. Every
+    /// place that states a size (status, snapshots, analysis, ONVIF) asks here.
+    pub fn picture_size(&self, encoding: &str) -> Option<(u32, u32)> {
+        if encoding == self.name {
+            let (w, h) = (self.video.width, self.video.height);
+            return Some(if self.image.swaps_dimensions() {
+                (h, w)
+            } else {
+                (w, h)
+            });
+        }
+        self.renditions
+            .iter()
+            .find(|r| r.name == encoding)
+            .map(|r| (r.width, r.height))
+    }
+
     /// The stream's settings as JSON with every secret replaced by "<redacted>".
     pub fn redacted(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);

@@ -16,6 +16,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
+use metrics::counter;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::json;
@@ -23,8 +24,9 @@ use tokio::net::TcpListener;
 
 use crate::access::{Action, Door, Principal};
 use crate::control::Control;
+use crate::metrics::names;
 use crate::output::rtsp::Heartbeat;
-use crate::output::snapshot::{SNAPSHOT_TIMEOUT, scaled_height};
+use crate::output::snapshot::{SNAPSHOT_TIMEOUT, allowed_widths, scaled_height};
 use auth::{Doors, Rule, StreamOf};
 
 pub mod auth;
@@ -390,43 +392,65 @@ async fn snapshot(
     let Some((cam, enc, snapshots)) = s.control.encoding(&name) else {
         return error(StatusCode::NOT_FOUND, &format!("no stream named {name:?}"));
     };
-    // A quarter turn ([image] rotation) makes the main encoding H×W.
-    let (sw, sh) = if enc.name == cam.name && cam.config().image.swaps_dimensions() {
-        (enc.height, enc.width)
-    } else {
-        (enc.width, enc.height)
-    };
+    let (sw, sh) = cam.picture_size(&enc);
+    let allowed = allowed_widths(sw);
     let width = q.width.unwrap_or(sw);
-    if !(16..=sw).contains(&width) {
+    let count = |result: &'static str| {
+        counter!(names::SNAPSHOTS, "stream" => name.clone(), "result" => result).increment(1);
+    };
+    if !allowed.contains(&width) {
+        count("refused");
+        let list: Vec<String> = allowed.iter().map(u32::to_string).collect();
         return error(
             StatusCode::BAD_REQUEST,
-            &format!("width must be between 16 and the stream width ({sw})"),
+            &format!(
+                "width must be one of {} (snapshots are made at a few sizes only, so requests share them)",
+                list.join(", ")
+            ),
         );
     }
-    let width = width & !1;
     let height = if width == sw {
         sh
     } else {
         scaled_height(sw, sh, width)
     };
+    // A request that gives up drops its share of the decode; the last one cancels it.
     let made = tokio::time::timeout(
         SNAPSHOT_TIMEOUT,
         snapshots.snapshot(enc.hub.gop().clone(), width, height),
     )
     .await;
     match made {
-        Ok(Ok(jpeg)) => (
-            [
-                (header::CONTENT_TYPE, "image/jpeg"),
-                (header::CACHE_CONTROL, "no-store"),
-            ],
-            jpeg.data,
-        )
-            .into_response(),
-        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
-        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "snapshot timed out"),
+        Ok(Ok(jpeg)) => {
+            count(if jpeg.shared { "shared" } else { "decoded" });
+            (
+                [
+                    (header::CONTENT_TYPE, "image/jpeg"),
+                    (header::CACHE_CONTROL, "no-store"),
+                ],
+                jpeg.data,
+            )
+                .into_response()
+        }
+        Ok(Err(e)) => {
+            count("failed");
+            error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+        }
+        Err(_) => {
+            count("timeout");
+            if let Some(suppressed) = SNAPSHOT_LOG.allow(Instant::now()) {
+                tracing::warn!(stream = %name, width, suppressed, "Snapshot timed out; its decode is cancelled unless another request shares it");
+            }
+            error(StatusCode::SERVICE_UNAVAILABLE, "snapshot timed out")
+        }
     }
 }
+
+/// Timed-out snapshots are logged a few times a minute, then summed up.
+static SNAPSHOT_LOG: std::sync::LazyLock<crate::output::rtsp::auth::LogLimiter> =
+    std::sync::LazyLock::new(|| {
+        crate::output::rtsp::auth::LogLimiter::new(3, Duration::from_secs(60))
+    });
 
 /// Binds the sidecar; `serve` then runs it.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpError> {

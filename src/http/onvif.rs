@@ -81,6 +81,7 @@ fn profiles(s: &Shared) -> Vec<MediaProfile> {
     for camera in s.control.cameras() {
         let c = camera.config();
         for e in &camera.encodings {
+            let (width, height) = c.picture_size(&e.name).unwrap_or((e.width, e.height));
             let bitrate = c
                 .renditions
                 .iter()
@@ -90,8 +91,8 @@ fn profiles(s: &Shared) -> Vec<MediaProfile> {
                 name: e.name.clone(),
                 camera: camera.name.clone(),
                 mount: e.mount.clone(),
-                width: e.width,
-                height: e.height,
+                width,
+                height,
                 fps: e.fps,
                 bitrate_kbps: bitrate,
                 gop: c.encoder.keyframe_interval,

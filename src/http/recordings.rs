@@ -1,12 +1,14 @@
-//! The recordings API: what is recorded (`GET /api/v1/recordings`: spans, segments, gaps) and
-//! any time range as one MP4 (`GET /recordings/NAME.mp4?start=&duration=`), made from the
-//! stored segments without re-encoding and served with `Content-Length`, an ETag and byte
-//! ranges so a browser's `<video>` can seek. Same access rules as the status API.
+//! The recordings API: what is recorded (`GET /api/v1/recordings`: spans, segments, gaps, one
+//! page at a time) and any time range as one fragmented MP4
+//! (`GET /recordings/NAME.mp4?start=&duration=`), made from the stored segments without
+//! re-encoding as the body is sent. Ranges up to an hour are served with `Content-Length` and
+//! byte ranges so a browser's `<video>` can seek; longer ones are streamed without a length.
+//! At most [`MAX_EXPORTS`] exports run at once. Same access rules as the status API.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
 
 use super::auth::{Doors, Rule, StreamOf};
 use crate::access::Action;
@@ -15,17 +17,35 @@ use axum::extract::{Path, Query, State as AxumState};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
+use metrics::{counter, gauge};
 use serde_json::json;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{Shared, error};
+use crate::metrics::names;
 use crate::output::record::export::{self, Export, ExportError};
 use crate::output::record::{self, index};
+use crate::output::rtsp::auth::LogLimiter;
 use crate::utc;
 
 /// Longest range one MP4 may cover.
 const MAX_DURATION_S: f64 = 24.0 * 3600.0;
 /// Bytes read from disk per body chunk.
-const CHUNK: usize = 256 * 1024;
+const CHUNK: usize = 64 * 1024;
+/// Exports sent at once (all streams); more are answered 503 with `Retry-After`.
+pub const MAX_EXPORTS: usize = 4;
+/// Seconds a refused export is told to wait.
+const EXPORT_RETRY_S: u32 = 5;
+/// Segments in a listing page unless `limit` says otherwise.
+pub const DEFAULT_PAGE: usize = 500;
+/// Most segments in a listing page.
+pub const MAX_PAGE: usize = 5000;
+
+/// The export slots, shared by every stream.
+static EXPORTS: LazyLock<Arc<Semaphore>> = LazyLock::new(|| Arc::new(Semaphore::new(MAX_EXPORTS)));
+/// Refused exports are logged a few times a minute, then summed up.
+static EXPORT_LOG: LazyLock<LogLimiter> =
+    LazyLock::new(|| LogLimiter::new(3, Duration::from_secs(60)));
 
 /// The recordings routes: `view` on the stream they are of.
 pub(super) fn routes(d: &mut Doors) {
@@ -87,12 +107,25 @@ async fn list(AxumState(s): AxumState<Shared>, Query(q): Params) -> Response {
     if start >= end {
         return error(StatusCode::BAD_REQUEST, "start must be before end");
     }
+    let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
+        None => DEFAULT_PAGE,
+        Some(Ok(l)) if (1..=MAX_PAGE).contains(&l) => l,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("limit must be a number of segments from 1 to {MAX_PAGE}"),
+            );
+        }
+    };
+    let after = q.get("after").cloned();
     let (dir, enabled) = match folder_of(&s, &stream) {
         Ok(d) => d,
         Err(r) => return *r,
     };
-    let segments = tokio::task::spawn_blocking(move || index::segments(&dir, start, end)).await;
-    let segments = match segments {
+    let page =
+        tokio::task::spawn_blocking(move || index::page(&dir, start, end, after.as_deref(), limit))
+            .await;
+    let (segments, next) = match page {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => {
             return error(
@@ -108,6 +141,8 @@ async fn list(AxumState(s): AxumState<Shared>, Query(q): Params) -> Response {
         "recording": enabled,
         "spans": spans,
         "gaps": gaps,
+        "limit": limit,
+        "next": next,
     }))
     .into_response()
 }
@@ -156,27 +191,65 @@ fn parse_range(h: Option<&HeaderValue>, len: u64) -> Result<Option<(u64, u64)>, 
     Ok(Some(range))
 }
 
-fn body_of(e: Arc<Export>, from: u64, to: u64) -> Body {
-    let stream = futures_util::stream::try_unfold(
-        (e, from, to, None::<(PathBuf, File)>),
-        |(e, pos, stop, open)| async move {
-            if pos >= stop {
-                return Ok::<_, std::io::Error>(None);
-            }
-            let n = (stop - pos).min(CHUNK as u64) as usize;
-            let (read, e, open) = tokio::task::spawn_blocking(move || {
-                let mut open = open;
-                let mut buf = Vec::with_capacity(n);
-                let r = e.read(pos, n, &mut open, &mut buf).map(|_| buf);
-                (r, e, open)
-            })
-            .await
-            .map_err(std::io::Error::other)?;
-            let buf = read?;
-            Ok(Some((Bytes::from(buf), (e, pos + n as u64, stop, open))))
-        },
-    );
+/// The export's bytes `[from, to)` as a body; the slot is released when the body ends or the
+/// client goes away.
+fn body_of(e: Arc<Export>, from: u64, to: Option<u64>, slot: Slot) -> Body {
+    let reader = e.reader(from, to);
+    let stream = futures_util::stream::try_unfold((reader, slot), |(reader, slot)| async move {
+        let (read, reader) = tokio::task::spawn_blocking(move || {
+            let mut reader = reader;
+            (reader.next_chunk(CHUNK), reader)
+        })
+        .await
+        .map_err(std::io::Error::other)?;
+        let buf = read?;
+        if buf.is_empty() {
+            return Ok::<_, std::io::Error>(None);
+        }
+        Ok(Some((Bytes::from(buf), (reader, slot))))
+    });
     Body::from_stream(stream)
+}
+
+/// An export slot, counted in the active-exports gauge while held.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Slot {
+    fn take() -> Option<Slot> {
+        let permit = EXPORTS.clone().try_acquire_owned().ok()?;
+        gauge!(names::RECORD_EXPORTS_ACTIVE).increment(1.0);
+        Some(Slot { _permit: permit })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        gauge!(names::RECORD_EXPORTS_ACTIVE).decrement(1.0);
+    }
+}
+
+/// The answer when every export slot is taken.
+fn busy(stream: &str) -> Response {
+    counter!(names::RECORD_EXPORTS_REJECTED).increment(1);
+    if let Some(suppressed) = EXPORT_LOG.allow(Instant::now()) {
+        tracing::warn!(
+            stream,
+            max = MAX_EXPORTS,
+            suppressed,
+            "Recording export refused: every export slot is taken"
+        );
+    }
+    let mut r = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &format!(
+            "{MAX_EXPORTS} recording exports are already being sent; retry in {EXPORT_RETRY_S} s"
+        ),
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(EXPORT_RETRY_S));
+    r
 }
 
 async fn mp4(
@@ -217,7 +290,10 @@ async fn mp4(
         Ok(d) => d,
         Err(r) => return *r,
     };
-    let built = tokio::task::spawn_blocking(move || export::build(&dir, start, duration)).await;
+    let Some(slot) = Slot::take() else {
+        return busy(stream);
+    };
+    let built = tokio::task::spawn_blocking(move || export::open(&dir, start, duration)).await;
     let e = match built {
         Ok(Ok(e)) => Arc::new(e),
         Ok(Err(ExportError::Empty(a, b))) => {
@@ -232,7 +308,10 @@ async fn mp4(
     let etag = HeaderValue::from_str(&e.etag).expect("an ETag is ASCII");
     let mut h = HeaderMap::new();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp4"));
-    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(
+        header::ACCEPT_RANGES,
+        HeaderValue::from_static(if e.len.is_some() { "bytes" } else { "none" }),
+    );
     h.insert(header::ETAG, etag.clone());
     h.insert(
         "x-recording-start",
@@ -244,12 +323,16 @@ async fn mp4(
     {
         return (StatusCode::NOT_MODIFIED, h).into_response();
     }
+    // A streamed export has no length: it is always sent whole.
+    let Some(len) = e.len else {
+        return (StatusCode::OK, h, body_of(e, 0, None, slot)).into_response();
+    };
     // A Range with an If-Range naming another version is served whole.
     let if_range_ok = headers
         .get(header::IF_RANGE)
         .is_none_or(|v| v.as_bytes() == etag.as_bytes());
     let range = if if_range_ok {
-        parse_range(headers.get(header::RANGE), e.len)
+        parse_range(headers.get(header::RANGE), len)
     } else {
         Ok(None)
     };
@@ -257,27 +340,31 @@ async fn mp4(
         Err(()) => {
             h.insert(
                 header::CONTENT_RANGE,
-                HeaderValue::from_str(&format!("bytes */{}", e.len)).expect("ASCII"),
+                HeaderValue::from_str(&format!("bytes */{len}")).expect("ASCII"),
             );
             (
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 h,
-                Json(json!({"error": format!("the range is outside the {} bytes of this recording", e.len)})),
+                Json(json!({"error": format!("the range is outside the {len} bytes of this recording")})),
             )
                 .into_response()
         }
         Ok(None) => {
-            h.insert(header::CONTENT_LENGTH, HeaderValue::from(e.len));
-            let len = e.len;
-            (StatusCode::OK, h, body_of(e, 0, len)).into_response()
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            (StatusCode::OK, h, body_of(e, 0, Some(len), slot)).into_response()
         }
         Ok(Some((a, b))) => {
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(b - a + 1));
             h.insert(
                 header::CONTENT_RANGE,
-                HeaderValue::from_str(&format!("bytes {a}-{b}/{}", e.len)).expect("ASCII"),
+                HeaderValue::from_str(&format!("bytes {a}-{b}/{len}")).expect("ASCII"),
             );
-            (StatusCode::PARTIAL_CONTENT, h, body_of(e, a, b + 1)).into_response()
+            (
+                StatusCode::PARTIAL_CONTENT,
+                h,
+                body_of(e, a, Some(b + 1), slot),
+            )
+                .into_response()
         }
     }
 }

@@ -14,6 +14,7 @@ use super::{Shared, error};
 use crate::access::{Action, Door, Principal};
 use crate::control::ControlError;
 use crate::stream::camera::Camera;
+use crate::stream::hub::KeyframeAsk;
 use crate::stream::status::State;
 
 /// Largest PATCH body accepted.
@@ -63,19 +64,12 @@ pub(super) fn describe(s: &Shared, c: &Camera) -> Value {
         _ => Value::Null,
     };
     let viewers = s.control.rtsp().viewers();
-    // A quarter turn ([image] rotation) makes the main encoding H×W.
-    let turned = config.image.swaps_dimensions();
     let encodings: Vec<Value> = c
         .encodings
         .iter()
-        .enumerate()
-        .map(|(i, e)| {
+        .map(|e| {
             let stats = e.hub.stats();
-            let (width, height) = if i == 0 && turned {
-                (e.height, e.width)
-            } else {
-                (e.width, e.height)
-            };
+            let (width, height) = config.picture_size(&e.name).unwrap_or((e.width, e.height));
             json!({
                 "name": e.name,
                 "mount": e.mount,
@@ -235,10 +229,14 @@ async fn patch(AxumState(s): AxumState<Shared>, Path(name): Path<String>, body: 
 async fn keyframe(AxumState(s): AxumState<Shared>, Path(name): Path<String>) -> Response {
     match s.control.encoding(&name) {
         Some((_, e, _)) => {
-            e.hub.request_keyframe();
+            // Over the stream's keyframe budget the request is served by the next slot's.
+            let keyframe = match e.hub.request_keyframe() {
+                KeyframeAsk::Sent => "requested",
+                KeyframeAsk::Coalesced => "scheduled",
+            };
             (
                 StatusCode::ACCEPTED,
-                Json(json!({ "stream": name, "keyframe": "requested" })),
+                Json(json!({ "stream": name, "keyframe": keyframe })),
             )
                 .into_response()
         }

@@ -1,15 +1,21 @@
 //! JPEG snapshots of the live stream, made without touching the encoder: the capture keeps the
 //! access units since the last keyframe, and a snapshot decodes them off to the side and encodes
-//! only the newest picture. Concurrent requests share one decode.
+//! only the newest picture. Concurrent requests for one size share one decode; sizes are a
+//! small set (the HTTP side refuses others); a decode nobody waits for is cancelled.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared, WeakShared};
 use gst::prelude::*;
 
 use crate::stream::gop::GopCache;
 
 /// Why no snapshot could be made.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum SnapshotError {
     /// No keyframe has been encoded yet (or the camera is restarting).
     #[error("no frame yet: the camera has not delivered a keyframe")]
@@ -28,52 +34,91 @@ pub struct Jpeg {
     pub width: u32,
     /// Its height.
     pub height: u32,
+    /// Whether this request was served by a decode another request had started.
+    pub shared: bool,
 }
 
-struct Made {
-    finished: Instant,
-    width: u32,
-    jpeg: Jpeg,
-}
+type Made = BoxFuture<'static, Result<Jpeg, SnapshotError>>;
+type Decode = Shared<Made>;
+/// The decodes running, by size, with the id that tells a finished one from its successor.
+type Running = HashMap<(u32, u32), (u64, WeakShared<Made>)>;
 
-/// Makes snapshots; one decode at a time, shared by requests that arrive while it runs.
+/// Makes snapshots: at most one decode per size at a time, shared by every request for that
+/// size that arrives while it runs. A decode nobody waits for any more (every request timed out
+/// or went away) is cancelled.
 #[derive(Default)]
 pub struct Snapshotter {
-    last: tokio::sync::Mutex<Option<Made>>,
+    running: Mutex<Running>,
+    ids: AtomicU64,
 }
 
-impl Snapshotter {
-    /// The newest picture as JPEG, `width` pixels wide (height keeps the aspect ratio).
-    pub async fn snapshot(
-        &self,
-        gop: std::sync::Arc<GopCache>,
-        width: u32,
-        height: u32,
-    ) -> Result<Jpeg, SnapshotError> {
-        let asked = Instant::now();
-        let mut last = self.last.lock().await;
-        // A decode that finished after we asked was in flight when we arrived: share it.
-        if let Some(m) = last.as_ref()
-            && m.finished >= asked
-            && m.width == width
-        {
-            return Ok(m.jpeg.clone());
-        }
-        let (_, buffers) = gop.take().ok_or(SnapshotError::NoFrame)?;
-        let jpeg = tokio::task::spawn_blocking(move || decode_last(buffers, width, height))
-            .await
-            .map_err(|e| SnapshotError::Failed(e.to_string()))??;
-        *last = Some(Made {
-            finished: Instant::now(),
-            width,
-            jpeg: jpeg.clone(),
-        });
-        Ok(jpeg)
+/// Sets the flag when the decode's future is dropped, finished or not.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
-/// Decodes a GOP and encodes its last picture as JPEG at `width` × `height`.
-fn decode_last(buffers: Vec<gst::Buffer>, width: u32, height: u32) -> Result<Jpeg, SnapshotError> {
+impl Snapshotter {
+    /// The newest picture as JPEG at `width` × `height`.
+    pub async fn snapshot(
+        &self,
+        gop: Arc<GopCache>,
+        width: u32,
+        height: u32,
+    ) -> Result<Jpeg, SnapshotError> {
+        let key = (width, height);
+        let (id, decode, shared): (u64, Decode, bool) = {
+            let mut running = self.running.lock().unwrap();
+            match running
+                .get(&key)
+                .and_then(|(id, w)| Some((*id, w.upgrade()?)))
+            {
+                Some((id, d)) => (id, d, true),
+                None => {
+                    let id = self.ids.fetch_add(1, Ordering::Relaxed);
+                    let cancel = Arc::new(AtomicBool::new(false));
+                    let guard = CancelOnDrop(cancel.clone());
+                    let d = async move {
+                        let _guard = guard;
+                        let (_, buffers) = gop.take().ok_or(SnapshotError::NoFrame)?;
+                        tokio::task::spawn_blocking(move || {
+                            decode_last(buffers, width, height, &cancel)
+                        })
+                        .await
+                        .map_err(|e| SnapshotError::Failed(e.to_string()))?
+                    }
+                    .boxed()
+                    .shared();
+                    if let Some(w) = d.downgrade() {
+                        running.insert(key, (id, w));
+                    }
+                    (id, d, false)
+                }
+            }
+        };
+        let r = decode.await;
+        let mut running = self.running.lock().unwrap();
+        if running.get(&key).is_some_and(|(i, _)| *i == id) {
+            running.remove(&key);
+        }
+        r.map(|mut j| {
+            j.shared = shared;
+            j
+        })
+    }
+}
+
+/// Decodes a GOP and encodes its last picture as JPEG at `width` × `height`; stops early when
+/// `cancel` is set (nobody waits for it any more).
+fn decode_last(
+    buffers: Vec<gst::Buffer>,
+    width: u32,
+    height: u32,
+    cancel: &AtomicBool,
+) -> Result<Jpeg, SnapshotError> {
     let fail = |e: &dyn std::fmt::Display| SnapshotError::Failed(e.to_string());
     let pipeline = gst::parse::launch(
         "appsrc name=src format=time caps=video/x-h264,stream-format=byte-stream,alignment=au \
@@ -93,24 +138,29 @@ fn decode_last(buffers: Vec<gst::Buffer>, width: u32, height: u32) -> Result<Jpe
     // Only the newest decoded picture matters; older ones are dropped as they come.
     sink.set_max_buffers(1);
     sink.set_drop(true);
+    let cancelled = || fail(&"cancelled: nobody waits for it any more");
     let result = (|| {
         pipeline
             .set_state(gst::State::Playing)
             .map_err(|e| fail(&e))?;
         for b in buffers {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(cancelled());
+            }
             src.push_buffer(b).map_err(|e| fail(&e))?;
         }
         src.end_of_stream().map_err(|e| fail(&e))?;
         // appsink holds EOS back until its queue is drained, so pull until it reports EOS,
-        // keeping the newest picture.
+        // keeping the newest picture; in short steps, so a cancel is seen.
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut newest = None;
-        while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_nseconds(
-            deadline
-                .saturating_duration_since(Instant::now())
-                .as_nanos() as u64,
-        )) {
-            newest = Some(sample);
+        while !sink.is_eos() && Instant::now() < deadline {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(cancelled());
+            }
+            if let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_mseconds(50)) {
+                newest = Some(sample);
+            }
         }
         if let Some(msg) = pipeline
             .bus()
@@ -135,10 +185,34 @@ fn decode_last(buffers: Vec<gst::Buffer>, width: u32, height: u32) -> Result<Jpe
             data: map.as_slice().to_vec(),
             width,
             height,
+            shared: false,
         })
     })();
     let _ = pipeline.set_state(gst::State::Null);
     result
+}
+
+/// Widths besides the stream's own, its half and its quarter that snapshots are made at (when
+/// smaller than it): a small set, so requests share decodes and cannot make one per width.
+pub const SNAPSHOT_WIDTHS: [u32; 3] = [320, 640, 1280];
+
+/// The widths a snapshot of a `stream_w` wide picture may be asked at, smallest first: the
+/// stream's own, its half and quarter (even, at least 16), and [`SNAPSHOT_WIDTHS`] below it.
+pub fn allowed_widths(stream_w: u32) -> Vec<u32> {
+    let mut v: Vec<u32> = SNAPSHOT_WIDTHS
+        .iter()
+        .copied()
+        .filter(|w| *w < stream_w)
+        .chain(
+            [(stream_w / 2) & !1, (stream_w / 4) & !1]
+                .into_iter()
+                .filter(|w| *w >= 16),
+        )
+        .chain([stream_w])
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
 }
 
 /// Height for `width` keeping the stream's aspect ratio, rounded to even.
@@ -184,9 +258,25 @@ mod tests {
     fn decodes_the_last_picture_of_a_gop() {
         let buffers = encoded(12);
         assert_eq!(buffers.len(), 12);
-        let jpeg = decode_last(buffers, 80, 60).unwrap();
+        let jpeg = decode_last(buffers, 80, 60, &AtomicBool::new(false)).unwrap();
         assert_eq!(&jpeg.data[..2], &[0xFF, 0xD8], "JPEG magic");
         assert_eq!((jpeg.width, jpeg.height), (80, 60));
+    }
+
+    #[test]
+    fn a_cancelled_decode_stops() {
+        let buffers = encoded(4);
+        let r = decode_last(buffers, 80, 60, &AtomicBool::new(true));
+        assert!(matches!(r, Err(SnapshotError::Failed(m)) if m.contains("cancelled")));
+    }
+
+    #[test]
+    fn widths_are_a_small_set() {
+        assert_eq!(allowed_widths(1920), vec![320, 480, 640, 960, 1280, 1920]);
+        assert_eq!(allowed_widths(1280), vec![320, 640, 1280]);
+        assert_eq!(allowed_widths(320), vec![80, 160, 320]);
+        assert_eq!(allowed_widths(240), vec![60, 120, 240]);
+        assert_eq!(allowed_widths(40), vec![20, 40]);
     }
 
     #[test]

@@ -120,6 +120,14 @@ impl Camera {
         &self.encodings[0]
     }
 
+    /// The picture size `enc` (one of this camera's encodings) delivers now, rotation included
+    /// (see [`StreamConfig::picture_size`]).
+    pub fn picture_size(&self, enc: &Encoding) -> (u32, u32) {
+        self.config()
+            .picture_size(&enc.name)
+            .unwrap_or((enc.width, enc.height))
+    }
+
     /// Applies a new configuration of this stream (same name and mounts); says how.
     pub async fn reconfigure(&self, config: StreamConfig) -> Result<Applied, ControlError> {
         let (tx, rx) = oneshot::channel();

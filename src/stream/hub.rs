@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 use gst_utils::streamproducer::{ConsumerSettings, ProducerSettings};
@@ -13,6 +14,37 @@ use gst_utils::{ConsumptionLink, StreamProducer};
 
 use super::capture::FrameStats;
 use super::gop::GopCache;
+use crate::metrics::names;
+use crate::output::rtsp::auth::LogLimiter;
+
+/// Forced keyframes a second a stream's encoder is asked for in the long run (every caller).
+pub const KEYFRAME_RATE: f64 = 1.0;
+/// Forced keyframes that may be asked for at once, above the rate.
+pub const KEYFRAME_BURST: f64 = 3.0;
+
+/// What became of a keyframe request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyframeAsk {
+    /// Asked of the encoder now.
+    Sent,
+    /// Over the budget: the keyframe scheduled at the budget's next slot serves it.
+    Coalesced,
+}
+
+/// The forced-keyframe budget: a token bucket, and whether a keyframe is scheduled.
+struct Budget {
+    tokens: f64,
+    at: Instant,
+    scheduled: bool,
+}
+
+impl Budget {
+    fn refill(&mut self, now: Instant) {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + dt * KEYFRAME_RATE).min(KEYFRAME_BURST);
+        self.at = now;
+    }
+}
 
 /// How a subscriber queues. The defaults suit live outputs: a second of video at most.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +91,8 @@ pub struct Hub {
     inner: Mutex<Inner>,
     stats: Arc<FrameStats>,
     gop: Arc<GopCache>,
+    budget: Mutex<Budget>,
+    keyframe_log: LogLimiter,
 }
 
 /// A subscriber's link to a hub; dropping it unlinks the subscriber.
@@ -108,6 +142,12 @@ impl Hub {
             inner: Mutex::new(Inner::default()),
             stats: Arc::new(FrameStats::default()),
             gop: Arc::new(GopCache::default()),
+            budget: Mutex::new(Budget {
+                tokens: KEYFRAME_BURST,
+                at: Instant::now(),
+                scheduled: false,
+            }),
+            keyframe_log: LogLimiter::new(3, Duration::from_secs(60)),
         })
     }
 
@@ -221,9 +261,63 @@ impl Hub {
             .collect()
     }
 
-    /// Asks the encoder for an IDR with SPS/PPS now, so a subscriber that just joined gets a
-    /// picture within a frame interval rather than at the next scheduled keyframe.
-    pub fn request_keyframe(&self) {
+    /// Asks the encoder for an IDR with SPS/PPS, so a subscriber that just joined gets a
+    /// picture within a frame interval rather than at the next scheduled keyframe. Every
+    /// caller (RTSP PLAY, WebRTC PLI/FIR, the API, outputs starting) shares one budget per
+    /// stream: [`KEYFRAME_BURST`] at once, then [`KEYFRAME_RATE`] a second. A request over the
+    /// budget is coalesced: one keyframe is scheduled at the budget's next slot and serves
+    /// every request refused meanwhile, so a lone joiner gets one at once and a crowd (or a
+    /// PLAY loop) cannot make the encoder send only keyframes.
+    pub fn request_keyframe(self: &Arc<Self>) -> KeyframeAsk {
+        let now = Instant::now();
+        let mut b = self.budget.lock().unwrap();
+        b.refill(now);
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            drop(b);
+            self.count_keyframe("sent");
+            self.force_keyframe();
+            return KeyframeAsk::Sent;
+        }
+        self.count_keyframe("coalesced");
+        if !b.scheduled {
+            let wait = Duration::from_secs_f64((1.0 - b.tokens) / KEYFRAME_RATE);
+            let hub = Arc::downgrade(self);
+            let spawned = std::thread::Builder::new()
+                .name("keyframe-slot".into())
+                .spawn(move || {
+                    std::thread::sleep(wait);
+                    if let Some(h) = hub.upgrade() {
+                        h.fire_scheduled();
+                    }
+                });
+            b.scheduled = spawned.is_ok();
+            if let Some(suppressed) = self.keyframe_log.allow(now) {
+                tracing::info!(stream = %self.name, rate = KEYFRAME_RATE, burst = KEYFRAME_BURST, suppressed, "Keyframe requests over the budget: coalesced into the next slot");
+            }
+        }
+        KeyframeAsk::Coalesced
+    }
+
+    /// The keyframe scheduled for requests refused by the budget.
+    fn fire_scheduled(&self) {
+        {
+            let mut b = self.budget.lock().unwrap();
+            b.refill(Instant::now());
+            b.scheduled = false;
+            b.tokens = (b.tokens - 1.0).max(0.0);
+        }
+        self.count_keyframe("scheduled");
+        self.force_keyframe();
+    }
+
+    fn count_keyframe(&self, result: &'static str) {
+        metrics::counter!(names::KEYFRAME_REQUESTS, "stream" => self.name.clone(), "result" => result)
+            .increment(1);
+    }
+
+    /// Sends the force-key-unit event upstream of the encoder's appsink.
+    fn force_keyframe(&self) {
         let sink = self
             .inner
             .lock()

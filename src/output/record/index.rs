@@ -186,6 +186,80 @@ pub fn segments(dir: &Path, from: Nanos, to: Nanos) -> io::Result<Vec<Segment>> 
     Ok(out)
 }
 
+/// One page of a listing: segments overlapping `[from, to)` whose names sort after `after`,
+/// at most `limit`, oldest first, and the cursor of the next page (the last name) when more
+/// follow. Only the page's files are opened (the folder's names are read, nothing else).
+pub fn page(
+    dir: &Path,
+    from: Nanos,
+    to: Nanos,
+    after: Option<&str>,
+    limit: usize,
+) -> io::Result<(Vec<Segment>, Option<String>)> {
+    if !real_dir(dir)? {
+        return Ok((Vec::new(), None));
+    }
+    let mut names: Vec<(Nanos, String)> = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let Ok(name) = entry?.file_name().into_string() else {
+            continue;
+        };
+        let Some((stem, ext)) = name.rsplit_once('.') else {
+            continue;
+        };
+        if ext != "mp4" && ext != "mkv" {
+            continue;
+        }
+        let Some(start) = utc::parse_basic(stem) else {
+            continue;
+        };
+        if start < to {
+            names.push((start, name));
+        }
+    }
+    names.sort();
+    // The last segment starting at or before `from` may reach into the range.
+    let first = names.partition_point(|(s, _)| *s <= from).saturating_sub(1);
+    let mut out = Vec::new();
+    let mut next = None;
+    for (start, name) in &names[first..] {
+        if after.is_some_and(|a| name.as_str() <= a) {
+            continue;
+        }
+        if out.len() == limit {
+            next = out.last().map(|s: &Segment| s.name.clone());
+            break;
+        }
+        let path = dir.join(name);
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if !meta.file_type().is_file() {
+            continue;
+        }
+        let f = Stored {
+            name: name.clone(),
+            path,
+            start: *start,
+            bytes: meta.len(),
+            mtime: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        };
+        let Ok(d) = duration_of(&f) else { continue };
+        if f.start + d <= from || d == 0 {
+            continue;
+        }
+        out.push(Segment {
+            name: f.name,
+            start: f.start,
+            end: f.start + d,
+            duration_s: d as f64 / 1e9,
+            bytes: f.bytes,
+            path: f.path,
+        });
+    }
+    Ok((out, next))
+}
+
 /// Contiguous recording.
 #[derive(Debug, Clone, Serialize)]
 pub struct Span {

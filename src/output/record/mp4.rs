@@ -226,8 +226,19 @@ const SAMPLE_DELTA: u32 = 0x0101_0000;
 /// One part: a `moof` (sequence `seq`, decode time `base_dts`) and its `mdat` holding `data`,
 /// the samples' bytes in order (`samples[i].size` each).
 pub fn fragment(seq: u32, base_dts: u64, samples: &[Sample], data: &[&[u8]]) -> Vec<u8> {
-    let payload: usize = data.iter().map(|d| d.len()).sum();
-    let mut out = Vec::with_capacity(payload + 64 + 16 * samples.len());
+    let mut out = fragment_head(seq, base_dts, samples);
+    for d in data {
+        out.extend_from_slice(d);
+    }
+    out
+}
+
+/// The front of one part: its `moof` and the `mdat` header, after which the samples' bytes
+/// (`samples[i].size` each, in order) follow. Exports put the bytes straight from the stored
+/// files behind it, so a part is never gathered in memory.
+pub fn fragment_head(seq: u32, base_dts: u64, samples: &[Sample]) -> Vec<u8> {
+    let payload: u64 = samples.iter().map(|s| u64::from(s.size)).sum();
+    let mut out = Vec::with_capacity(64 + 16 * samples.len());
     let moof = open_box(&mut out, b"moof");
     let s = open_full(&mut out, b"mfhd", 0, 0);
     u32s(&mut out, seq);
@@ -257,13 +268,41 @@ pub fn fragment(seq: u32, base_dts: u64, samples: &[Sample], data: &[&[u8]]) -> 
     close_box(&mut out, s);
     close_box(&mut out, traf);
     close_box(&mut out, moof);
-    let data_offset = (out.len() - moof + 8) as u32;
+    let large = payload + 8 > u64::from(u32::MAX);
+    let header = if large { 16 } else { 8 };
+    let data_offset = (out.len() - moof + header) as u32;
     out[data_offset_at..data_offset_at + 4].copy_from_slice(&data_offset.to_be_bytes());
-    u32s(&mut out, (payload + 8) as u32);
-    out.extend_from_slice(b"mdat");
-    for d in data {
-        out.extend_from_slice(d);
+    if large {
+        u32s(&mut out, 1);
+        out.extend_from_slice(b"mdat");
+        u64s(&mut out, payload + 16);
+    } else {
+        u32s(&mut out, (payload + 8) as u32);
+        out.extend_from_slice(b"mdat");
     }
+    out
+}
+
+/// The start of a fragmented MP4 that declares `ticks` (at [`TIMESCALE`]) as its duration, so
+/// players show the length before reading every part.
+pub fn init_with_duration(track: &Track, ticks: u64) -> Vec<u8> {
+    let mut out = init_segment(track);
+    let movie =
+        (ticks * u64::from(MOVIE_TIMESCALE) / u64::from(TIMESCALE)).min(u64::from(u32::MAX)) as u32;
+    let media = ticks.min(u64::from(u32::MAX)) as u32;
+    let Some((_, moov)) = find(&out, &[b"moov"]) else {
+        return out;
+    };
+    let mut patch = |path: &[&[u8; 4]], field: usize, v: u32| {
+        if let Some((_, off)) = find(&out[moov..], path) {
+            let at = moov + off + field;
+            out[at..at + 4].copy_from_slice(&v.to_be_bytes());
+        }
+    };
+    patch(&[b"mvhd"], 16, movie);
+    patch(&[b"trak", b"tkhd"], 20, movie);
+    patch(&[b"trak", b"mdia", b"mdhd"], 16, media);
+    patch(&[b"mvex", b"mehd"], 4, movie);
     out
 }
 

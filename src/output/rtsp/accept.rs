@@ -474,6 +474,10 @@ fn first_bytes_tls(p: &mut Pending) -> Next {
     }
 }
 
+/// `IPPROTO_TCP` and `TCP_NODELAY` (the same on every Unix camstream runs on).
+const IPPROTO_TCP: i32 = 6;
+const TCP_NODELAY: i32 = 1;
+
 fn hand_over(st: &State, p: Pending, initial: &CString) {
     let Some(server) = st.server.upgrade() else {
         let _ = p.socket.close();
@@ -482,6 +486,12 @@ fn hand_over(st: &State, p: Pending, initial: &CString) {
     // The library's own accepted sockets are in blocking mode (GLib polls for it); its
     // connection code expects that.
     p.socket.set_blocking(true);
+    // Interleaved RTP is many small writes per frame right after a response the client has not
+    // acknowledged yet: with Nagle's algorithm the kernel holds them until the client's delayed
+    // ACK (40 ms on Linux), so a joiner's first keyframe would arrive a frame or two late.
+    if let Err(e) = p.socket.set_option(IPPROTO_TCP, TCP_NODELAY, 1) {
+        tracing::debug!(peer = %p.ip, error = %e, "Could not turn off Nagle's algorithm");
+    }
     HANDING_TLS.set(st.cfg.tls);
     let ok = ffi::transfer_connection(&server, p.socket, &p.ip, p.port, initial);
     HANDING_TLS.set(false);

@@ -264,7 +264,10 @@ fn count_rtp(
 /// frames; a syncing RTP sink would hold each packet until its timestamp plus the latency
 /// forwarded from the capture (about a frame interval), adding ~20-30 ms for nothing.
 /// rtsp-stream creates its sinks when transports are set up and sets their `sync` after adding
-/// them, so it is turned off on the first buffer too.
+/// them, at a moment that races the media's first buffers: turning it off once (when added, or
+/// on the first buffer) left some media syncing for their whole life, and every viewer of such a
+/// daemon, a late joiner's first picture included, one or two frame intervals late. So `sync` is
+/// turned off whenever anyone turns it on.
 fn unsync_sinks(pipeline: &gst::Pipeline) {
     pipeline.connect_deep_element_added(|_, _, element| {
         if !element.element_flags().contains(gst::ElementFlags::SINK)
@@ -273,19 +276,11 @@ fn unsync_sinks(pipeline: &gst::Pipeline) {
             return;
         }
         element.set_property("sync", false);
-        let Some(pad) = element.static_pad("sink") else {
-            return;
-        };
-        let weak = element.downgrade();
-        pad.add_probe(
-            gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
-            move |_, _| {
-                if let Some(e) = weak.upgrade() {
-                    e.set_property("sync", false);
-                }
-                gst::PadProbeReturn::Remove
-            },
-        );
+        element.connect_notify(Some("sync"), |e, _| {
+            if e.property::<bool>("sync") {
+                e.set_property("sync", false);
+            }
+        });
     });
 }
 
