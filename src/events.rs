@@ -46,14 +46,6 @@ impl Event {
         self
     }
 
-    /// A field's value.
-    pub fn field(&self, key: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v.as_str())
-    }
-
     /// The event as a webhook's JSON body: `event`, `stream`, `at_unix` and every field.
     pub fn to_json(&self) -> Value {
         let mut m = Map::new();

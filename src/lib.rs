@@ -4,17 +4,17 @@
 //! feeds a hub; every output (RTSP today) is a subscriber of that hub. An HTTP sidecar exposes
 //! health, metrics, status and control. `docs/architecture.md` describes the layout.
 
-pub mod access;
+pub(crate) mod access;
 pub(crate) mod analysis;
 pub mod app;
 pub mod check;
 pub mod cli;
 pub mod config;
 pub(crate) mod control;
-pub mod events;
+pub(crate) mod events;
 pub(crate) mod hooks;
 pub(crate) mod http;
-pub mod logins;
+pub(crate) mod logins;
 pub(crate) mod metrics;
 pub(crate) mod notify;
 pub mod output;

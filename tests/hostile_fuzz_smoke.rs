@@ -4,21 +4,13 @@
 //! target, so CI exercises them without a nightly toolchain. The real fuzzing:
 //! `cargo +nightly fuzz run TARGET` in fuzz/.
 
+mod common;
+mod reliability_util;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// Deterministic noise (xorshift), so a failure repeats.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
+use reliability_util::noise;
 
 fn corpus(target: &str) -> Vec<Vec<u8>> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))

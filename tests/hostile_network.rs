@@ -6,6 +6,7 @@
 //! keeps them).
 
 mod common;
+mod reliability_util;
 #[path = "reliability_util/siege.rs"]
 mod siege;
 
@@ -13,6 +14,7 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
+use reliability_util::noise;
 use siege::{Siege, builder, hold, idle_sockets, print_table, probe_once};
 
 /// How long each attack lasts.
@@ -37,19 +39,6 @@ fn seventy_idle_sockets_do_not_starve_healthz() {
         "/healthz unanswered with 70 idle sockets open: {lat:?}"
     );
     drop(idle);
-}
-
-/// Deterministic noise (xorshift), so a failure repeats.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
 }
 
 /// Whether the server has closed `s` (reads EOF or an error without blocking).
@@ -172,7 +161,7 @@ fn every_listener_holds_under_attack() {
     let w = s.window("slowloris headers (1 byte / 5 s)");
     let mut loris: Vec<TcpStream> = idle_sockets(http, 200);
     for c in &mut loris {
-        let _ = c.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\nX-Slow: ");
+        let _ = c.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ");
     }
     let t0 = Instant::now();
     let mut closed_by = Vec::new();
@@ -445,7 +434,7 @@ fn the_sidecar_serves_https_with_the_tls_certificate() {
 fn serving_slots_are_capped_per_address_and_probes_bypass_them() {
     let d = common::daemon().start();
     let ask = |s: &mut TcpStream| -> String {
-        s.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             .unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut got = Vec::new();

@@ -43,7 +43,7 @@ fn slow_loris_times_out_without_touching_rtsp() {
     let mut loris: Vec<TcpStream> = (0..n)
         .map(|_| {
             let mut s = TcpStream::connect(("127.0.0.1", d.http_port)).unwrap();
-            let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ");
+            let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ");
             s
         })
         .collect();
@@ -111,7 +111,7 @@ fn oversized_headers_are_refused_without_touching_rtsp() {
     }
     // Ten thousand small header lines.
     let mut s = TcpStream::connect(("127.0.0.1", d.http_port)).unwrap();
-    let mut req = String::from("GET /healthz HTTP/1.1\r\nHost: x\r\n");
+    let mut req = String::from("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n");
     for i in 0..10_000 {
         req.push_str(&format!("X-{i}: y\r\n"));
     }

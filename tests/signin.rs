@@ -4,21 +4,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::Once;
 use std::time::Duration;
 
 use base64::Engine;
+use common::chromium::browser;
 use common::{Daemon, HttpResponse, daemon, http_request};
 use serde_json::Value;
 
 const VIEWER_PW: &str = "watch-Only-7";
 const OPERATOR_PW: &str = "turn-Knobs-9";
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// A camera with a viewer and an operator account (no token): nothing is anonymous.
 fn camera() -> (Daemon, tempfile::TempDir) {
@@ -345,37 +339,6 @@ fn an_open_camera_says_so_and_still_needs_an_account_to_change() {
     let who = d.get("/api/v1/session").json();
     assert_eq!(who["access"], "open", "{who}");
     assert_eq!(who["sign_in"], false, "{who}");
-}
-
-/// The venv with websocket-client the Chromium driver needs (made once per run).
-fn python() -> PathBuf {
-    static VENV: Once = Once::new();
-    VENV.call_once(|| {
-        let ok = Command::new("bash")
-            .arg(root().join("tests/recording/setup-venv.sh"))
-            .status()
-            .expect("bash runs");
-        assert!(ok.success(), "tests/recording/setup-venv.sh failed");
-    });
-    root().join("target/recording-venv/bin/python")
-}
-
-/// Runs tests/webrtc/browser.py with `args` and returns its JSON.
-fn browser(args: &[&str]) -> Value {
-    let out = Command::new("timeout")
-        .arg("180")
-        .arg(python())
-        .arg(root().join("tests/webrtc/browser.py"))
-        .args(args)
-        .output()
-        .expect("the Chromium driver runs (scripts/setup.sh --test installs it)");
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
-        panic!(
-            "driver output: {} {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
 }
 
 #[test]

@@ -6,51 +6,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::Once;
 use std::time::Duration;
 
+use common::chromium::{browser, root};
 use common::*;
 use serde_json::Value;
 
 /// 8 s of frames at 15 fps, then silence: the supervisor's stall detection restarts it.
 const STALLS_AFTER_8S: &str = "videotestsrc num-buffers=120 is-live=true ! c. \
                                videotestsrc is-live=true ! valve drop=true ! c. concat name=c";
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The venv with websocket-client the Chromium driver needs (made once per run).
-fn python() -> PathBuf {
-    static VENV: Once = Once::new();
-    VENV.call_once(|| {
-        let ok = Command::new("bash")
-            .arg(root().join("tests/recording/setup-venv.sh"))
-            .status()
-            .expect("bash runs");
-        assert!(ok.success(), "tests/recording/setup-venv.sh failed");
-    });
-    root().join("target/recording-venv/bin/python")
-}
-
-fn browser(args: &[&str]) -> Value {
-    let out = Command::new("timeout")
-        .arg("120")
-        .arg(python())
-        .arg(root().join("tests/webrtc/browser.py"))
-        .args(args)
-        .output()
-        .expect("the Chromium driver runs (scripts/setup.sh --test installs it)");
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
-        panic!(
-            "driver output: {} {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
 
 fn stalling_camera() -> Daemon {
     daemon()

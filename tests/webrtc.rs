@@ -4,48 +4,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::Once;
 use std::time::{Duration, Instant};
 
+use common::chromium::browser;
 use common::{Daemon, daemon, http_request, metric_value, wait_until};
-use serde_json::Value;
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The venv with websocket-client the Chromium driver needs (made once per run).
-fn python() -> PathBuf {
-    static VENV: Once = Once::new();
-    VENV.call_once(|| {
-        let ok = Command::new("bash")
-            .arg(root().join("tests/recording/setup-venv.sh"))
-            .status()
-            .expect("bash runs");
-        assert!(ok.success(), "tests/recording/setup-venv.sh failed");
-    });
-    root().join("target/recording-venv/bin/python")
-}
-
-/// Runs tests/webrtc/browser.py with `args` and returns its JSON.
-fn browser(args: &[&str]) -> Value {
-    let out = Command::new("timeout")
-        .arg("180")
-        .arg(python())
-        .arg(root().join("tests/webrtc/browser.py"))
-        .args(args)
-        .output()
-        .expect("the Chromium driver runs (scripts/setup.sh --test installs it)");
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
-        panic!(
-            "driver output: {} {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
 
 /// A daemon at 30 fps, 320x240, with WebRTC on a free loopback port.
 fn camera(extra: &[(&str, &str)]) -> Daemon {

@@ -262,12 +262,14 @@ async fn enforce(
     next.run(req).await
 }
 
+/// The header the page's script sends on every request; a 401 answering such a request carries
+/// no `WWW-Authenticate: Basic`, so the browser never shows its own password prompt.
+pub const PAGE_HEADER: &str = "x-requested-with";
+
 /// The page's own requests (marked with `X-Requested-With`) are never answered with a Basic
 /// challenge, so the browser shows no password prompt over the page's sign-in form.
 fn for_page(headers: &HeaderMap, mut r: Response) -> Response {
-    if headers.contains_key(super::session::PAGE_HEADER)
-        && r.headers().contains_key(header::WWW_AUTHENTICATE)
-    {
+    if headers.contains_key(PAGE_HEADER) && r.headers().contains_key(header::WWW_AUTHENTICATE) {
         r.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }

@@ -279,6 +279,25 @@ pub(crate) fn redact_for_viewers(v: &mut serde_json::Value) {
     }
 }
 
+/// The answer to a change the control path refused: which stream, key or property, never its
+/// value (a pipeline's paths, keys, URLs).
+pub(crate) fn refused_change(e: crate::control::ControlError) -> Response {
+    use crate::control::ControlError;
+    match e {
+        ControlError::NotFound(n) => {
+            error(StatusCode::NOT_FOUND, &format!("no stream named {n:?}"))
+        }
+        e @ ControlError::Invalid(_) => error(
+            StatusCode::BAD_REQUEST,
+            &without_property_values(&e.to_string()),
+        ),
+        e => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &without_property_values(&e.to_string()),
+        ),
+    }
+}
+
 /// `text` with the values of GStreamer-style `property=value` words cut out (`location=…`), so
 /// an error message shows which property, never what it was set to (a path, a key, a URL).
 pub(crate) fn without_property_values(text: &str) -> String {

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::auth::{Doors, Rule, StreamOf};
 use super::{Shared, error};
 use crate::access::Action;
-use crate::control::{ControlError, merge};
+use crate::control::merge;
 
 /// Largest body accepted.
 const MAX_BODY: usize = 16 * 1024;
@@ -74,17 +74,6 @@ async fn patch_one(
         Ok(o) => {
             Json(json!({ "stream": o.stream, "push": push, "applied": o.applied })).into_response()
         }
-        Err(ControlError::NotFound(n)) => {
-            error(StatusCode::NOT_FOUND, &format!("no stream named {n:?}"))
-        }
-        // Which key or property, never its value (a pipeline's paths, keys, URLs).
-        Err(e @ ControlError::Invalid(_)) => error(
-            StatusCode::BAD_REQUEST,
-            &super::without_property_values(&e.to_string()),
-        ),
-        Err(e) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &super::without_property_values(&e.to_string()),
-        ),
+        Err(e) => super::refused_change(e),
     }
 }

@@ -20,7 +20,7 @@ use base64::Engine;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::auth::{Doors, Rule, principal};
+use super::auth::{Doors, PAGE_HEADER, Rule, principal};
 pub use super::listener::Connection;
 use super::{Shared, error};
 use crate::access::{Access, Action, Door, Identity, Principal, Via, same_secret};
@@ -31,9 +31,6 @@ use crate::logins::{LOG_BURST, LOG_WINDOW, LogLimiter, RefusedLogins};
 pub const COOKIE: &str = "camstream_session";
 /// The header the page's script sends with the session's CSRF token.
 pub const CSRF_HEADER: &str = "x-csrf-token";
-/// The header the page's script sends on every request; a 401 answering such a request carries
-/// no `WWW-Authenticate: Basic`, so the browser never shows its own password prompt.
-pub const PAGE_HEADER: &str = "x-requested-with";
 /// The sign-in route.
 pub const ROUTE: &str = "/api/v1/session";
 /// Largest sign-in body accepted.

@@ -12,7 +12,6 @@ use serde_json::{Value, json};
 use super::auth::{Doors, Rule, StreamOf};
 use super::{Shared, error};
 use crate::access::{Action, Door, Principal};
-use crate::control::ControlError;
 use crate::stream::camera::Camera;
 use crate::stream::hub::KeyframeAsk;
 use crate::stream::status::State;
@@ -211,18 +210,7 @@ async fn patch(AxumState(s): AxumState<Shared>, Path(name): Path<String>, body: 
     };
     match s.control.patch(&name, &patch).await {
         Ok(o) => Json(json!({ "stream": o.stream, "applied": o.applied })).into_response(),
-        Err(ControlError::NotFound(n)) => {
-            error(StatusCode::NOT_FOUND, &format!("no stream named {n:?}"))
-        }
-        // Which key or property, never its value (a pipeline's paths, keys, URLs).
-        Err(e @ ControlError::Invalid(_)) => error(
-            StatusCode::BAD_REQUEST,
-            &super::without_property_values(&e.to_string()),
-        ),
-        Err(e) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &super::without_property_values(&e.to_string()),
-        ),
+        Err(e) => super::refused_change(e),
     }
 }
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 
+pub mod chromium;
 pub mod rtsp_wire;
 
 /// Path of the daemon under test.

@@ -5,15 +5,14 @@
 //! complete part.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
 use serde::Serialize;
 
+pub use super::nofollow::{open_nofollow, real_dir};
 use super::{mkv, mp4};
 use crate::utc::{self, Nanos};
 
@@ -36,26 +35,14 @@ pub struct Stored {
     pub mtime: SystemTime,
 }
 
-/// Opens a file for reading without following a symlink at its last component.
-pub fn open_nofollow(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(path)
-}
-
-/// Whether `dir` is a real folder (not a symlink); a missing folder is `Ok(false)`.
-pub fn real_dir(dir: &Path) -> io::Result<bool> {
-    match std::fs::symlink_metadata(dir) {
-        Ok(m) if m.file_type().is_dir() => Ok(true),
-        Ok(_) => Err(io::Error::other(format!(
-            "{} is not a folder (a symlink or a file): recordings are never written or deleted \
-             through a symlink",
-            dir.display()
-        ))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e),
+/// The start of the segment a file name stands for (`<UTC start>.mp4|.mkv`); `None` for any
+/// other name.
+fn segment_start(name: &str) -> Option<Nanos> {
+    let (stem, ext) = name.rsplit_once('.')?;
+    if ext != "mp4" && ext != "mkv" {
+        return None;
     }
+    utc::parse_basic(stem)
 }
 
 /// The segment files in `dir`, oldest first: regular files named `<UTC start>.mp4|.mkv`.
@@ -70,13 +57,7 @@ pub fn files(dir: &Path) -> io::Result<Vec<Stored>> {
         let Ok(name) = entry.file_name().into_string() else {
             continue;
         };
-        let Some((stem, ext)) = name.rsplit_once('.') else {
-            continue;
-        };
-        if ext != "mp4" && ext != "mkv" {
-            continue;
-        }
-        let Some(start) = utc::parse_basic(stem) else {
+        let Some(start) = segment_start(&name) else {
             continue;
         };
         // DirEntry::metadata does not follow symlinks.
@@ -204,13 +185,7 @@ pub fn page(
         let Ok(name) = entry?.file_name().into_string() else {
             continue;
         };
-        let Some((stem, ext)) = name.rsplit_once('.') else {
-            continue;
-        };
-        if ext != "mp4" && ext != "mkv" {
-            continue;
-        }
-        let Some(start) = utc::parse_basic(stem) else {
+        let Some(start) = segment_start(&name) else {
             continue;
         };
         if start < to {

@@ -178,7 +178,7 @@ fn header_at(f: &File, at: u64, len: u64) -> io::Result<Option<(u32, u64, u64)>>
 
 /// Reads a Matroska segment this recorder wrote (see [`super::mp4::scan`]).
 pub fn scan(path: &Path, samples: bool) -> io::Result<Scan> {
-    let f = super::index::open_nofollow(path)?;
+    let f = super::nofollow::open_nofollow(path)?;
     let len = f.metadata()?.len();
     let Some((EBML, hl, size)) = header_at(&f, 0, len)? else {
         return Err(invalid("not a Matroska file"));

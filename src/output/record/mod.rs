@@ -9,6 +9,7 @@ pub mod export;
 pub mod index;
 mod mkv;
 pub mod mp4;
+mod nofollow;
 pub mod retention;
 mod writer;
 

@@ -479,7 +479,7 @@ fn parse_moof(buf: &[u8], start: u64, samples: &mut Vec<Sample>) -> io::Result<(
 /// `samples` false only the header is read when the file declares its duration (a finalized
 /// segment), which is what listings need.
 pub fn scan(path: &Path, samples: bool) -> io::Result<Scan> {
-    let mut f = super::index::open_nofollow(path)?;
+    let mut f = super::nofollow::open_nofollow(path)?;
     let len = f.metadata()?.len();
     let mut at = 0;
     let mut track = None;
