@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, StreamConfig};
 use crate::output::rtsp::RtspServer;
 use crate::output::snapshot::Snapshotter;
-use crate::output::{self, Outputs};
+use crate::output::{self, Outputs, registry};
 use crate::stream::camera::{self, Applied, Camera, Encoding};
 use crate::stream::clock::SharedTime;
 use crate::stream::restart::Exit;
@@ -158,17 +158,12 @@ impl Control {
         }
         let cancel = self.cancel.child_token();
         let (camera, task) = camera::start(config, selection, self.time.clone(), cancel.clone());
-        for e in &camera.encodings {
-            self.rtsp.mount(&camera.name, e);
-            tracing::info!(stream = %e.name, mount = %e.mount, size = %format!("{}x{}@{}", e.width, e.height, e.fps), "Mounted");
-        }
-        let outputs = Outputs::default();
-        output::start(
+        let started = registry::start_camera(
             &camera,
+            &self.rtsp,
             &output::Context {
                 time: self.time.clone(),
             },
-            &outputs,
             &cancel,
         );
         let exits = self.exits.clone();
@@ -186,8 +181,8 @@ impl Control {
             Running {
                 camera,
                 cancel,
-                snapshots: Arc::new(Snapshotter::default()),
-                outputs,
+                snapshots: started.snapshots,
+                outputs: started.outputs,
             },
         );
         Ok(())

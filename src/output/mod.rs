@@ -5,7 +5,8 @@
 //! `StreamConfig`, (2) runs each of its pipelines through [`pipeline::spawn`] (appsrc fed by the
 //! hub, its own restart loop), (3) follows configuration changes through
 //! `Camera::watch_config()`, and (4) registers what it runs in the stream's [`Outputs`] so the
-//! status API shows it. [`start`] is where each output's manager is started for a stream.
+//! status API shows it. [`registry::start_camera`] is where each output's manager is started for
+//! a stream, beside its RTSP mounts and its snapshot maker.
 
 use std::sync::{Arc, Mutex};
 
@@ -77,22 +78,4 @@ impl Outputs {
 pub struct Context {
     /// The clock every pipeline shares.
     pub time: SharedTime,
-}
-
-/// Starts every output manager of `camera` (RTSP is mounted separately, by the control layer).
-/// Each runs until `cancel` and keeps `outputs` current.
-pub fn start(camera: &Camera, ctx: &Context, outputs: &Outputs, cancel: &CancellationToken) {
-    // Output managers are started here, one line each, as they land.
-    crate::events::follow(
-        camera.watch_status(),
-        (
-            crate::events::HookEvent::CameraDown,
-            crate::events::HookEvent::CameraUp,
-        ),
-        camera.name.clone(),
-        Vec::new(),
-        cancel.child_token(),
-    );
-    record::start(camera, ctx, outputs, cancel);
-    push::start(camera, ctx, outputs, cancel);
 }

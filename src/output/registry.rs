@@ -1,7 +1,8 @@
 //! Every output in one table, with its door and the rule [`Access::check`] applies there, and
-//! the one place the daemon-wide ones start (RTSP, WebRTC, ONVIF and its discovery). The
-//! per-camera ones (record, push, snapshot) start in [`super::start`] for each camera; the
-//! analysis reads pictures through the control layer and is started next to these by the app.
+//! the one place outputs start: the daemon-wide ones once ([`start_rtsp`], [`start_services`]:
+//! RTSP, WebRTC, ONVIF and its discovery), a camera's own with the camera ([`start_camera`]: its
+//! RTSP mounts, its snapshot maker, record and push). The analysis reads pictures through the
+//! control layer, which sits above this module, so the app starts it next to [`start_services`].
 //!
 //! A unit test checks that every module of `src/output` is in [`OUTPUTS`] and that every door
 //! served over HTTP has its routes declared, so an output cannot land without a rule.
@@ -19,6 +20,9 @@ use crate::stream::clock::SharedTime;
 
 use super::onvif::Onvif;
 use super::rtsp::{RtspError, RtspServer};
+use super::snapshot::Snapshotter;
+use super::{Context, Outputs, push, record};
+use crate::stream::camera::Camera;
 use super::webrtc::Server as WebrtcServer;
 
 /// How an output is reached.
@@ -46,7 +50,7 @@ pub const OUTPUTS: &[Output] = &[
     Output {
         name: "rtsp",
         reach: Reach::Door(Door::Rtsp, Action::View),
-        started_by: "output::registry::start_rtsp; mounts by control::start_stream",
+        started_by: "output::registry::start_rtsp; its mounts by output::registry::start_camera",
     },
     Output {
         name: "webrtc",
@@ -61,17 +65,17 @@ pub const OUTPUTS: &[Output] = &[
     Output {
         name: "snapshot",
         reach: Reach::Door(Door::Http, Action::View),
-        started_by: "control::start_stream (one snapshotter per encoding)",
+        started_by: "output::registry::start_camera (one snapshot maker per camera)",
     },
     Output {
         name: "record",
         reach: Reach::Door(Door::Http, Action::View),
-        started_by: "output::start, per camera",
+        started_by: "output::registry::start_camera",
     },
     Output {
         name: "push",
         reach: Reach::Outbound,
-        started_by: "output::start, per camera",
+        started_by: "output::registry::start_camera",
     },
     Output {
         name: "analysis",
@@ -89,6 +93,48 @@ pub fn start_rtsp(
     metrics: Metrics,
 ) -> Result<RtspServer, RtspError> {
     RtspServer::start(config, access, time, metrics)
+}
+
+/// A camera's own outputs, as started.
+pub struct CameraOutputs {
+    /// What runs (record, push), for the status API.
+    pub outputs: Outputs,
+    /// The camera's snapshot maker (one decode per size at a time).
+    pub snapshots: Arc<Snapshotter>,
+}
+
+/// Starts the outputs of one camera: mounts its encodings on the RTSP server, makes its
+/// snapshot maker and starts every output manager (record, push), each running until `cancel`
+/// and keeping the returned [`Outputs`] current. The camera's down/up events are followed here
+/// too, for hooks.
+pub fn start_camera(
+    camera: &Camera,
+    rtsp: &RtspServer,
+    ctx: &Context,
+    cancel: &CancellationToken,
+) -> CameraOutputs {
+    for e in &camera.encodings {
+        rtsp.mount(&camera.name, e);
+        tracing::info!(stream = %e.name, mount = %e.mount, size = %format!("{}x{}@{}", e.width, e.height, e.fps), "Mounted");
+    }
+    crate::events::follow(
+        camera.watch_status(),
+        (
+            crate::events::HookEvent::CameraDown,
+            crate::events::HookEvent::CameraUp,
+        ),
+        camera.name.clone(),
+        Vec::new(),
+        cancel.child_token(),
+    );
+    let outputs = Outputs::default();
+    // Output managers are started here, one line each, as they land.
+    record::start(camera, ctx, &outputs, cancel);
+    push::start(camera, ctx, &outputs, cancel);
+    CameraOutputs {
+        outputs,
+        snapshots: Arc::new(Snapshotter::default()),
+    }
 }
 
 /// The daemon-wide outputs besides RTSP, as started.
