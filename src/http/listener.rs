@@ -419,7 +419,8 @@ fn is_probe(head: &[u8]) -> bool {
 
 /// A canned refusal written before hyper takes the connection.
 fn canned(status: &str, message: &str) -> Vec<u8> {
-    let body = serde_json::json!({ "error": message }).to_string();
+    let body = serde_json::to_string(&super::body::ErrorBody { error: message })
+        .unwrap_or_else(|_| String::from("{}"));
     format!(
         "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
          Retry-After: 1\r\nConnection: close\r\n\r\n{body}",

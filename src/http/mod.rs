@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use metrics::counter;
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::net::TcpListener;
 
@@ -30,6 +30,7 @@ use crate::output::snapshot::{SNAPSHOT_TIMEOUT, allowed_widths, scaled_height};
 use auth::{Doors, Rule, StreamOf};
 
 pub mod auth;
+pub(crate) mod body;
 mod host;
 pub mod listener;
 mod onvif;
@@ -177,7 +178,7 @@ async fn guard(req: Request, next: Next) -> Response {
 }
 
 pub(crate) fn error(code: StatusCode, message: &str) -> Response {
-    (code, Json(json!({ "error": message }))).into_response()
+    (code, Json(body::ErrorBody { error: message })).into_response()
 }
 
 async fn not_found() -> Response {
@@ -191,11 +192,41 @@ async fn healthz(AxumState(s): AxumState<Shared>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({
-        "status": if alive { "alive" } else { "wedged" },
-        "checks": { "glib_loop": alive },
-    });
+    let body = Health {
+        status: if alive { "alive" } else { "wedged" },
+        checks: HealthChecks { glib_loop: alive },
+    };
     (code, Json(body)).into_response()
+}
+
+/// The answer of `/healthz`.
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    checks: HealthChecks,
+}
+
+/// What `/healthz` checked.
+#[derive(Serialize)]
+struct HealthChecks {
+    glib_loop: bool,
+}
+
+/// The answer of `/readyz`.
+#[derive(Serialize)]
+struct Ready {
+    status: &'static str,
+    checks: ReadyChecks,
+    streams: std::collections::BTreeMap<String, bool>,
+    state: Option<&'static str>,
+    last_frame_age_ms: Option<u64>,
+}
+
+/// What `/readyz` checked.
+#[derive(Serialize)]
+struct ReadyChecks {
+    rtsp_listening: bool,
+    camera_streaming: bool,
 }
 
 async fn readyz(AxumState(s): AxumState<Shared>) -> Response {
@@ -203,10 +234,7 @@ async fn readyz(AxumState(s): AxumState<Shared>) -> Response {
     let required = s.control.required_streaming();
     let streaming = required.iter().all(|(_, ok)| *ok);
     let ready = rtsp && streaming;
-    let streams: serde_json::Map<String, serde_json::Value> = required
-        .into_iter()
-        .map(|(n, ok)| (n, serde_json::Value::Bool(ok)))
-        .collect();
+    let streams: std::collections::BTreeMap<String, bool> = required.into_iter().collect();
     // The first stream's state and frame age, as before there were several.
     let first = s.control.cameras().into_iter().next();
     let state = first.as_ref().map(|c| c.status().health.state.name());
@@ -217,13 +245,16 @@ async fn readyz(AxumState(s): AxumState<Shared>) -> Response {
             .last_frame_age()
             .map(|a| a.as_millis() as u64)
     });
-    let body = json!({
-        "status": if ready { "ready" } else { "not_ready" },
-        "checks": { "rtsp_listening": rtsp, "camera_streaming": streaming },
-        "streams": streams,
-        "state": state,
-        "last_frame_age_ms": age_ms,
-    });
+    let body = Ready {
+        status: if ready { "ready" } else { "not_ready" },
+        checks: ReadyChecks {
+            rtsp_listening: rtsp,
+            camera_streaming: streaming,
+        },
+        streams,
+        state,
+        last_frame_age_ms: age_ms,
+    };
     let code = if ready {
         StatusCode::OK
     } else {

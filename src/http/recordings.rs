@@ -18,7 +18,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use metrics::{counter, gauge};
-use serde_json::json;
+use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{Shared, error};
@@ -136,15 +136,26 @@ async fn list(AxumState(s): AxumState<Shared>, Query(q): Params) -> Response {
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
     let (spans, gaps) = index::spans(segments);
-    Json(json!({
-        "stream": stream,
-        "recording": enabled,
-        "spans": spans,
-        "gaps": gaps,
-        "limit": limit,
-        "next": next,
-    }))
+    Json(Listing {
+        stream,
+        recording: enabled,
+        spans,
+        gaps,
+        limit,
+        next,
+    })
     .into_response()
+}
+
+/// The answer of `/api/v1/recordings`: one page of spans and the gaps between them.
+#[derive(Serialize)]
+struct Listing {
+    stream: String,
+    recording: bool,
+    spans: Vec<index::Span>,
+    gaps: Vec<index::Gap>,
+    limit: usize,
+    next: Option<String>,
 }
 
 /// A single `bytes=` range of a `len`-byte body: `Ok(None)` means serve it whole (no or an
@@ -345,7 +356,9 @@ async fn mp4(
             (
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 h,
-                Json(json!({"error": format!("the range is outside the {len} bytes of this recording")})),
+                Json(super::body::ErrorBody {
+                    error: &format!("the range is outside the {len} bytes of this recording"),
+                }),
             )
                 .into_response()
         }

@@ -21,9 +21,9 @@ use crate::stream::clock::SharedTime;
 use super::onvif::Onvif;
 use super::rtsp::{RtspError, RtspServer};
 use super::snapshot::Snapshotter;
+use super::webrtc::Server as WebrtcServer;
 use super::{Context, Outputs, push, record};
 use crate::stream::camera::Camera;
-use super::webrtc::Server as WebrtcServer;
 
 /// How an output is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
