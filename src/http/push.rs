@@ -8,6 +8,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State as AxumState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::auth::{Doors, Rule, StreamOf};
@@ -71,9 +72,20 @@ async fn patch_one(
     };
     merge(&mut list[index], &patch);
     match s.control.patch(&name, &json!({ "push": list })).await {
-        Ok(o) => {
-            Json(json!({ "stream": o.stream, "push": push, "applied": o.applied })).into_response()
-        }
+        Ok(o) => Json(PushChanged {
+            stream: o.stream,
+            push,
+            applied: o.applied,
+        })
+        .into_response(),
         Err(e) => super::refused_change(e),
     }
+}
+
+/// The answer to a changed push: which stream and push, and how the change was applied.
+#[derive(Serialize)]
+struct PushChanged {
+    stream: String,
+    push: String,
+    applied: crate::stream::camera::Applied,
 }

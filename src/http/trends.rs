@@ -11,7 +11,7 @@ use axum::Json;
 use axum::extract::State as AxumState;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde_json::json;
+use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
@@ -123,26 +123,43 @@ async fn trends(AxumState(s): AxumState<Shared>, Extension(who): Extension<Princ
         Ok(r) => r.clone(),
         Err(_) => HashMap::new(),
     };
-    let streams: serde_json::Map<String, serde_json::Value> = order
+    let streams: std::collections::BTreeMap<String, Column> = order
         .into_iter()
         .map(|name| {
             let ring = rings.get(&name).cloned().unwrap_or_default();
             let round = |v: f64| (v * 10.0).round() / 10.0;
-            let column = json!({
-                "t": ring.iter().map(|x| x.at_unix).collect::<Vec<_>>(),
-                "fps": ring.iter().map(|x| round(x.fps)).collect::<Vec<_>>(),
-                "kbps": ring.iter().map(|x| round(x.kbps)).collect::<Vec<_>>(),
-                "viewers": ring.iter().map(|x| x.viewers).collect::<Vec<_>>(),
-            });
+            let column = Column {
+                t: ring.iter().map(|x| x.at_unix).collect(),
+                fps: ring.iter().map(|x| round(x.fps)).collect(),
+                kbps: ring.iter().map(|x| round(x.kbps)).collect(),
+                viewers: ring.iter().map(|x| x.viewers).collect(),
+            };
             (name, column)
         })
         .collect();
-    Json(json!({
-        "interval_s": INTERVAL.as_secs(),
-        "window_s": WINDOW.as_secs(),
-        "streams": streams,
-    }))
+    Json(Trends {
+        interval_s: INTERVAL.as_secs(),
+        window_s: WINDOW.as_secs(),
+        streams,
+    })
     .into_response()
+}
+
+/// The answer of the trends endpoint: each visible stream's recent samples, as columns.
+#[derive(Serialize)]
+struct Trends {
+    interval_s: u64,
+    window_s: u64,
+    streams: std::collections::BTreeMap<String, Column>,
+}
+
+/// One stream's samples, oldest first, one array per measure.
+#[derive(Serialize)]
+struct Column {
+    t: Vec<u64>,
+    fps: Vec<f64>,
+    kbps: Vec<f64>,
+    viewers: Vec<u32>,
 }
 
 #[cfg(test)]
