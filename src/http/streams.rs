@@ -7,6 +7,7 @@ use axum::extract::{Path, State as AxumState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::auth::{Doors, Rule, StreamOf};
@@ -167,7 +168,7 @@ async fn list(AxumState(s): AxumState<Shared>, Extension(who): Extension<Princip
         })
         .map(|c| shown(&s, &who, describe(&s, c)))
         .collect();
-    Json(json!({ "streams": streams })).into_response()
+    Json(StreamList { streams }).into_response()
 }
 
 async fn one(
@@ -188,13 +189,42 @@ async fn controls(AxumState(s): AxumState<Shared>, Path(name): Path<String>) -> 
     };
     let config = c.config();
     let caps = c.image_caps();
-    Json(json!({
-        "stream": name,
-        "source": c.status().source,
-        "probed": caps.is_some(),
-        "controls": crate::stream::image::controls(&config.image, caps.as_deref()),
-    }))
+    Json(ImageControls {
+        stream: name,
+        source: c.status().source,
+        probed: caps.is_some(),
+        controls: crate::stream::image::controls(&config.image, caps.as_deref()),
+    })
     .into_response()
+}
+
+/// The answer of the stream list: each visible stream's status tree.
+#[derive(Serialize)]
+struct StreamList {
+    streams: Vec<Value>,
+}
+
+/// The answer of a stream's image controls: what the source offers and whether it was probed.
+#[derive(Serialize)]
+struct ImageControls {
+    stream: String,
+    source: Option<String>,
+    probed: bool,
+    controls: Vec<Value>,
+}
+
+/// The answer to a changed stream: which stream, and how the change was applied.
+#[derive(Serialize)]
+struct Changed {
+    stream: String,
+    applied: crate::stream::camera::Applied,
+}
+
+/// The answer to a keyframe request: whether it was sent now or deferred.
+#[derive(Serialize)]
+struct KeyframeAnswer {
+    stream: String,
+    keyframe: &'static str,
 }
 
 async fn patch(AxumState(s): AxumState<Shared>, Path(name): Path<String>, body: Bytes) -> Response {
@@ -209,7 +239,11 @@ async fn patch(AxumState(s): AxumState<Shared>, Path(name): Path<String>, body: 
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("body is not JSON: {e}")),
     };
     match s.control.patch(&name, &patch).await {
-        Ok(o) => Json(json!({ "stream": o.stream, "applied": o.applied })).into_response(),
+        Ok(o) => Json(Changed {
+            stream: o.stream,
+            applied: o.applied,
+        })
+        .into_response(),
         Err(e) => super::refused_change(e),
     }
 }
@@ -224,7 +258,10 @@ async fn keyframe(AxumState(s): AxumState<Shared>, Path(name): Path<String>) -> 
             };
             (
                 StatusCode::ACCEPTED,
-                Json(json!({ "stream": name, "keyframe": keyframe })),
+                Json(KeyframeAnswer {
+                    stream: name,
+                    keyframe,
+                }),
             )
                 .into_response()
         }
