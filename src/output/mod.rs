@@ -12,9 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
-use crate::stream::camera::Camera;
 use crate::stream::clock::SharedTime;
 use crate::stream::status::Health;
 
