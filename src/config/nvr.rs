@@ -61,6 +61,10 @@ pub enum HookEvent {
     PushUp,
     /// The vision model answered about a picture.
     Analysis,
+    /// Motion began in a stream's picture (fields: `score`, `zone`).
+    MotionStart,
+    /// The motion in a stream's picture ended (fields: `score`, `zone`, `duration_ms`).
+    MotionEnd,
 }
 
 impl HookEvent {
@@ -74,6 +78,8 @@ impl HookEvent {
         HookEvent::PushDown,
         HookEvent::PushUp,
         HookEvent::Analysis,
+        HookEvent::MotionStart,
+        HookEvent::MotionEnd,
     ];
 
     /// The name used in configuration, environment variables, JSON and metrics.
@@ -87,6 +93,8 @@ impl HookEvent {
             HookEvent::PushDown => "push_down",
             HookEvent::PushUp => "push_up",
             HookEvent::Analysis => "analysis",
+            HookEvent::MotionStart => "motion_start",
+            HookEvent::MotionEnd => "motion_end",
         }
     }
 }
