@@ -16,6 +16,7 @@ pub(crate) mod hooks;
 pub(crate) mod http;
 pub(crate) mod logins;
 pub(crate) mod metrics;
+pub(crate) mod motion;
 pub(crate) mod notify;
 pub mod output;
 pub(crate) mod process_metrics;

@@ -20,6 +20,7 @@ pub mod h264;
 pub mod image;
 mod layers;
 mod legacy;
+pub mod motion;
 pub mod nvr;
 pub mod push_url;
 mod rules;
@@ -314,6 +315,7 @@ impl Config {
             record: self.record.clone(),
             push: self.push.clone(),
             image: self.image.clone(),
+            motion: self.motion.clone(),
         };
         if self.streams.is_empty() {
             return Ok(vec![base]);

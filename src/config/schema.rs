@@ -56,6 +56,10 @@ pub struct Config {
     pub analysis: super::nvr::AnalysisConfig,
     /// Who may pass the doors without credentials (docs/security.md).
     pub access: AccessConfig,
+    // Motion detection (docs/motion.md).
+    /// Motion detection of the flat form's stream (and the default of every `[[streams]]`
+    /// entry).
+    pub motion: super::motion::MotionConfig,
 }
 
 /// What an account may do; each role includes the ones before it.
@@ -145,6 +149,9 @@ pub struct StreamConfig {
     pub push: Vec<PushConfig>,
     /// Picture controls (`[streams.image]`).
     pub image: ImageConfig,
+    // Motion detection (docs/motion.md).
+    /// Motion detection (`[streams.motion]`).
+    pub motion: super::motion::MotionConfig,
 }
 
 impl Default for StreamConfig {
@@ -161,6 +168,8 @@ impl Default for StreamConfig {
             record: RecordConfig::default(),
             push: Vec::new(),
             image: ImageConfig::default(),
+            // Motion detection.
+            motion: super::motion::MotionConfig::default(),
         }
     }
 }
