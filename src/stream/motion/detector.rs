@@ -391,3 +391,176 @@ impl Detector {
         (gain as f32, (mf - gain * mg) as f32)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::motion::ZoneConfig;
+
+    const W: usize = 160;
+    const H: usize = 90;
+
+    /// A textured static scene (a cheap LCG keeps the tests deterministic).
+    struct Scene {
+        seed: u64,
+    }
+
+    impl Scene {
+        fn rand(&mut self) -> f32 {
+            self.seed = self
+                .seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((self.seed >> 33) as f32) / (1u64 << 31) as f32
+        }
+
+        /// The scene with `gain`/`offset` applied, `noise` grey levels of noise, and a bright
+        /// 12×12 square at `square` (top-left corner) if any.
+        fn frame(
+            &mut self,
+            gain: f32,
+            offset: f32,
+            noise: f32,
+            square: Option<(usize, usize)>,
+        ) -> Vec<u8> {
+            let mut f = vec![0u8; W * H];
+            for y in 0..H {
+                for x in 0..W {
+                    let base =
+                        60.0 + (x as f32 * 0.6) + if (x / 8 + y / 8) % 2 == 0 { 30.0 } else { 0.0 };
+                    let mut v = base * gain + offset + (self.rand() - 0.5) * 2.0 * noise;
+                    if let Some((sx, sy)) = square
+                        && (sx..sx + 12).contains(&x)
+                        && (sy..sy + 12).contains(&y)
+                    {
+                        v = 240.0;
+                    }
+                    f[y * W + x] = v.clamp(0.0, 255.0) as u8;
+                }
+            }
+            f
+        }
+    }
+
+    fn config() -> MotionConfig {
+        MotionConfig {
+            enabled: true,
+            ..MotionConfig::default()
+        }
+    }
+
+    /// Runs `frames` at 5 fps from t = 0; returns the transitions with their times.
+    fn run(d: &mut Detector, frames: impl IntoIterator<Item = Vec<u8>>) -> Vec<(u64, Transition)> {
+        frames
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, f)| {
+                let t = i as u64 * 200;
+                d.analyse(&f, t).transition.map(|tr| (t, tr))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_moving_square_starts_within_two_pictures_and_ends_after_the_cooldown() {
+        let mut s = Scene { seed: 1 };
+        let mut d = Detector::new(&config(), W, H);
+        let frames: Vec<Vec<u8>> = (0..60)
+            .map(|i| {
+                let square = (10..20).contains(&i).then(|| (10 + (i - 10) * 6, 40));
+                s.frame(1.0, 0.0, 3.0, square)
+            })
+            .collect();
+        let t = run(&mut d, frames);
+        assert_eq!(t.len(), 2, "{t:?}");
+        // The square appears at picture 10 (2000 ms); min_duration 200 ms: the next picture.
+        assert_eq!(t[0].0, 2200, "{t:?}");
+        assert!(
+            matches!(&t[0].1, Transition::Start { zone, score } if zone == "all" && *score > 0.005)
+        );
+        // Last change at picture 19 (3800 ms) or 20 (the square leaving); ends 3 s later.
+        assert!((6800..=7200).contains(&t[1].0), "{t:?}");
+        assert!(
+            matches!(&t[1].1, Transition::End { duration_ms, .. } if (1600..=2000).contains(duration_ms)),
+            "{t:?}"
+        );
+    }
+
+    #[test]
+    fn brightness_ramps_and_steps_do_not_trigger() {
+        let mut s = Scene { seed: 2 };
+        let mut d = Detector::new(&config(), W, H);
+        // A ramp of gain and offset over 10 s (auto-exposure), then the lights switched on.
+        let mut frames: Vec<Vec<u8>> = (0..50)
+            .map(|i| s.frame(0.6 + i as f32 * 0.012, i as f32 * 0.8, 3.0, None))
+            .collect();
+        frames.extend((0..20).map(|_| s.frame(1.4, 30.0, 3.0, None)));
+        frames.extend((0..20).map(|_| s.frame(0.7, -10.0, 3.0, None)));
+        assert_eq!(run(&mut d, frames), []);
+    }
+
+    #[test]
+    fn sensor_noise_and_a_one_picture_flicker_do_not_trigger() {
+        let mut s = Scene { seed: 3 };
+        let mut d = Detector::new(&config(), W, H);
+        let mut frames: Vec<Vec<u8>> = (0..50).map(|_| s.frame(1.0, 0.0, 20.0, None)).collect();
+        // One picture with a bright patch (an insect, a reflection), and one all white.
+        frames.push(s.frame(1.0, 0.0, 3.0, Some((70, 30))));
+        frames.extend((0..10).map(|_| s.frame(1.0, 0.0, 3.0, None)));
+        frames.push(vec![250; W * H]);
+        frames.extend((0..10).map(|_| s.frame(1.0, 0.0, 3.0, None)));
+        assert_eq!(run(&mut d, frames), []);
+    }
+
+    #[test]
+    fn motion_inside_an_exclude_zone_is_ignored_and_include_zones_are_named() {
+        let mut c = config();
+        c.zones = vec![ZoneConfig {
+            name: "tree".into(),
+            points: vec![[0.0, 0.0], [0.5, 0.0], [0.5, 1.0], [0.0, 1.0]],
+            mode: ZoneMode::Exclude,
+        }];
+        let moving = |s: &mut Scene, x0: usize| -> Vec<Vec<u8>> {
+            (0..30)
+                .map(|i| s.frame(1.0, 0.0, 3.0, (i >= 10).then(|| (x0 + (i % 5) * 4, 40))))
+                .collect()
+        };
+        let mut s = Scene { seed: 4 };
+        let mut d = Detector::new(&c, W, H);
+        assert_eq!(run(&mut d, moving(&mut s, 10)), [], "left half is excluded");
+        c.zones.push(ZoneConfig {
+            name: "door".into(),
+            points: vec![[0.5, 0.0], [1.0, 0.0], [1.0, 1.0], [0.5, 1.0]],
+            mode: ZoneMode::Include,
+        });
+        let mut d = Detector::new(&c, W, H);
+        let t = run(&mut d, moving(&mut s, 100));
+        assert!(
+            matches!(t.first(), Some((_, Transition::Start { zone, .. })) if zone == "door"),
+            "{t:?}"
+        );
+    }
+
+    #[test]
+    fn sensitivity_scales_threshold_and_area() {
+        let mut c = config();
+        c.sensitivity = 1.0;
+        let p = Params::of(&c);
+        assert!((p.threshold - 12.5).abs() < 0.01 && (p.min_area - 0.0025).abs() < 1e-9);
+        c.sensitivity = 0.0;
+        assert!((Params::of(&c).threshold - 50.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn switching_off_ends_a_running_event() {
+        let mut s = Scene { seed: 5 };
+        let mut d = Detector::new(&config(), W, H);
+        let frames: Vec<Vec<u8>> = (0..12)
+            .map(|i| s.frame(1.0, 0.0, 3.0, (i >= 8).then(|| (i * 8, 30))))
+            .collect();
+        assert_eq!(run(&mut d, frames).len(), 1);
+        assert!(d.active());
+        assert!(matches!(d.finish(5000), Some(Transition::End { .. })));
+        assert!(!d.active());
+    }
+}
