@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::{Daemon, daemon, http_request, wait_until};
 
+/// The operator's token for PATCH.
+const TOKEN: &str = "motion-test-token-0123456789";
 /// Frame rate of every scene.
 const FPS: u32 = 10;
 /// The frame the ball appears at (3 s).
@@ -33,15 +35,27 @@ fn scene_daemon(fragment: &str, extra: &[(&str, &str)]) -> Daemon {
         .set("video.height", 180)
         .set("video.fps", FPS)
         .set("encoder.keyframe_interval", FPS)
-        .set("motion.enabled", true);
+        .set("motion.enabled", true)
+        .set("http.token", TOKEN);
     for (k, v) in extra {
         b = b.set(k, v);
     }
     b.start()
 }
 
+/// A GET with the token (a configured token closes the API to anonymous visitors).
+fn get(d: &Daemon, path: &str) -> common::HttpResponse {
+    http_request(
+        d.http_port,
+        "GET",
+        path,
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+        b"",
+    )
+}
+
 fn stream(d: &Daemon) -> serde_json::Value {
-    d.get("/api/v1/streams/video").json()
+    get(d, "/api/v1/streams/video").json()
 }
 
 fn patch(d: &Daemon, body: &str) -> (u16, serde_json::Value) {
@@ -49,7 +63,10 @@ fn patch(d: &Daemon, body: &str) -> (u16, serde_json::Value) {
         d.http_port,
         "PATCH",
         "/api/v1/streams/video",
-        &[("Content-Type", "application/json")],
+        &[
+            ("Content-Type", "application/json"),
+            ("Authorization", &format!("Bearer {TOKEN}")),
+        ],
         body.as_bytes(),
     );
     (
@@ -104,7 +121,7 @@ fn a_ball_entering_at_a_known_frame_is_detected_within_500_ms() {
         "detected before the ball appeared: a false start"
     );
     // The peak picture, with its event.
-    let r = d.get("/api/v1/streams/video/motion.jpg");
+    let r = get(&d, "/api/v1/streams/video/motion.jpg");
     assert_eq!(r.status, 200);
     assert_eq!(&r.body[..2], &[0xff, 0xd8], "a JPEG");
     assert_eq!(
@@ -128,11 +145,11 @@ fn motion_ends_after_the_cooldown_and_hooks_see_both_events() {
          videotestsrc pattern=ball timestamp-offset=1000000000 num-buffers=20 ! video/x-raw,width=320,height=180,framerate={FPS}/1 ! c. \
          compositor name=c background=black"
     );
-    let hooks = format!(
-        "[{{event=\"motion_start\", command=[\"sh\", \"-c\", \"env | grep CAMSTREAM_ | sort | tr '\\\\n' ' ' >> {0}; echo >> {0}\"]}}, \
-         {{event=\"motion_end\", command=[\"sh\", \"-c\", \"env | grep CAMSTREAM_ | sort | tr '\\\\n' ' ' >> {0}; echo >> {0}\"]}}]",
+    let run = format!(
+        "[\"sh\", \"-c\", \"env | grep ^CAMSTREAM_ | sort | paste -s -d ' ' >> {}\"]",
         out.display()
     );
+    let hooks = format!("[{{on=\"motion_start\", run={run}}}, {{on=\"motion_end\", run={run}}}]");
     let d = scene_daemon(
         &fragment,
         &[("motion.cooldown_ms", "1000"), ("hooks", hooks.as_str())],
@@ -197,8 +214,9 @@ fn stays_quiet(
     analysed
 }
 
+/// A still picture (`smpte` has a block of noise, which is rightly motion; smpte100 has none).
 const STILL: &str =
-    "videotestsrc is-live=true pattern=smpte ! video/x-raw,width=320,height=180,framerate=10/1";
+    "videotestsrc is-live=true pattern=smpte100 ! video/x-raw,width=320,height=180,framerate=10/1";
 
 #[test]
 fn a_brightness_ramp_and_light_switched_on_do_not_trigger() {
