@@ -88,11 +88,7 @@ fn measure(motion: bool, secs: f64) -> (f64, f64, u64) {
     );
     let _ = pipeline.set_state(gst::State::Null);
     cancel.cancel();
-    (
-        100.0 * (c1 - c0) / wall,
-        (n1 - n0) as f64 / wall,
-        a1 - a0,
-    )
+    (100.0 * (c1 - c0) / wall, (n1 - n0) as f64 / wall, a1 - a0)
 }
 
 fn main() {
