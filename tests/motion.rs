@@ -316,3 +316,112 @@ fn detection_switches_on_and_off_through_patch() {
         "{body}"
     );
 }
+
+/// `record.mode = "events"`: a clip starts at a keyframe at least `pre_s` before the detection,
+/// plays, ends after the post-roll; an RTSP viewer watching meanwhile loses nothing.
+#[test]
+fn an_event_clip_has_its_preroll_from_a_keyframe_and_viewers_lose_nothing() {
+    common::gst_init();
+    let dir = tempfile::tempdir().unwrap();
+    // The ball shows from 6 s to 8 s; before, a still picture the ring keeps.
+    let fragment = format!(
+        "{STILL} ! c. videotestsrc pattern=ball timestamp-offset=6000000000 num-buffers=20 \
+         ! video/x-raw,width=320,height=180,framerate={FPS}/1 ! c. compositor name=c"
+    );
+    let d = scene_daemon(
+        &fragment,
+        &[
+            ("record.enabled", "true"),
+            ("record.mode", "\"events\""),
+            ("record.path", &format!("\"{}\"", dir.path().display())),
+            ("record.pre_s", "2"),
+            ("record.post_s", "1"),
+            ("motion.cooldown_ms", "1000"),
+        ],
+    );
+    let v = common::Viewer::start(&d.url(), common::Proto::Tcp);
+    assert!(v.wait_frames(5, Duration::from_secs(10)), "viewer plays");
+    let watched = Instant::now();
+    let folder = dir.path().join("video");
+    let finished = || {
+        d.metric("camstream_recording_segments_total{stream=\"video\"}")
+            .unwrap_or(0.0)
+            >= 1.0
+    };
+    assert!(
+        wait_until(Duration::from_secs(25), finished),
+        "no clip finished: {}\n{}",
+        stream(&d)["motion"],
+        d.log()
+    );
+    let gap = v.max_gap_since(watched);
+    let frames = v.frames();
+    let files: Vec<std::path::PathBuf> = std::fs::read_dir(&folder)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "mp4"))
+        .collect();
+    assert_eq!(files.len(), 1, "one clip: {files:?}");
+    let clip = &files[0];
+    let stem = clip.file_stem().unwrap().to_str().unwrap();
+    let clip_start_ms = camstream::utc::parse_basic(stem).expect("a UTC name") / 1_000_000;
+    let m = stream(&d)["motion"].clone();
+    let detected_ms = m["last_start"].as_i64().expect("a start");
+    let preroll_ms = detected_ms - clip_start_ms;
+    // ffprobe: the first frame is a keyframe, the clip decodes, its length.
+    let out = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "frame=key_frame,pict_type:format=duration",
+            "-of",
+            "json",
+        ])
+        .arg(clip)
+        .output()
+        .expect("ffprobe runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let probed = j["frames"].as_array().cloned().unwrap_or_default();
+    let duration: f64 = j["format"]["duration"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0.0);
+    eprintln!(
+        "figures: clip {} starts {preroll_ms} ms before the detection (pre_s 2), {} frames, \
+         {duration:.2} s, first frame key_frame={} pict_type={}; RTSP viewer: {frames} pictures, \
+         longest gap {gap:?} while the clip was written",
+        clip.display(),
+        probed.len(),
+        probed
+            .first()
+            .map_or(serde_json::Value::Null, |f| f["key_frame"].clone()),
+        probed
+            .first()
+            .map_or(serde_json::Value::Null, |f| f["pict_type"].clone()),
+    );
+    assert!(preroll_ms >= 2000, "pre-roll {preroll_ms} ms");
+    assert_eq!(
+        probed.first().map(|f| f["key_frame"].as_i64()),
+        Some(Some(1))
+    );
+    // The motion lasts about 2 s: pre-roll (2–3 s), motion, cooldown and post-roll.
+    assert!((4.0..12.0).contains(&duration), "{duration}");
+    assert_eq!(
+        probed.len() as f64,
+        (duration * f64::from(FPS)).round(),
+        "every frame decodes"
+    );
+    assert!(
+        gap < Duration::from_millis(500),
+        "the viewer stalled {gap:?}"
+    );
+    assert!(!v.errored());
+}
