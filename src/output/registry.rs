@@ -174,6 +174,9 @@ pub async fn start_services(
     } else {
         None
     };
+    if let Some(o) = &onvif {
+        o.events.listen(shutdown.child_token());
+    }
     let mut tasks = Vec::new();
     if let Some(o) = onvif.as_ref().filter(|_| config.onvif.discovery) {
         let port = http_bound.map_or(config.http.port, |a| a.port());
