@@ -20,6 +20,7 @@ pub mod h264;
 pub mod image;
 mod layers;
 mod legacy;
+pub mod mqtt;
 pub mod nvr;
 pub mod push_url;
 mod rules;
@@ -29,6 +30,7 @@ mod validate;
 pub use h264::Level;
 pub use layers::{Sources, figment, parse_override};
 pub use legacy::LEGACY_ENV;
+pub use mqtt::MqttConfig;
 pub use nvr::{AnalysisConfig, HookConfig, HookEvent, HookLimits, OnvifConfig};
 pub use schema::*;
 

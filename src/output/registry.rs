@@ -82,6 +82,13 @@ pub const OUTPUTS: &[Output] = &[
         reach: Reach::Outbound,
         started_by: "app::start, next to output::registry::start_services",
     },
+    // MQTT (issue #25, branch events): publishes to the broker the configuration names, and
+    // takes Home Assistant's switches, checked as `control` at the MQTT door.
+    Output {
+        name: "mqtt",
+        reach: Reach::Door(Door::Mqtt, Action::Control),
+        started_by: "app::start, next to output::registry::start_services (crate::mqtt)",
+    },
 ];
 
 /// Starts the RTSP server with its accounts and rules; blocks until the GLib thread reports,
