@@ -384,6 +384,7 @@ async fn announce(
                 }
             }
             switch_states(&ctx, &camera.name);
+            state_of(&ctx, &camera.name, None);
         }
     }
 }

@@ -1,0 +1,345 @@
+//! MQTT against a real broker (Debian's mosquitto, on a free loopback port with a temporary
+//! configuration and password file), watched with `mosquitto_sub`: Home Assistant discovery
+//! retained with the fields HA requires, switches applied through the control path and refused
+//! for a role that may not change settings, the last will on `kill -9`, and a broker that dies
+//! for 10 s while RTSP viewers keep every frame and the client comes back by itself.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Daemon, Proto, Viewer, daemon, free_port, http_request, wait_until};
+
+const USER: &str = "cam";
+const PASSWORD: &str = "s3cret pw";
+const CLIENT: &str = "camtest";
+const BASE: &str = "camstream/camtest";
+
+/// A mosquitto broker on loopback, killed on drop.
+struct Broker {
+    child: Option<Child>,
+    port: u16,
+    config: PathBuf,
+}
+
+impl Broker {
+    /// Starts a broker that asks for `USER`/`PASSWORD`.
+    fn start(dir: &Path) -> Broker {
+        let passwd = dir.join("passwd");
+        let ok = Command::new("mosquitto_passwd")
+            .args(["-c", "-b"])
+            .arg(&passwd)
+            .args([USER, PASSWORD])
+            .status()
+            .expect("mosquitto_passwd runs (scripts/setup.sh --test installs mosquitto)");
+        assert!(ok.success());
+        let port = free_port();
+        let config = dir.join("mosquitto.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\npersistence false\n",
+                passwd.display()
+            ),
+        )
+        .unwrap();
+        let mut b = Broker {
+            child: None,
+            port,
+            config,
+        };
+        b.restart();
+        b
+    }
+
+    /// Starts (again) the broker process on the same port.
+    fn restart(&mut self) {
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto runs (scripts/setup.sh --test installs it)");
+        self.child = Some(child);
+        let port = self.port;
+        assert!(
+            wait_until(Duration::from_secs(10), || {
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            }),
+            "mosquitto did not listen on {port}"
+        );
+    }
+
+    /// SIGKILL: no goodbye to anyone.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Messages on `topic` (a filter), as (retained, topic, payload), until `count` arrived or
+    /// `secs` passed.
+    fn sub(&self, topic: &str, count: usize, secs: u32) -> Vec<(bool, String, String)> {
+        let out = Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-u", USER, "-P", PASSWORD, "-t", topic])
+            .args(["-C", &count.to_string(), "-W", &secs.to_string()])
+            .args(["-F", "%r\t%t\t%p"])
+            .output()
+            .expect("mosquitto_sub runs");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let mut p = l.splitn(3, '\t');
+                Some((
+                    p.next()? == "1",
+                    p.next()?.to_string(),
+                    p.next()?.to_string(),
+                ))
+            })
+            .collect()
+    }
+
+    /// The retained payload of `topic`, if one is there within `secs`.
+    fn retained(&self, topic: &str, secs: u32) -> Option<String> {
+        self.sub(topic, 1, secs)
+            .into_iter()
+            .find(|(r, _, _)| *r)
+            .map(|(_, _, p)| p)
+    }
+
+    fn publish(&self, topic: &str, payload: &str) {
+        let ok = Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-u", USER, "-P", PASSWORD, "-t", topic, "-m", payload])
+            .status()
+            .expect("mosquitto_pub runs");
+        assert!(ok.success());
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn start(broker: &Broker, dir: &Path, role: &str) -> Daemon {
+    let d = daemon()
+        .set("mqtt.url", format!("mqtt://127.0.0.1:{}", broker.port))
+        .set("mqtt.username", USER)
+        .set("mqtt.password", PASSWORD)
+        .set("mqtt.client_id", CLIENT)
+        .set("mqtt.role", role)
+        .set("mqtt.state_interval_s", 1)
+        .set("record.path", dir.join("rec").display())
+        .start();
+    assert!(
+        d.wait_log("MQTT connected", Duration::from_secs(10)),
+        "no MQTT connection:\n{}",
+        d.log()
+    );
+    d
+}
+
+fn recording_enabled(d: &Daemon) -> bool {
+    let r = http_request(d.http_port, "GET", "/api/v1/streams/video", &[], b"");
+    r.json()["settings"]["record"]["enabled"] == true
+}
+
+/// Discovery is retained and complete; `online` is retained; an operator's switch turns
+/// recording on through the control path (the API shows it), and the state topic follows.
+#[test]
+fn discovery_is_retained_and_a_switch_changes_the_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    let d = start(&broker, dir.path(), "operator");
+    assert_eq!(
+        broker
+            .retained(&format!("{BASE}/availability"), 5)
+            .as_deref(),
+        Some("online")
+    );
+    let configs = broker.sub("homeassistant/#", 7, 10);
+    assert_eq!(configs.len(), 7, "{configs:?}");
+    let mut components = Vec::new();
+    for (retained, topic, payload) in &configs {
+        assert!(retained, "{topic} is not retained");
+        let v: serde_json::Value = serde_json::from_str(payload).unwrap();
+        let component = topic.split('/').nth(1).unwrap().to_string();
+        for key in ["unique_id", "name", "availability_topic", "device"] {
+            assert!(!v[key].is_null(), "{topic} lacks {key}: {v}");
+        }
+        assert_eq!(v["device"]["identifiers"][0], CLIENT, "{v}");
+        assert!(v["device"]["sw_version"].is_string(), "{v}");
+        match component.as_str() {
+            "binary_sensor" => {
+                assert_eq!(v["device_class"], "motion");
+                assert_eq!(v["state_topic"], format!("{BASE}/video/motion"));
+                assert_eq!(
+                    (&v["payload_on"], &v["payload_off"]),
+                    (&"ON".into(), &"OFF".into())
+                );
+            }
+            "image" => {
+                assert_eq!(v["content_type"], "image/jpeg");
+                assert_eq!(v["image_topic"], format!("{BASE}/video/picture"));
+            }
+            "switch" => {
+                assert!(
+                    v["command_topic"].as_str().unwrap().ends_with("/set"),
+                    "{v}"
+                );
+                assert!(
+                    v["state_topic"].is_string() && v["payload_on"] == "ON",
+                    "{v}"
+                );
+            }
+            "sensor" => assert!(v["state_topic"].is_string(), "{v}"),
+            other => panic!("unexpected component {other}"),
+        }
+        components.push(component);
+    }
+    components.sort();
+    assert_eq!(
+        components,
+        [
+            "binary_sensor",
+            "image",
+            "sensor",
+            "sensor",
+            "sensor",
+            "switch",
+            "switch"
+        ]
+    );
+    // The state sensors publish, measured.
+    // Announced on connection, then every state_interval_s, retained.
+    assert!(wait_until(Duration::from_secs(5), || {
+        broker
+            .retained(&format!("{BASE}/video/state"), 2)
+            .as_deref()
+            == Some("streaming")
+    }));
+    let fps = broker.sub(&format!("{BASE}/video/fps"), 1, 5);
+    assert!(
+        fps.first()
+            .and_then(|(_, _, p)| p.parse::<f64>().ok())
+            .is_some_and(|f| f > 5.0),
+        "{fps:?}"
+    );
+
+    assert!(!recording_enabled(&d));
+    assert_eq!(
+        broker
+            .retained(&format!("{BASE}/video/recording"), 5)
+            .as_deref(),
+        Some("OFF")
+    );
+    broker.publish(&format!("{BASE}/video/recording/set"), "ON");
+    assert!(
+        wait_until(Duration::from_secs(5), || recording_enabled(&d)),
+        "the switch did not turn recording on:\n{}",
+        d.log()
+    );
+    assert!(wait_until(Duration::from_secs(5), || {
+        broker
+            .retained(&format!("{BASE}/video/recording"), 2)
+            .as_deref()
+            == Some("ON")
+    }));
+    assert_eq!(
+        d.metric("camstream_mqtt_commands_total{result=\"ok\"}"),
+        Some(1.0)
+    );
+}
+
+/// A broker whose commands have the viewer role may watch but not switch: refused, counted,
+/// and the switch's state says it is still off.
+#[test]
+fn a_viewer_role_cannot_switch() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    let d = start(&broker, dir.path(), "viewer");
+    broker.publish(&format!("{BASE}/video/recording/set"), "ON");
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            d.metric("camstream_mqtt_commands_total{result=\"refused\"}") == Some(1.0)
+        }),
+        "the command was not refused:\n{}",
+        d.log()
+    );
+    assert!(!recording_enabled(&d));
+    assert_eq!(
+        broker
+            .retained(&format!("{BASE}/video/recording"), 5)
+            .as_deref(),
+        Some("OFF")
+    );
+    assert!(d.log().contains("MQTT command refused"), "{}", d.log());
+}
+
+/// `kill -9` of camstream: the broker publishes the last will, availability `offline`.
+#[test]
+fn kill_9_makes_availability_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    let mut d = start(&broker, dir.path(), "operator");
+    let topic = format!("{BASE}/availability");
+    assert_eq!(broker.retained(&topic, 5).as_deref(), Some("online"));
+    d.signal("KILL");
+    assert!(d.wait_exit(Duration::from_secs(5)).is_some());
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            broker.retained(&topic, 1).as_deref() == Some("offline")
+        }),
+        "no last will"
+    );
+}
+
+/// The broker dies for 10 s: the RTSP viewer keeps every frame, and MQTT comes back by itself
+/// and says `online` again (the restarted broker forgot everything retained).
+#[test]
+fn a_dead_broker_never_touches_streaming_and_mqtt_comes_back() {
+    common::gst_init();
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(dir.path());
+    let d = start(&broker, dir.path(), "operator");
+    let viewer = Viewer::start(&d.url(), Proto::Tcp);
+    assert!(viewer.wait_frames(15, Duration::from_secs(15)), "no frames");
+    let since = Instant::now();
+    let before = viewer.frames();
+    broker.kill();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            d.metric("camstream_mqtt_connected") == Some(0.0)
+        }),
+        "the loss was not noticed"
+    );
+    // The outage itself is the scenario: 10 s without a broker, events still happening.
+    std::thread::sleep(Duration::from_secs(10) - since.elapsed().min(Duration::from_secs(10)));
+    let frames = viewer.frames() - before;
+    let gap = viewer.max_gap_since(since);
+    assert!(frames >= 100, "only {frames} frames in 10 s at 15 fps");
+    assert!(
+        gap < Duration::from_millis(700),
+        "a {gap:?} gap while the broker was down"
+    );
+    broker.restart();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            broker
+                .retained(&format!("{BASE}/availability"), 1)
+                .as_deref()
+                == Some("online")
+        }),
+        "MQTT did not come back:\n{}",
+        d.log()
+    );
+    assert_eq!(d.metric("camstream_mqtt_connected"), Some(1.0));
+    assert!(!viewer.errored());
+}
