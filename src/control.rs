@@ -158,6 +158,8 @@ impl Control {
         }
         let cancel = self.cancel.child_token();
         let (camera, task) = camera::start(config, selection, self.time.clone(), cancel.clone());
+        // Motion detection's starts and ends onto the event bus.
+        crate::motion::follow(&camera, cancel.clone());
         let started = registry::start_camera(
             &camera,
             &self.rtsp,
@@ -321,6 +323,7 @@ impl Control {
             c.renditions = stream.renditions;
             c.push = stream.push;
             c.image = stream.image;
+            c.motion = stream.motion;
         } else if let Ok(v) = figment::value::Value::serialize(&stream) {
             for s in c.streams.iter_mut() {
                 if s.find_ref("name").and_then(|n| n.as_str()) == Some(stream.name.as_str()) {
@@ -452,6 +455,10 @@ fn is_live(path: &str) -> bool {
         || (path.starts_with("image.") && path != "image.tuning_file")
         || (path.starts_with("renditions[") && path.ends_with("].bitrate_kbps"))
         || (path.starts_with("push[") && path.ends_with("].enabled"))
+        // Motion detection: everything but the analysed picture's size and rate.
+        || path
+            .strip_prefix("motion.")
+            .is_some_and(|k| crate::config::motion::MotionConfig::is_live_key(k.split(['.', '[']).next().unwrap_or(k)))
 }
 
 /// The first setting (dotted path; list entries by name) that differs between `before` and

@@ -16,6 +16,7 @@ pub(crate) mod hooks;
 pub(crate) mod http;
 pub(crate) mod logins;
 pub(crate) mod metrics;
+pub(crate) mod motion;
 /// MQTT and Home Assistant discovery (issue #25, branch events).
 pub(crate) mod mqtt;
 pub(crate) mod notify;

@@ -131,6 +131,17 @@ pub mod names {
     pub const MQTT_DROPPED: &str = "camstream_mqtt_dropped_total";
     /// MQTT commands received, label `result` (ok, refused, invalid).
     pub const MQTT_COMMANDS: &str = "camstream_mqtt_commands_total";
+    // Motion detection (stream::motion).
+    /// Motion events started, by stream.
+    pub const MOTION_EVENTS: &str = "camstream_motion_events_total";
+    /// 1 while a stream's motion event runs, else 0.
+    pub const MOTION_ACTIVE: &str = "camstream_motion_active";
+    /// Changed fraction (0 to 1) of a stream's last analysed picture.
+    pub const MOTION_SCORE: &str = "camstream_motion_score";
+    /// Pictures the motion detector analysed, by stream.
+    pub const MOTION_FRAMES: &str = "camstream_motion_frames_analysed_total";
+    /// Pictures the motion detector skipped because it was still busy, by stream.
+    pub const MOTION_DROPPED: &str = "camstream_motion_frames_dropped_total";
 }
 
 /// Handles to every metric; cheap to clone.
@@ -178,6 +189,24 @@ impl Metrics {
         describe_gauge!(
             OUTPUT_LAST_ERROR,
             "Unix time of an output's last failure (0: none yet), by stream and output"
+        );
+        // Motion detection (stream::motion).
+        describe_counter!(MOTION_EVENTS, "Motion events started, by stream");
+        describe_gauge!(
+            MOTION_ACTIVE,
+            "1 while a stream's motion event runs, else 0"
+        );
+        describe_gauge!(
+            MOTION_SCORE,
+            "Changed fraction (0 to 1) of a stream's last analysed picture"
+        );
+        describe_counter!(
+            MOTION_FRAMES,
+            "Pictures the motion detector analysed, by stream"
+        );
+        describe_counter!(
+            MOTION_DROPPED,
+            "Pictures the motion detector skipped because it was still busy, by stream"
         );
         describe_counter!(RESTARTS, "Capture pipeline restarts, by stream and reason");
         describe_gauge!(STATE, "1 for the capture supervisor's current state");

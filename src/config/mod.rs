@@ -20,6 +20,7 @@ pub mod h264;
 pub mod image;
 mod layers;
 mod legacy;
+pub mod motion;
 pub mod mqtt;
 pub mod nvr;
 pub mod push_url;
@@ -316,6 +317,7 @@ impl Config {
             record: self.record.clone(),
             push: self.push.clone(),
             image: self.image.clone(),
+            motion: self.motion.clone(),
         };
         if self.streams.is_empty() {
             return Ok(vec![base]);

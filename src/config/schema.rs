@@ -58,6 +58,10 @@ pub struct Config {
     pub access: AccessConfig,
     /// MQTT and Home Assistant discovery (docs/mqtt.md; issue #25, branch events).
     pub mqtt: super::mqtt::MqttConfig,
+    // Motion detection (docs/motion.md).
+    /// Motion detection of the flat form's stream (and the default of every `[[streams]]`
+    /// entry).
+    pub motion: super::motion::MotionConfig,
 }
 
 /// What an account may do; each role includes the ones before it.
@@ -147,6 +151,9 @@ pub struct StreamConfig {
     pub push: Vec<PushConfig>,
     /// Picture controls (`[streams.image]`).
     pub image: ImageConfig,
+    // Motion detection (docs/motion.md).
+    /// Motion detection (`[streams.motion]`).
+    pub motion: super::motion::MotionConfig,
 }
 
 impl Default for StreamConfig {
@@ -163,6 +170,8 @@ impl Default for StreamConfig {
             record: RecordConfig::default(),
             push: Vec::new(),
             image: ImageConfig::default(),
+            // Motion detection.
+            motion: super::motion::MotionConfig::default(),
         }
     }
 }

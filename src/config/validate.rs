@@ -136,6 +136,8 @@ impl StreamConfig {
         }
         check_record(&format!("{prefix}record."), &self.record)?;
         self.image.validate(&format!("{prefix}image."))?;
+        self.motion
+            .validate(&format!("{prefix}motion."), self.video.fps)?;
         super::push_url::validate_pushes(prefix, &self.push)
     }
 }

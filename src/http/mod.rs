@@ -33,6 +33,8 @@ pub mod auth;
 pub(crate) mod body;
 mod host;
 pub mod listener;
+// Motion detection's picture route.
+mod motion;
 mod onvif;
 mod push;
 mod recordings;
@@ -156,6 +158,8 @@ pub fn doors(shared: Shared, part: Part) -> Doors {
         session::routes(&mut d);
         webrtc::whep(&mut d);
         webrtc::page(&mut d);
+        // Motion detection.
+        motion::routes(&mut d);
     }
     if part != Part::Api && onvif {
         onvif::routes(&mut d);

@@ -109,6 +109,7 @@ pub(super) fn describe(s: &Shared, c: &Camera) -> Value {
         "encodings": encodings,
         "outputs": s.control.outputs(&c.name).map(|o| o.describe()).unwrap_or_default(),
         "settings": config.redacted(),
+        "motion": c.motion.state(),
     })
 }
 
@@ -152,6 +153,7 @@ fn live_settings(full: &Value) -> Value {
         "record": { "enabled": full["record"]["enabled"] },
         "renditions": list("renditions", "bitrate_kbps"),
         "push": list("push", "enabled"),
+        "motion": full["motion"],
     })
 }
 

@@ -20,6 +20,7 @@ use super::image::{self, Caps, Plan};
 use super::libcamera_log;
 use super::lifecycle;
 use super::metrics::{EncodingMetrics, SupervisorMetrics};
+use super::motion::Motion;
 use super::restart::{self, Exit, Failure, Policy, RunEnd, Supervised, Woken};
 use super::source;
 use super::status::{Health, ImageUse, RestartReason, State, Status};
@@ -71,6 +72,8 @@ pub struct Camera {
     status: watch::Receiver<Status>,
     commands: mpsc::Sender<Command>,
     image_caps: Arc<Mutex<Option<Arc<Caps>>>>,
+    /// Motion detection: state, the peak picture, starts and ends.
+    pub motion: Arc<Motion>,
 }
 
 /// Why a reconfiguration was not taken.
@@ -176,6 +179,7 @@ pub fn start(
     });
     let (cmd_tx, cmd_rx) = mpsc::channel(8);
     let name = config_rx.borrow().name.clone();
+    let motion = Motion::start(config_rx.clone(), cancel.clone());
     let camera = Camera {
         name: name.clone(),
         encodings: encodings.clone(),
@@ -183,6 +187,7 @@ pub fn start(
         status: status_rx,
         commands: cmd_tx,
         image_caps: Arc::new(Mutex::new(None)),
+        motion: motion.clone(),
     };
     let image_caps = camera.image_caps.clone();
     tokio::spawn(publish_flow(encodings.clone(), cancel.clone()));
@@ -197,6 +202,7 @@ pub fn start(
         metrics: SupervisorMetrics::new(&name),
         image: None,
         image_caps,
+        motion,
     };
     let task = tokio::spawn(async move {
         let policy = Policy::from_config(&runner.config.borrow().supervisor);
@@ -269,6 +275,7 @@ struct Runner {
     /// What the source offers and the image plan of the running pipeline.
     image: Option<(Arc<Caps>, Plan)>,
     image_caps: Arc<Mutex<Option<Arc<Caps>>>>,
+    motion: Arc<Motion>,
 }
 
 /// The settings the capture pipeline is built from; output sections are not among them, so a
@@ -281,6 +288,7 @@ fn capture_view(s: &StreamConfig) -> impl PartialEq + '_ {
         &s.supervisor,
         &s.renditions,
         &s.image,
+        super::motion::capture_key(&s.motion),
     )
 }
 
@@ -296,6 +304,13 @@ fn plan(old: &StreamConfig, new: &StreamConfig) -> Applied {
     }
     // Image settings are live or not by their plan, which `Runner::apply_live` checks.
     same.image = old.image.clone();
+    // Switching motion detection on or off is live when the branch is there (the valve), which
+    // `Runner::apply_live` checks; its size and rate are not.
+    if (same.motion.width, same.motion.height, same.motion.fps)
+        == (old.motion.width, old.motion.height, old.motion.fps)
+    {
+        same.motion.enabled = old.motion.enabled;
+    }
     if capture_view(&same) == capture_view(old) {
         Applied::Live
     } else {
@@ -363,6 +378,11 @@ impl Runner {
             for (e, kbps) in elements {
                 encoder::set_bitrate(self.encoder, &e, kbps, gop);
             }
+        }
+        if old.motion.enabled != new.motion.enabled
+            && !Motion::set_live(pipeline, new.motion.enabled)
+        {
+            return Applied::Restart;
         }
         if let Some(next) = image_plan {
             if let Err(e) = image::apply(pipeline, &next) {
@@ -491,6 +511,7 @@ impl Runner {
             return open_failed(format!("image settings: {e}"));
         }
         self.image = Some((caps, image_plan));
+        self.motion.attach(&pipeline);
         let mut sinks = Vec::new();
         for (i, e) in self.encodings.iter().enumerate() {
             let sink_name = if i == 0 {

@@ -104,7 +104,9 @@ pub fn describe_with_image(
          ! appsink name={SINK_NAME} max-buffers=4 drop=true",
         encoder::fragment(encoder, ENCODER_NAME, &Target::of(stream, level))
     );
-    if stream.renditions.is_empty() {
+    // Motion detection (stream::motion): its own leaky branch of the raw picture.
+    let motion = super::motion::branch(stream);
+    if stream.renditions.is_empty() && motion.is_empty() {
         return format!("{src} ! {main}");
     }
     let mut d = format!(
@@ -132,6 +134,7 @@ pub fn describe_with_image(
             rendition_sink(i)
         ));
     }
+    d.push_str(&motion);
     d
 }
 

@@ -15,6 +15,7 @@ pub mod image;
 pub mod libcamera_log;
 pub mod lifecycle;
 pub mod metrics;
+pub mod motion;
 pub mod restart;
 pub mod source;
 pub mod status;
