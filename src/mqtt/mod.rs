@@ -385,6 +385,11 @@ async fn announce(
             }
             switch_states(&ctx, &camera.name);
             state_of(&ctx, &camera.name, None);
+            ctx.outbox.push(Message::new(
+                ctx.topics.stream(&camera.name, "motion"),
+                on_off(camera.motion.state().active),
+                true,
+            ));
         }
     }
 }
@@ -487,8 +492,12 @@ async fn follow_events(ctx: Arc<Ctx>, cancel: CancellationToken) {
     }
 }
 
-/// The event's picture, as JPEG: the newest frame of the stream's main encoding.
+/// The event's picture, as JPEG: the detector's peak picture of the event, or (when it has
+/// none) the newest frame of the stream's main encoding.
 async fn picture(ctx: &Ctx, stream: &str) -> Option<Vec<u8>> {
+    if let Some(peak) = ctx.control.camera(stream).and_then(|c| c.motion.jpeg()) {
+        return Some(peak.data.clone());
+    }
     let (camera, enc, snapshots) = ctx.control.encoding(stream)?;
     let (w, h) = camera.picture_size(&enc);
     let made = tokio::time::timeout(
