@@ -343,3 +343,145 @@ fn a_dead_broker_never_touches_streaming_and_mqtt_comes_back() {
     assert_eq!(d.metric("camstream_mqtt_connected"), Some(1.0));
     assert!(!viewer.errored());
 }
+
+/// A `mosquitto_sub` left running on `topic`: every message with the instant it arrived.
+struct Watcher {
+    child: Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<(Instant, String)>>>,
+}
+
+impl Watcher {
+    fn start(broker: &Broker, topic: &str) -> Watcher {
+        let mut child = Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+            .args(["-u", USER, "-P", PASSWORD, "-t", topic, "-F", "%p"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("mosquitto_sub runs");
+        let out = child.stdout.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let l2 = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                l2.lock().unwrap().push((Instant::now(), line));
+            }
+        });
+        Watcher { child, lines }
+    }
+
+    /// When `payload` first arrived after `since`.
+    fn first(&self, payload: &str, since: Instant) -> Option<Instant> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(t, p)| *t >= since && p == payload)
+            .map(|(t, _)| *t)
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A scene whose ball moves from 4 s for 2 s, then stands still: the motion binary_sensor says
+/// ON within 1 s of the ball's first frame and OFF after the scene calms; the motion detection
+/// switch then turns detection off (the API's status shows it).
+#[test]
+fn motion_on_within_a_second_then_off_and_the_switch_turns_detection_off() {
+    const FPS: u64 = 10;
+    const BALL_FRAME: u64 = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    let start = Instant::now();
+    let watcher = Watcher::start(&broker, &format!("{BASE}/video/motion"));
+    let scene = format!(
+        "videotestsrc is-live=true pattern=black ! video/x-raw,width=320,height=180,framerate={FPS}/1 ! c. \
+         videotestsrc pattern=ball timestamp-offset={}000000000 num-buffers=20 ! video/x-raw,width=320,height=180,framerate={FPS}/1 ! c. \
+         compositor name=c background=black",
+        BALL_FRAME / FPS
+    );
+    let d = daemon()
+        .set("source.kind", "pipeline")
+        .set("source.pipeline", scene)
+        .set("video.width", 320)
+        .set("video.height", 180)
+        .set("video.fps", FPS)
+        .set("encoder.keyframe_interval", FPS)
+        .set("motion.enabled", true)
+        .set("motion.cooldown_ms", 1000)
+        .set("mqtt.url", format!("mqtt://127.0.0.1:{}", broker.port))
+        .set("mqtt.username", USER)
+        .set("mqtt.password", PASSWORD)
+        .set("mqtt.client_id", CLIENT)
+        .start();
+    let stream = || d.get("/api/v1/streams/video").json();
+    // The encoded-frame count tells when the ball's first frame left the camera.
+    let mut first_ball = None;
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            if stream()["frames"]["encoded"].as_u64().unwrap_or(0) > BALL_FRAME {
+                first_ball = Some(Instant::now());
+            }
+            first_ball.is_some()
+        }),
+        "the scene did not run:\n{}",
+        d.log()
+    );
+    let first_ball = first_ball.unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || watcher
+            .first("ON", start)
+            .is_some()),
+        "no motion ON:\n{}",
+        d.log()
+    );
+    let on = watcher.first("ON", start).unwrap();
+    let latency = on.saturating_duration_since(first_ball);
+    eprintln!(
+        "figures: MQTT motion ON {} ms after the ball's first frame was encoded",
+        latency.as_millis()
+    );
+    assert!(latency < Duration::from_secs(1), "ON after {latency:?}");
+    assert!(
+        wait_until(Duration::from_secs(10), || watcher
+            .first("OFF", on)
+            .is_some()),
+        "no motion OFF after the scene calmed:\n{}",
+        d.log()
+    );
+    // The last event's picture is retained for Home Assistant's image entity.
+    let pic = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+        .args([
+            "-u",
+            USER,
+            "-P",
+            PASSWORD,
+            "-t",
+            &format!("{BASE}/video/picture"),
+        ])
+        .args(["-C", "1", "-W", "5", "-N"])
+        .output()
+        .unwrap();
+    assert_eq!(pic.stdout.get(..2), Some(&[0xff, 0xd8][..]), "not a JPEG");
+
+    assert_eq!(stream()["motion"]["enabled"], true);
+    broker.publish(&format!("{BASE}/video/motion_detection/set"), "OFF");
+    assert!(
+        wait_until(Duration::from_secs(10), || stream()["motion"]["enabled"]
+            == false),
+        "the switch did not turn detection off:\n{}",
+        d.log()
+    );
+    assert!(wait_until(Duration::from_secs(5), || {
+        broker
+            .retained(&format!("{BASE}/video/motion_detection"), 2)
+            .as_deref()
+            == Some("OFF")
+    }));
+}
