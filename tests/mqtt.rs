@@ -397,7 +397,7 @@ fn motion_on_within_a_second_then_off_and_the_switch_turns_detection_off() {
     const BALL_FRAME: u64 = 40;
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(dir.path());
-    let start = Instant::now();
+    let t0 = Instant::now();
     let watcher = Watcher::start(&broker, &format!("{BASE}/video/motion"));
     let scene = format!(
         "videotestsrc is-live=true pattern=black ! video/x-raw,width=320,height=180,framerate={FPS}/1 ! c. \
@@ -434,13 +434,11 @@ fn motion_on_within_a_second_then_off_and_the_switch_turns_detection_off() {
     );
     let first_ball = first_ball.unwrap();
     assert!(
-        wait_until(Duration::from_secs(5), || watcher
-            .first("ON", start)
-            .is_some()),
+        wait_until(Duration::from_secs(5), || watcher.first("ON", t0).is_some()),
         "no motion ON:\n{}",
         d.log()
     );
-    let on = watcher.first("ON", start).unwrap();
+    let on = watcher.first("ON", t0).unwrap();
     let latency = on.saturating_duration_since(first_ball);
     eprintln!(
         "figures: MQTT motion ON {} ms after the ball's first frame was encoded",
