@@ -33,8 +33,10 @@ pub const MAX_QUEUE: usize = 64;
 pub const MAX_TERMINATION_S: i64 = 3600;
 /// Life of a subscription created without `InitialTerminationTime`, in seconds.
 const DEFAULT_TERMINATION_S: i64 = 60;
-/// Longest a PullMessages waits for a message, in seconds.
-pub const MAX_PULL_WAIT_S: u64 = 60;
+/// Longest a PullMessages waits for a message, in seconds: under the sidecar's 15 s bound on
+/// every request, so a long `Timeout` gets an empty answer (as ONVIF allows) and the client
+/// pulls again, rather than a 503.
+pub const MAX_PULL_WAIT_S: u64 = 10;
 /// Most messages answered to one PullMessages.
 const MAX_MESSAGE_LIMIT: usize = 100;
 
