@@ -27,6 +27,11 @@ struct Broker {
 impl Broker {
     /// Starts a broker that asks for `USER`/`PASSWORD`.
     fn start(dir: &Path) -> Broker {
+        Self::start_with(dir, "")
+    }
+
+    /// [`Broker::start`] with more lines for the listener (TLS).
+    fn start_with(dir: &Path, listener: &str) -> Broker {
         let passwd = dir.join("passwd");
         let ok = Command::new("mosquitto_passwd")
             .args(["-c", "-b"])
@@ -36,11 +41,13 @@ impl Broker {
             .expect("mosquitto_passwd runs (scripts/setup.sh --test installs mosquitto)");
         assert!(ok.success());
         let port = free_port();
+        // `user root`: a broker started as root keeps it (files in the 0700 temporary folder
+        // stay readable); started as anyone else, the line does nothing.
         let config = dir.join("mosquitto.conf");
         std::fs::write(
             &config,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\npersistence false\n",
+                "user root\nlistener {port} 127.0.0.1\n{listener}allow_anonymous false\npassword_file {}\npersistence false\n",
                 passwd.display()
             ),
         )
@@ -482,4 +489,57 @@ fn motion_on_within_a_second_then_off_and_the_switch_turns_detection_off() {
             .as_deref()
             == Some("OFF")
     }));
+}
+
+/// `mqtts://` with the broker's authority in `mqtt.ca_file`: camstream connects over TLS
+/// (OpenSSL, through native-tls) and says `online`; without the authority it does not.
+#[test]
+fn mqtts_with_the_brokers_authority_connects() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let ok = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl runs");
+    assert!(ok.success());
+    let broker = Broker::start_with(
+        dir.path(),
+        &format!("certfile {}\nkeyfile {}\n", cert.display(), key.display()),
+    );
+    let url = format!("mqtts://127.0.0.1:{}", broker.port);
+    let d = daemon()
+        .set("mqtt.url", &url)
+        .set("mqtt.username", USER)
+        .set("mqtt.password", PASSWORD)
+        .set("mqtt.client_id", CLIENT)
+        .set("mqtt.ca_file", cert.display())
+        .start();
+    assert!(
+        d.wait_log("MQTT connected", Duration::from_secs(10)),
+        "no TLS connection:\n{}",
+        d.log()
+    );
+    // The system's authorities do not know this one: no connection, streaming unaffected.
+    let untrusted = daemon()
+        .set("mqtt.url", &url)
+        .set("mqtt.username", USER)
+        .set("mqtt.password", PASSWORD)
+        .set("mqtt.client_id", "other")
+        .start();
+    assert!(!untrusted.wait_log("MQTT connected", Duration::from_secs(3)));
+    assert_eq!(untrusted.metric("camstream_mqtt_connected"), Some(0.0));
+    assert_eq!(d.metric("camstream_mqtt_connected"), Some(1.0));
 }

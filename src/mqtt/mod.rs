@@ -279,6 +279,9 @@ async fn run(
     cancel: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(250);
+    // The first failure of a run of them is a warning, the rest debug: an operator sees why,
+    // once, and a broker away for a day does not fill the log.
+    let mut warned = false;
     loop {
         let polled = tokio::select! {
             p = eventloop.poll() => p,
@@ -287,6 +290,7 @@ async fn run(
         match polled {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff = Duration::from_millis(250);
+                warned = false;
                 ctx.connected.store(true, Ordering::SeqCst);
                 metrics::gauge!(names::MQTT_CONNECTED).set(1.0);
                 tracing::info!("MQTT connected");
@@ -302,6 +306,10 @@ async fn run(
             Err(e) => {
                 if ctx.connected.swap(false, Ordering::SeqCst) {
                     tracing::warn!(error = %e, "MQTT connection lost; reconnecting");
+                    warned = true;
+                } else if !warned {
+                    tracing::warn!(error = %e, "MQTT broker unreachable; retrying (further failures are logged at debug)");
+                    warned = true;
                 } else {
                     tracing::debug!(error = %e, retry_in_ms = backoff.as_millis() as u64, "MQTT broker unreachable");
                 }

@@ -39,8 +39,9 @@ async def main(host, port, user, password, seconds):
         messages = []
         saw_true = saw_false_after = False
         while loop.time() < deadline and not saw_false_after:
+            # HA's PULLPOINT_POLL_TIME and PULLPOINT_MESSAGE_LIMIT.
             result = await service.PullMessages(
-                {"MessageLimit": 100, "Timeout": dt.timedelta(seconds=2)}
+                {"MessageLimit": 100, "Timeout": dt.timedelta(seconds=60)}
             )
             for msg in result.NotificationMessage or []:
                 # As homeassistant/components/onvif/parsers.py reads them.
