@@ -313,6 +313,14 @@ discovery = false
             b"",
             &[401, 401, 200, 200, 200, 200],
         ),
+        // Motion detection: the peak picture needs `view` like a snapshot (off here, so a
+        // principal who passes the door learns there is no picture).
+        row(
+            "GET",
+            "/api/v1/streams/video/motion.jpg",
+            b"",
+            &[401, 401, 404, 404, 404, 404],
+        ),
         row(
             "GET",
             "/api/v1/recordings?stream=video",

@@ -61,9 +61,10 @@ pub enum HookEvent {
     PushUp,
     /// The vision model answered about a picture.
     Analysis,
-    /// Motion began in a stream's picture (fields: `score`, `zone`).
+    /// Motion began in a stream's picture (fields: `event_id`, `score`, `zone`).
     MotionStart,
-    /// The motion in a stream's picture ended (fields: `score`, `zone`, `duration_ms`).
+    /// The motion in a stream's picture ended (fields: `event_id`, `score`, `zone`,
+    /// `duration_ms`).
     MotionEnd,
 }
 

@@ -752,6 +752,29 @@ pub struct RecordConfig {
     /// Seconds between `fsync`s of the segment being written (bounds what a power cut loses),
     /// 0 to 3600; 0 = after every part. Default 10.
     pub fsync_s: u32,
+    // Event clips (motion detection, docs/motion.md).
+    /// `continuous` (everything) or `events` (clips around motion events). Default
+    /// `continuous`.
+    pub mode: RecordMode,
+    /// In `events` mode, seconds a clip starts before the motion (from the last keyframe at
+    /// least that far back), 0 to 60. Default 5.
+    pub pre_s: u32,
+    /// In `events` mode, seconds a clip goes on after the motion ends, 0 to 600. Default 5.
+    pub post_s: u32,
+    /// In `events` mode, most bytes of encoded pictures kept in memory for the pre-roll,
+    /// 1 MiB to 1 GiB. Default 33554432 (32 MiB).
+    pub ring_max_bytes: u64,
+}
+
+/// What is recorded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordMode {
+    /// Everything, segment after segment.
+    #[default]
+    Continuous,
+    /// Clips around motion events, with pre-roll from memory.
+    Events,
 }
 
 impl Default for RecordConfig {
@@ -766,6 +789,11 @@ impl Default for RecordConfig {
             max_bytes: 0,
             min_free_mb: 256,
             fsync_s: 10,
+            // Event clips.
+            mode: RecordMode::Continuous,
+            pre_s: 5,
+            post_s: 5,
+            ring_max_bytes: 32 << 20,
         }
     }
 }

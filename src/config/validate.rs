@@ -160,6 +160,15 @@ fn check_record(p: &str, r: &super::RecordConfig) -> Checked {
     }
     in_range(&format!("{p}keep_hours"), r.keep_hours, 0, 87_600)?;
     in_range(&format!("{p}min_free_mb"), r.min_free_mb, 0, 1 << 20)?;
+    // Event clips.
+    in_range(&format!("{p}pre_s"), r.pre_s, 0, 60)?;
+    in_range(&format!("{p}post_s"), r.post_s, 0, 600)?;
+    in_range(
+        &format!("{p}ring_max_bytes"),
+        r.ring_max_bytes,
+        1 << 20,
+        1 << 30,
+    )?;
     in_range(&format!("{p}fsync_s"), r.fsync_s, 0, 3600)
 }
 

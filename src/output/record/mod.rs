@@ -5,6 +5,8 @@
 //! operation, so neither a slow nor a full disk reaches the capture or the live viewers: the hub
 //! queue leaks, the appsink hands frames over without waiting, and the writer pauses by itself.
 
+// Event clips' pre-roll ring.
+mod clips;
 pub mod export;
 pub mod index;
 mod mkv;
@@ -337,6 +339,8 @@ async fn manage(camera: Camera, time: SharedTime, outputs: Outputs, cancel: Canc
     let mut error_since = None;
     let mut was_streaming = false;
     let mut registered = false;
+    // Event clips: motion starts and ends go to the writer (it ignores them outside `events`).
+    let mut motion = Some(camera.motion.subscribe());
     loop {
         let rc = configs.borrow_and_update().record.clone();
         if running.as_ref().map(|r| &r.config) != Some(&rc) {
@@ -389,6 +393,28 @@ async fn manage(camera: Camera, time: SharedTime, outputs: Outputs, cancel: Canc
                     r.gate.send(Msg::Break("the camera stopped streaming"));
                 }
                 was_streaming = streaming;
+            }
+            change = async {
+                match &mut motion {
+                    Some(m) => m.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                use crate::stream::motion::Change;
+                use tokio::sync::broadcast::error::RecvError;
+                match change {
+                    Ok(Change::Start { event_id, .. }) => if let Some(r) = &running {
+                        // The detection's time (set before the start is sent), so the pre-roll
+                        // reaches back from the motion, not from this message.
+                        let at = camera.motion.state().last_start.map_or_else(utc::now, |ms| ms as i64 * 1_000_000);
+                        r.gate.send(Msg::MotionStart(event_id, at));
+                    },
+                    Ok(Change::End { event_id, .. }) => if let Some(r) = &running {
+                        r.gate.send(Msg::MotionEnd(event_id));
+                    },
+                    Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => motion = None,
+                }
             }
             _ = tick.tick() => {
                 let report = shared.lock().unwrap().clone();

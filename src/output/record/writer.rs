@@ -18,15 +18,17 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::clips::Ring;
 use super::index;
 use super::mkv;
 use super::mp4::{self, Sample, TIMESCALE, Track};
 use super::retention::{self, Limits};
-use crate::config::{RecordConfig, RecordFormat};
+use crate::config::{RecordConfig, RecordFormat, RecordMode};
 use crate::stream::hub::Hub;
 use crate::utc::{self, Nanos};
 
 /// One encoded frame on its way to disk.
+#[derive(Clone)]
 pub struct Frame {
     /// The access unit (AVC: length-prefixed NAL units).
     pub buffer: gst::Buffer,
@@ -50,6 +52,12 @@ pub enum Msg {
     Frame(Frame),
     /// Close the segment now (camera restarted, pipeline rebuilt); the reason is logged.
     Break(&'static str),
+    // Event clips (`record.mode = "events"`).
+    /// Motion began (event id, detection time): a clip starts from the pre-roll (or the
+    /// running clip goes on).
+    MotionStart(String, Nanos),
+    /// Motion ended: the clip ends `post_s` from now.
+    MotionEnd(String),
 }
 
 /// The writer's phase, as status and metrics show it.
@@ -159,6 +167,17 @@ pub struct Writer {
     /// exactly and the listing shows no gap between them.
     chain: Option<(Nanos, u64)>,
     stream: String,
+    // Event clips: the pre-roll ring (`events` mode only) and the clip being written.
+    ring: Option<Ring>,
+    clip: Option<Clip>,
+}
+
+/// The event clip being written.
+struct Clip {
+    /// The event that started it.
+    event_id: String,
+    /// When it ends (UTC): unset while the motion lasts.
+    until: Option<Nanos>,
 }
 
 const RETRY_FIRST: Duration = Duration::from_secs(1);
@@ -181,6 +200,8 @@ impl Writer {
         shared: Shared,
         current: Arc<Mutex<Option<String>>>,
     ) -> Self {
+        let ring = (config.mode == RecordMode::Events)
+            .then(|| Ring::new(config.pre_s, config.ring_max_bytes));
         Writer {
             dir,
             config,
@@ -195,6 +216,8 @@ impl Writer {
             last_space_check: Instant::now(),
             chain: None,
             stream: stream.to_string(),
+            ring,
+            clip: None,
         }
     }
 
@@ -205,8 +228,21 @@ impl Writer {
         }
         loop {
             match rx.recv_timeout(Duration::from_millis(500)) {
+                Ok(Msg::Frame(f)) if self.ring.is_some() => self.event_frame(f),
                 Ok(Msg::Frame(f)) => self.frame(f),
+                Ok(Msg::MotionStart(id, at)) => self.motion_start(id, at),
+                Ok(Msg::MotionEnd(id)) => {
+                    let post = i64::from(self.config.post_s) * 1_000_000_000;
+                    if let Some(c) = &mut self.clip {
+                        tracing::debug!(stream = %self.stream, event_id = %id, post_s = self.config.post_s, "Motion ended; the clip ends after the post-roll");
+                        c.until = Some(utc::now() + post);
+                    }
+                }
                 Ok(Msg::Break(why)) => {
+                    if let Some(r) = &mut self.ring {
+                        // The pictures before a break do not continue into the ones after.
+                        *r = Ring::new(self.config.pre_s, self.config.ring_max_bytes);
+                    }
                     if self.open.is_some() {
                         tracing::info!(stream = %self.stream, reason = why, "Recording segment closed at a break");
                     }
@@ -222,6 +258,48 @@ impl Writer {
         let mut r = self.shared.lock().unwrap();
         r.phase = Phase::Off;
         r.file = None;
+    }
+
+    /// `events` mode: every picture goes into the pre-roll ring; a clip being written takes
+    /// it too, until `post_s` after the motion's end.
+    fn event_frame(&mut self, f: Frame) {
+        if let Some(r) = &mut self.ring {
+            r.push(f.clone());
+        }
+        let Some(clip) = &self.clip else {
+            return;
+        };
+        if clip.until.is_some_and(|u| f.utc > u) {
+            tracing::info!(stream = %self.stream, event_id = %clip.event_id, "Event clip finished");
+            self.clip = None;
+            self.close(None);
+            self.set_phase_waiting();
+            return;
+        }
+        self.frame(f);
+    }
+
+    /// A clip starts from the ring's keyframe at least `pre_s` before the detection at `at`;
+    /// motion during a clip's post-roll extends that clip.
+    fn motion_start(&mut self, event_id: String, at: Nanos) {
+        let Some(ring) = &self.ring else {
+            return;
+        };
+        if let Some(c) = &mut self.clip {
+            c.until = None;
+            return;
+        }
+        let preroll = ring.preroll(at);
+        tracing::info!(stream = %self.stream, event_id = %event_id, preroll_s = preroll.first().zip(preroll.last()).map_or(0.0, |(a, b)| (b.utc - a.utc) as f64 / 1e9), "Event clip started");
+        self.clip = Some(Clip {
+            event_id,
+            until: None,
+        });
+        // The ring's pictures were counted when they came; their numbers restart here.
+        self.last_seq = None;
+        for f in preroll {
+            self.frame(f);
+        }
     }
 
     /// Finishes segments a crash left behind: cuts the part that was being written and writes

@@ -43,7 +43,8 @@ pub fn branch(stream: &StreamConfig) -> String {
     if !m.enabled {
         return String::new();
     }
-    let k = scale(m);
+    // Never larger than the camera's picture.
+    let k = scale(m).min((stream.video.width / m.width).max(1));
     format!(
         " split. ! queue leaky=downstream max-size-buffers=1 max-size-bytes=0 max-size-time=0 \
          ! valve name={VALVE_NAME} drop=false ! videorate drop-only=true ! videoscale \
@@ -404,16 +405,17 @@ impl Worker {
                 Some(Transition::Start { score, zone }) => {
                     let id = format!("{}-{}", motion.stream, unix_ms());
                     event = Some(id.clone());
-                    // The first picture of an event is always kept, so a subscriber that
-                    // fetches it on the start sees this event's picture.
-                    store_jpeg(&motion, &sample, &id, score);
-                    last_jpeg = Some(Instant::now());
-                    pending_peak = None;
+                    // The start goes out first (encoding the picture takes a few tens of ms);
+                    // the event's first picture follows at once, `MotionJpeg::event_id` says
+                    // whose it is.
                     motion.publish(Change::Start {
-                        event_id: id,
+                        event_id: id.clone(),
                         score: round(score),
                         zone,
                     });
+                    store_jpeg(&motion, &sample, &id, score);
+                    last_jpeg = Some(Instant::now());
+                    pending_peak = None;
                 }
                 Some(end @ Transition::End { .. }) => {
                     if let (Some((s, score)), Some(id)) = (pending_peak.take(), &event) {
