@@ -27,6 +27,8 @@ if [ "${1:-}" = "--test" ]; then
   # Image tests: a Debian 13 root whose libcamerasrc (libcamera 0.4) the generated properties
   # are checked against (scripts/trixie-root.sh).
   packages+=(debootstrap)
+  # MQTT tests (tests/mqtt.rs; issue #25, branch events): a real broker and its clients.
+  packages+=(mosquitto mosquitto-clients)
 fi
 
 missing=()

@@ -375,6 +375,14 @@ async fn start(config: Arc<Config>, bound: Bound) -> Result<Running, AppError> {
             .await?;
     let analysis =
         crate::analysis::start(&config.analysis, control.clone(), shutdown.child_token());
+    // MQTT and Home Assistant (issue #25, branch events).
+    let mqtt = crate::mqtt::start(
+        &config,
+        access.clone(),
+        control.clone(),
+        shutdown.child_token(),
+    )
+    .map_err(|e| ConfigError::Invalid(e.to_string()))?;
     let shared = http::Shared {
         onvif: services.onvif,
         analysis,
@@ -394,6 +402,7 @@ async fn start(config: Arc<Config>, bound: Bound) -> Result<Running, AppError> {
     };
     let mut tasks = vec![upkeep];
     tasks.extend(services.tasks);
+    tasks.extend(mqtt);
     tasks.push(http::trends::spawn(shared.clone(), shutdown.child_token()));
     let https = if config.http.tls {
         let acceptor = http::listener::acceptor(&config.tls.cert_file, &config.tls.key_file)

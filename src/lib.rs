@@ -17,6 +17,8 @@ pub(crate) mod http;
 pub(crate) mod logins;
 pub(crate) mod metrics;
 pub(crate) mod motion;
+/// MQTT and Home Assistant discovery (issue #25, branch events).
+pub(crate) mod mqtt;
 pub(crate) mod notify;
 pub mod output;
 pub(crate) mod process_metrics;

@@ -118,6 +118,19 @@ pub mod names {
     pub const HTTP_OPEN: &str = "camstream_http_connections_open";
     /// ICE-TCP connections closed by a limit, label `reason`.
     pub const ICE_TCP_REFUSED: &str = "camstream_webrtc_ice_tcp_refused_total";
+    // ONVIF events and MQTT (issue #25, branch events).
+    /// ONVIF PullPoint subscriptions alive now.
+    pub const ONVIF_EVENT_SUBSCRIPTIONS: &str = "camstream_onvif_event_subscriptions";
+    /// ONVIF event messages dropped because a subscription's queue was full.
+    pub const ONVIF_EVENTS_DROPPED: &str = "camstream_onvif_events_dropped_total";
+    /// 1 while the MQTT client is connected to its broker, else 0.
+    pub const MQTT_CONNECTED: &str = "camstream_mqtt_connected";
+    /// MQTT messages handed to the broker's connection.
+    pub const MQTT_PUBLISHED: &str = "camstream_mqtt_published_total";
+    /// MQTT messages dropped because the outgoing queue was full (the broker away or slow).
+    pub const MQTT_DROPPED: &str = "camstream_mqtt_dropped_total";
+    /// MQTT commands received, label `result` (ok, refused, invalid).
+    pub const MQTT_COMMANDS: &str = "camstream_mqtt_commands_total";
     // Motion detection (stream::motion).
     /// Motion events started, by stream.
     pub const MOTION_EVENTS: &str = "camstream_motion_events_total";
@@ -304,6 +317,25 @@ impl Metrics {
             ICE_TCP_REFUSED,
             "ICE-TCP connections closed by a limit, by reason"
         );
+        // ONVIF events and MQTT (issue #25, branch events).
+        describe_gauge!(
+            ONVIF_EVENT_SUBSCRIPTIONS,
+            "ONVIF PullPoint subscriptions alive"
+        );
+        describe_counter!(
+            ONVIF_EVENTS_DROPPED,
+            "ONVIF event messages dropped from a full subscription queue"
+        );
+        describe_gauge!(MQTT_CONNECTED, "1 while connected to the MQTT broker");
+        describe_counter!(
+            MQTT_PUBLISHED,
+            "MQTT messages handed to the broker connection"
+        );
+        describe_counter!(
+            MQTT_DROPPED,
+            "MQTT messages dropped from the full outgoing queue"
+        );
+        describe_counter!(MQTT_COMMANDS, "MQTT commands received, by result");
         crate::telemetry::count_drops_in(metrics::counter!(LOG_LINES_DROPPED));
         Metrics {
             connections: metrics::counter!(CONNECTIONS),

@@ -392,6 +392,23 @@ discovery = false
             ),
             &[401, 400, 200, 200, 200, 200],
         ),
+        // ONVIF events (issue 25, branch events): the same accounts as the other services.
+        row(
+            "POST",
+            "/onvif/events_service",
+            &soap(
+                r#"<tev:GetEventProperties xmlns:tev="http://www.onvif.org/ver10/events/wsdl"/>"#,
+            ),
+            &[401, 400, 200, 200, 200, 200],
+        ),
+        row(
+            "POST",
+            "/onvif/events_service",
+            &soap(
+                r#"<tev:CreatePullPointSubscription xmlns:tev="http://www.onvif.org/ver10/events/wsdl"><tev:InitialTerminationTime>PT10S</tev:InitialTerminationTime></tev:CreatePullPointSubscription>"#,
+            ),
+            &[401, 400, 200, 200, 200, 200],
+        ),
     ];
     let (table, wrong) = run_matrix(&d, &cols, &rows);
     println!("accounts configured:\n{table}");

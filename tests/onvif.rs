@@ -149,7 +149,9 @@ fn an_nvr_discovers_adds_and_plays_the_camera() {
         m["services"],
         serde_json::json!([
             "http://www.onvif.org/ver10/device/wsdl",
-            "http://www.onvif.org/ver10/media/wsdl"
+            "http://www.onvif.org/ver10/media/wsdl",
+            // The event service (issue 25, branch events).
+            "http://www.onvif.org/ver10/events/wsdl"
         ]),
         "{m}"
     );

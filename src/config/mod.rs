@@ -21,6 +21,7 @@ pub mod image;
 mod layers;
 mod legacy;
 pub mod motion;
+pub mod mqtt;
 pub mod nvr;
 pub mod push_url;
 mod rules;
@@ -30,6 +31,7 @@ mod validate;
 pub use h264::Level;
 pub use layers::{Sources, figment, parse_override};
 pub use legacy::LEGACY_ENV;
+pub use mqtt::MqttConfig;
 pub use nvr::{AnalysisConfig, HookConfig, HookEvent, HookLimits, OnvifConfig};
 pub use schema::*;
 

@@ -56,6 +56,8 @@ pub struct Config {
     pub analysis: super::nvr::AnalysisConfig,
     /// Who may pass the doors without credentials (docs/security.md).
     pub access: AccessConfig,
+    /// MQTT and Home Assistant discovery (docs/mqtt.md; issue #25, branch events).
+    pub mqtt: super::mqtt::MqttConfig,
     // Motion detection (docs/motion.md).
     /// Motion detection of the flat form's stream (and the default of every `[[streams]]`
     /// entry).

@@ -324,6 +324,7 @@ impl Config {
             &names,
             self.http.enabled,
         )?;
+        self.mqtt.validate()?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return bad(format!(
                 "log.level = {:?} is not a level (error, warn, info, debug, trace) or filter",

@@ -3,7 +3,7 @@
 //! us; `output::onvif` does the SOAP.
 
 use axum::body::Body;
-use axum::extract::State as AxumState;
+use axum::extract::{Path as AxumPath, State as AxumState};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -12,6 +12,7 @@ use super::Shared;
 use super::auth::{Doors, Rule};
 use crate::access::{Action, Denied, Door, Principal};
 use crate::config::Profile264;
+use crate::output::onvif::events::EVENTS_PATH;
 use crate::output::onvif::soap::{Fault, MAX_MESSAGE};
 use crate::output::onvif::{DEVICE_PATH, MEDIA_PATH, MediaProfile, Reached};
 
@@ -21,7 +22,27 @@ use crate::output::onvif::{DEVICE_PATH, MEDIA_PATH, MediaProfile, Reached};
 pub(super) fn routes(d: &mut Doors) {
     let rule = Rule::http(Action::Public).at(Door::Onvif);
     d.route(DEVICE_PATH, "POST", rule, post(device))
-        .route(MEDIA_PATH, "POST", rule, post(media));
+        .route(MEDIA_PATH, "POST", rule, post(media))
+        .route(EVENTS_PATH, "POST", rule, post(events))
+        .route(SUBSCRIPTION_ROUTE, "POST", rule, post(subscription));
+}
+
+/// A pull point's route; `output::onvif::events::SUBSCRIPTION_PREFIX` and the number.
+const SUBSCRIPTION_ROUTE: &str = "/onvif/subscription/{id}";
+
+async fn events(s: AxumState<Shared>, headers: HeaderMap, body: Body) -> Response {
+    serve_with(s, "events", headers, body, Some(None)).await
+}
+
+async fn subscription(
+    s: AxumState<Shared>,
+    AxumPath(id): AxumPath<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    // An id that is not a number names no subscription: it gets the same fault as an ended one.
+    let id = crate::output::onvif::events::subscription_id(&id).unwrap_or(0);
+    serve_with(s, "events", headers, body, Some(Some(id))).await
 }
 
 async fn device(s: AxumState<Shared>, headers: HeaderMap, body: Body) -> Response {
@@ -105,10 +126,22 @@ fn profiles(s: &Shared) -> Vec<MediaProfile> {
 }
 
 async fn serve(
+    s: AxumState<Shared>,
+    service: &'static str,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    serve_with(s, service, headers, body, None).await
+}
+
+/// Serves one SOAP request; `events` is `Some(subscription)` for the event service and its
+/// pull points (answered asynchronously: PullMessages waits), `None` for device and media.
+async fn serve_with(
     AxumState(s): AxumState<Shared>,
     service: &'static str,
     headers: HeaderMap,
     body: Body,
+    events: Option<Option<u64>>,
 ) -> Response {
     let Some(onvif) = s.onvif.clone() else {
         return super::error(StatusCode::NOT_FOUND, "ONVIF is disabled (onvif.enabled)");
@@ -149,7 +182,14 @@ async fn serve(
             .ok_or(Denied::Unauthenticated),
         _ => super::auth::principal(&s, &headers),
     };
-    let answer = onvif.handle(service, &bytes, &at, now, http);
+    let answer = match events {
+        Some(subscription) => {
+            onvif
+                .handle_events(&bytes, &at, now, http, subscription)
+                .await
+        }
+        None => onvif.handle(service, &bytes, &at, now, http),
+    };
     let mut r = soap_response(answer.status, answer.body);
     // A client that brought no credentials, or HTTP Digest ones that did not prove an account
     // (a stale nonce too), gets a Digest challenge: 401, as HTTP authentication expects. A

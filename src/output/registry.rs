@@ -82,6 +82,13 @@ pub const OUTPUTS: &[Output] = &[
         reach: Reach::Outbound,
         started_by: "app::start, next to output::registry::start_services",
     },
+    // MQTT (issue #25, branch events): publishes to the broker the configuration names, and
+    // takes Home Assistant's switches, checked as `control` at the MQTT door.
+    Output {
+        name: "mqtt",
+        reach: Reach::Door(Door::Mqtt, Action::Control),
+        started_by: "app::start, next to output::registry::start_services (crate::mqtt)",
+    },
 ];
 
 /// Starts the RTSP server with its accounts and rules; blocks until the GLib thread reports,
@@ -174,6 +181,9 @@ pub async fn start_services(
     } else {
         None
     };
+    if let Some(o) = &onvif {
+        o.events.listen(shutdown.child_token());
+    }
     let mut tasks = Vec::new();
     if let Some(o) = onvif.as_ref().filter(|_| config.onvif.discovery) {
         let port = http_bound.map_or(config.http.port, |a| a.port());

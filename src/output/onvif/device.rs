@@ -1,6 +1,7 @@
 //! The device service (`/onvif/device_service`), read only: identity, clock, capabilities,
 //! services, scopes and network interfaces.
 
+use super::events::{EVENTS_PATH, NS_EVENTS};
 use super::soap::{Fault, Request, Xml};
 use super::{DEVICE_PATH, MEDIA_PATH, Onvif, Reached, base_url};
 
@@ -91,6 +92,13 @@ pub fn answer(
                         }
                     });
                 });
+                // Schema order: Device, Events, Media.
+                x.node("tt:Events", &[], |x| {
+                    x.leaf("tt:XAddr", &format!("{base}{EVENTS_PATH}"));
+                    x.leaf("tt:WSSubscriptionPolicySupport", "false");
+                    x.leaf("tt:WSPullPointSupport", "true");
+                    x.leaf("tt:WSPausableSubscriptionManagerInterfaceSupport", "false");
+                });
                 x.node("tt:Media", &[], |x| {
                     x.leaf("tt:XAddr", &format!("{base}{MEDIA_PATH}"));
                     x.node("tt:StreamingCapabilities", &[], |x| {
@@ -102,7 +110,11 @@ pub fn answer(
             });
         }),
         "GetServices" => x.node("tds:GetServicesResponse", &[], |x| {
-            for (ns, path) in [(NS_DEVICE, DEVICE_PATH), (NS_MEDIA, MEDIA_PATH)] {
+            for (ns, path) in [
+                (NS_DEVICE, DEVICE_PATH),
+                (NS_MEDIA, MEDIA_PATH),
+                (NS_EVENTS, EVENTS_PATH),
+            ] {
                 x.node("tds:Service", &[], |x| {
                     x.leaf("tds:Namespace", ns);
                     x.leaf("tds:XAddr", &format!("{base}{path}"));

@@ -14,6 +14,7 @@ pub mod auth;
 pub mod device;
 pub mod digest;
 pub mod discovery;
+pub mod events;
 pub mod media;
 pub mod soap;
 
@@ -122,6 +123,8 @@ pub struct Onvif {
     pub rtsp_port: u16,
     /// "rtsp" or "rtsps".
     pub rtsp_scheme: &'static str,
+    /// The event service's subscriptions and motion state.
+    pub events: Arc<events::EventService>,
 }
 
 /// Where the client reached us, and what we serve now.
@@ -160,7 +163,7 @@ impl Onvif {
                 password: c.password.0.clone(),
             })
             .collect();
-        for service in ["device", "media"] {
+        for service in ["device", "media", "events"] {
             for result in ["ok", "fault", "unauthorized"] {
                 let _ = metrics::counter!(names::ONVIF_REQUESTS, "service" => service, "operation" => "other", "result" => result);
             }
@@ -174,6 +177,7 @@ impl Onvif {
                 Duration::from_secs(u64::from(config.onvif.max_clock_skew_s)),
             ),
             rtsp_port,
+            events: Arc::default(),
             rtsp_scheme: if config.tls.enabled() {
                 "rtsps"
             } else {
@@ -193,45 +197,67 @@ impl Onvif {
         now: i64,
         http: Result<Principal, Denied>,
     ) -> Answer {
-        let (answer, operation, result) = match self.answer(body, at, now, http) {
-            Ok((op, envelope)) => (
-                Answer {
-                    status: 200,
-                    body: envelope,
-                    unauthorized: false,
-                },
-                op,
-                "ok",
-            ),
-            Err((op, fault)) => {
-                let result = if fault.subcodes.first() == Some(&"ter:NotAuthorized") {
-                    "unauthorized"
-                } else {
-                    "fault"
-                };
-                tracing::debug!(service, operation = %op, reason = %fault.reason, "ONVIF fault");
-                (
-                    Answer {
-                        status: fault.http_status(),
-                        body: fault.envelope(),
-                        unauthorized: result == "unauthorized",
-                    },
-                    op,
-                    result,
-                )
+        let result = self.answer(body, at, now, http);
+        finish(service, result)
+    }
+
+    /// Answers one SOAP request to the event service (`subscription` `None`) or to the pull
+    /// point of subscription `subscription`; PullMessages waits here for messages.
+    pub async fn handle_events(
+        &self,
+        body: &[u8],
+        at: &Reached<'_>,
+        now: i64,
+        http: Result<Principal, Denied>,
+        subscription: Option<u64>,
+    ) -> Answer {
+        let result = async {
+            let req = soap::parse(body).map_err(|f| (String::new(), f))?;
+            let op = req.operation.clone();
+            let who = self
+                .authorize(&req, now, http)
+                .map_err(|f| (op.clone(), f))?;
+            let reply = events::answer(self, &req, &who, at, now, subscription)
+                .await
+                .map_err(|f| (op.clone(), f))?;
+            Ok((op, soap::envelope(&[], |x| reply.write(x))))
+        }
+        .await;
+        finish("events", result)
+    }
+
+    /// Who sent `req`, refused unless they may view at the ONVIF door (or the operation is
+    /// one the spec leaves open).
+    fn authorize(
+        &self,
+        req: &soap::Request,
+        now: i64,
+        http: Result<Principal, Denied>,
+    ) -> Result<Principal, Fault> {
+        let op = req.operation.as_str();
+        let refused = |reason: &str| Fault::not_authorized(reason);
+        // What the spec leaves open (the clock a client needs to build its token) is public
+        // and looks at no credentials; everything else reads the picture's whereabouts: view.
+        let who = if OPEN_OPERATIONS.contains(&op) {
+            Principal::Anonymous
+        } else {
+            match self.auth.check(req, now)? {
+                Some(user) => self
+                    .access
+                    .identify(&user, Via::Password)
+                    .ok_or_else(|| refused("wrong user name or password"))?,
+                None => http.map_err(|_| refused("wrong user name or password"))?,
             }
         };
-        // Only implemented operation names become label values: the set stays bounded.
-        let label = if device::OPERATIONS.contains(&operation.as_str())
-            || media::OPERATIONS.contains(&operation.as_str())
-        {
-            operation
+        let action = if OPEN_OPERATIONS.contains(&op) {
+            Action::Public
         } else {
-            "other".to_string()
+            Action::View
         };
-        metrics::counter!(names::ONVIF_REQUESTS, "service" => service, "operation" => label, "result" => result)
-            .increment(1);
-        answer
+        self.access
+            .check(&who, Door::Onvif, None, action)
+            .map_err(|_| refused("this operation needs an account (WS-Security UsernameToken)"))?;
+        Ok(who)
     }
 
     fn answer(
@@ -243,28 +269,14 @@ impl Onvif {
     ) -> Result<(String, Vec<u8>), (String, Fault)> {
         let req = soap::parse(body).map_err(|f| (String::new(), f))?;
         let op = req.operation.clone();
-        let refused = |reason: &str| (op.clone(), Fault::not_authorized(reason));
-        // What the spec leaves open (the clock a client needs to build its token) is public
-        // and looks at no credentials; everything else reads the picture's whereabouts: view.
-        let who = if OPEN_OPERATIONS.contains(&op.as_str()) {
-            Principal::Anonymous
-        } else {
-            match self.auth.check(&req, now).map_err(|f| (op.clone(), f))? {
-                Some(user) => self
-                    .access
-                    .identify(&user, Via::Password)
-                    .ok_or_else(|| refused("wrong user name or password"))?,
-                None => http.map_err(|_| refused("wrong user name or password"))?,
-            }
-        };
+        let who = self
+            .authorize(&req, now, http)
+            .map_err(|f| (op.clone(), f))?;
         let action = if OPEN_OPERATIONS.contains(&op.as_str()) {
             Action::Public
         } else {
             Action::View
         };
-        self.access
-            .check(&who, Door::Onvif, None, action)
-            .map_err(|_| refused("this operation needs an account (WS-Security UsernameToken)"))?;
         // An account limited to some streams sees only their profiles.
         let visible: Vec<MediaProfile> = at
             .profiles
@@ -298,6 +310,50 @@ impl Onvif {
             None => Ok((op, envelope)),
         }
     }
+}
+
+/// The HTTP answer to a SOAP result, counted by service, operation and result.
+fn finish(service: &'static str, result: Result<(String, Vec<u8>), (String, Fault)>) -> Answer {
+    let (answer, operation, result) = match result {
+        Ok((op, envelope)) => (
+            Answer {
+                status: 200,
+                body: envelope,
+                unauthorized: false,
+            },
+            op,
+            "ok",
+        ),
+        Err((op, fault)) => {
+            let result = if fault.subcodes.first() == Some(&"ter:NotAuthorized") {
+                "unauthorized"
+            } else {
+                "fault"
+            };
+            tracing::debug!(service, operation = %op, reason = %fault.reason, "ONVIF fault");
+            (
+                Answer {
+                    status: fault.http_status(),
+                    body: fault.envelope(),
+                    unauthorized: result == "unauthorized",
+                },
+                op,
+                result,
+            )
+        }
+    };
+    // Only implemented operation names become label values: the set stays bounded.
+    let label = if device::OPERATIONS.contains(&operation.as_str())
+        || media::OPERATIONS.contains(&operation.as_str())
+        || events::OPERATIONS.contains(&operation.as_str())
+    {
+        operation
+    } else {
+        "other".to_string()
+    };
+    metrics::counter!(names::ONVIF_REQUESTS, "service" => service, "operation" => label, "result" => result)
+        .increment(1);
+    answer
 }
 
 /// `http://host:port` as the client reached us.

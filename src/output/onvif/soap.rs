@@ -37,6 +37,13 @@ const NAMESPACES: &[(&str, &str)] = &[
     ),
     ("xmlns:d", "http://schemas.xmlsoap.org/ws/2005/04/discovery"),
     ("xmlns:dn", "http://www.onvif.org/ver10/network/wsdl"),
+    // The event service (output::onvif::events).
+    ("xmlns:tev", "http://www.onvif.org/ver10/events/wsdl"),
+    ("xmlns:wsnt", "http://docs.oasis-open.org/wsn/b-2"),
+    ("xmlns:wstop", "http://docs.oasis-open.org/wsn/t-1"),
+    ("xmlns:tns1", "http://www.onvif.org/ver10/topics"),
+    ("xmlns:wsa5", "http://www.w3.org/2005/08/addressing"),
+    ("xmlns:xs", "http://www.w3.org/2001/XMLSchema"),
 ];
 
 /// A SOAP fault: who is at fault, the ONVIF subcodes, and a reason for a person.
