@@ -133,7 +133,7 @@ pub fn start_camera(
     push::start(camera, ctx, &outputs, cancel);
     CameraOutputs {
         outputs,
-        snapshots: Arc::new(Snapshotter::default()),
+        snapshots: Arc::new(Snapshotter::new(camera.tap.clone())),
     }
 }
 

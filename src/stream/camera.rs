@@ -23,6 +23,7 @@ use super::metrics::{EncodingMetrics, SupervisorMetrics};
 use super::restart::{self, Exit, Failure, Policy, RunEnd, Supervised, Woken};
 use super::source;
 use super::status::{Health, ImageUse, RestartReason, State, Status};
+use super::tap::RawTap;
 use crate::config::StreamConfig;
 
 /// How a reconfiguration was applied.
@@ -67,6 +68,8 @@ pub struct Camera {
     pub name: String,
     /// Its encodings, main first.
     pub encodings: Vec<Encoding>,
+    /// The raw picture before any encoder (snapshots, MJPEG, analysis).
+    pub tap: Arc<RawTap>,
     config: watch::Receiver<Arc<StreamConfig>>,
     status: watch::Receiver<Status>,
     commands: mpsc::Sender<Command>,
@@ -179,12 +182,14 @@ pub fn start(
     let camera = Camera {
         name: name.clone(),
         encodings: encodings.clone(),
+        tap: RawTap::new(&name),
         config: config_rx,
         status: status_rx,
         commands: cmd_tx,
         image_caps: Arc::new(Mutex::new(None)),
     };
     let image_caps = camera.image_caps.clone();
+    let tap = camera.tap.clone();
     tokio::spawn(publish_flow(encodings.clone(), cancel.clone()));
     let mut runner = Runner {
         config: config_tx,
@@ -197,6 +202,7 @@ pub fn start(
         metrics: SupervisorMetrics::new(&name),
         image: None,
         image_caps,
+        tap,
     };
     let task = tokio::spawn(async move {
         let policy = Policy::from_config(&runner.config.borrow().supervisor);
@@ -269,6 +275,7 @@ struct Runner {
     /// What the source offers and the image plan of the running pipeline.
     image: Option<(Arc<Caps>, Plan)>,
     image_caps: Arc<Mutex<Option<Arc<Caps>>>>,
+    tap: Arc<RawTap>,
 }
 
 /// The settings the capture pipeline is built from; output sections are not among them, so a
@@ -519,10 +526,15 @@ impl Runner {
         }
         let bus = pipeline.bus().expect("a pipeline has a bus");
         let mut messages = bus.stream();
+        if !self.tap.attach(&pipeline) {
+            return open_failed("capture pipeline has no raw-picture tap".into());
+        }
         for (e, sink) in self.encodings.iter().zip(&sinks) {
             e.hub.set_producer(Some(sink));
         }
+        let tap = self.tap.clone();
         let detach = |encodings: &[Encoding]| {
+            tap.detach();
             for e in encodings {
                 e.hub.set_producer(None);
                 // A snapshot during the restart must say "no frame", not show an old picture.

@@ -18,5 +18,6 @@ pub mod metrics;
 pub mod restart;
 pub mod source;
 pub mod status;
+pub mod tap;
 
 pub use capture::CaptureError;
