@@ -20,6 +20,7 @@ pub mod h264;
 pub mod image;
 mod layers;
 mod legacy;
+pub mod mjpeg;
 pub mod nvr;
 pub mod push_url;
 mod rules;

@@ -56,6 +56,8 @@ pub struct Config {
     pub analysis: super::nvr::AnalysisConfig,
     /// Who may pass the doors without credentials (docs/security.md).
     pub access: AccessConfig,
+    /// MJPEG over HTTP (issue 28, docs/mjpeg.md).
+    pub mjpeg: super::mjpeg::MjpegConfig,
 }
 
 /// What an account may do; each role includes the ones before it.

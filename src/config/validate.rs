@@ -313,6 +313,8 @@ impl Config {
             &names,
             self.http.enabled,
         )?;
+        // MJPEG (issue 28).
+        self.mjpeg.validate()?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return bad(format!(
                 "log.level = {:?} is not a level (error, warn, info, debug, trace) or filter",

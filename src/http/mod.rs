@@ -33,6 +33,7 @@ pub mod auth;
 pub(crate) mod body;
 mod host;
 pub mod listener;
+mod mjpeg;
 mod onvif;
 mod push;
 mod recordings;
@@ -156,6 +157,7 @@ pub fn doors(shared: Shared, part: Part) -> Doors {
         session::routes(&mut d);
         webrtc::whep(&mut d);
         webrtc::page(&mut d);
+        mjpeg::routes(&mut d);
     }
     if part != Part::Api && onvif {
         onvif::routes(&mut d);
