@@ -618,8 +618,12 @@ def cmd_mjpeg(args, b, result):
     apart; reports the picture's size and whether the screenshots differ."""
     url, png1, png2 = args[0], args[1], args[2]
     tab = b.first_tab()
-    page = "<html><body style='margin:0;background:#000'><img id=m src=%s></body></html>" % json.dumps(url)
-    open_page(tab, "data:text/html;base64," + base64.b64encode(page.encode()).decode())
+    # A page of the camera's own origin (its health probe) given nothing but the <img>.
+    parts = urllib.parse.urlsplit(url)
+    open_page(tab, "%s://%s/healthz" % (parts.scheme, parts.netloc))
+    wait_js(tab, "document.readyState === 'complete'", 10)
+    tab.eval("document.body.style.margin = '0'; document.body.innerHTML = '<img id=m src=' + %s + '>'; true"
+             % json.dumps(json.dumps(url)))
     size = wait_js(tab, "(() => { const m = document.getElementById('m'); "
                         "return m && m.complete !== undefined && m.naturalWidth > 0 ? [m.naturalWidth, m.naturalHeight] : null; })()", 20)
     result["size"] = size
