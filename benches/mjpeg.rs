@@ -1,9 +1,9 @@
 //! What pictures from the raw tap cost (issue 28), measured on the real daemon at a 720p30 test
 //! source with x264, each case a fresh daemon beside the baseline of the same run:
 //!
-//! - RSS: one RTSP viewer only (baseline), + a client polling `/snapshot.jpg` once a second,
-//!   + two MJPEG clients as well. Target: snapshots and MJPEG add at most 15 MiB (the issue
-//!   measured 49 → 119 MiB with the old decode-the-GOP snapshots).
+//! - RSS: one RTSP viewer only (baseline), then with a client polling `/snapshot.jpg` once a
+//!   second, then with two MJPEG clients as well. Target: snapshots and MJPEG add at most
+//!   15 MiB (the issue measured 49 → 119 MiB with the old decode-the-GOP snapshots).
 //! - One encode for many: 1 and 10 MJPEG clients of 640x480 at `mjpeg.fps = 15` (camera
 //!   640x480@30): encoders running, JPEG pictures made a second and the daemon's CPU.
 //!
