@@ -1,11 +1,11 @@
 //! The AI frame hook: every `analysis.interval_s`, the newest picture of a stream (the snapshot
-//! path: the cached GOP decoded off to the side, scaled to `analysis.width`) goes to an
+//! path: the raw picture from the capture's tap, scaled to `analysis.width`) goes to an
 //! Ollama-compatible `POST /api/generate` (`model`, `prompt`, `images: [base64 JPEG]`,
 //! `stream: false`). The answer is kept for the status API, counted in `camstream_analysis_*`
 //! and published as an `analysis` event for hooks.
 //!
 //! One request at a time (the loop waits for each); failures back off from `interval_s` up to
-//! `max_backoff_s`. The loop only reads the hub's GOP cache, so a down or slow endpoint costs
+//! `max_backoff_s`. The loop only reads the camera's raw-picture tap, so a down or slow endpoint costs
 //! the stream nothing.
 
 use std::sync::{Arc, Mutex};
@@ -185,13 +185,10 @@ async fn round(
     } else {
         scaled_height(sw, sh, width)
     };
-    let jpeg = tokio::time::timeout(
-        SNAPSHOT_TIMEOUT,
-        snapshots.snapshot(enc.hub.gop().clone(), width, height),
-    )
-    .await
-    .map_err(|_| RoundError::NoPicture("the snapshot timed out".into()))?
-    .map_err(|e| RoundError::NoPicture(e.to_string()))?;
+    let jpeg = tokio::time::timeout(SNAPSHOT_TIMEOUT, snapshots.snapshot(width, height))
+        .await
+        .map_err(|_| RoundError::NoPicture("the snapshot timed out".into()))?
+        .map_err(|e| RoundError::NoPicture(e.to_string()))?;
     let body = json!({
         "model": c.model,
         "prompt": c.prompt,

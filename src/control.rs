@@ -57,6 +57,7 @@ struct Running {
     cancel: CancellationToken,
     snapshots: Arc<Snapshotter>,
     outputs: Outputs,
+    mjpeg: Arc<crate::output::mjpeg::Mjpeg>,
 }
 
 /// The running streams and what changes them.
@@ -185,6 +186,7 @@ impl Control {
                 cancel,
                 snapshots: started.snapshots,
                 outputs: started.outputs,
+                mjpeg: started.mjpeg,
             },
         );
         Ok(())
@@ -248,6 +250,15 @@ impl Control {
                 .find(|e| e.name == name)
                 .map(|e| (r.camera.clone(), e.clone(), r.snapshots.clone()))
         })
+    }
+
+    /// The MJPEG encoders of the camera named `camera` (issue 28).
+    pub fn mjpeg(&self, camera: &str) -> Option<Arc<crate::output::mjpeg::Mjpeg>> {
+        self.streams
+            .read()
+            .unwrap()
+            .get(camera)
+            .map(|r| r.mjpeg.clone())
     }
 
     /// Applies a JSON merge patch to a stream's settings.

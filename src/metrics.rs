@@ -142,6 +142,20 @@ pub mod names {
     pub const MOTION_FRAMES: &str = "camstream_motion_frames_analysed_total";
     /// Pictures the motion detector skipped because it was still busy, by stream.
     pub const MOTION_DROPPED: &str = "camstream_motion_frames_dropped_total";
+
+    // MJPEG (issue 28).
+    /// MJPEG clients connected now, label `stream`.
+    pub const MJPEG_CLIENTS: &str = "camstream_mjpeg_clients";
+    /// Shared MJPEG encoders running now (one per stream and size), label `stream`.
+    pub const MJPEG_ENCODERS: &str = "camstream_mjpeg_encoders";
+    /// JPEG pictures the MJPEG encoders made (each once for all its clients), label `stream`.
+    pub const MJPEG_FRAMES_ENCODED: &str = "camstream_mjpeg_frames_encoded_total";
+    /// JPEG pictures sent to MJPEG clients, label `stream`.
+    pub const MJPEG_FRAMES_SENT: &str = "camstream_mjpeg_frames_sent_total";
+    /// JPEG pictures a slow MJPEG client skipped (it gets the newest instead), label `stream`.
+    pub const MJPEG_FRAMES_SKIPPED: &str = "camstream_mjpeg_frames_skipped_total";
+    /// MJPEG requests refused, label `reason` (max_clients, disabled, encoder).
+    pub const MJPEG_REJECTED: &str = "camstream_mjpeg_rejected_total";
 }
 
 /// Handles to every metric; cheap to clone.
@@ -253,6 +267,22 @@ impl Metrics {
             "Forced keyframe requests, by result (sent now, coalesced into the next slot), and the scheduled ones"
         );
         describe_counter!(SNAPSHOTS, "Snapshot requests, by result");
+        // MJPEG (issue 28).
+        describe_gauge!(MJPEG_CLIENTS, "MJPEG clients connected now");
+        describe_gauge!(
+            MJPEG_ENCODERS,
+            "Shared MJPEG encoders running now (one per stream and size)"
+        );
+        describe_counter!(
+            MJPEG_FRAMES_ENCODED,
+            "JPEG pictures made by the MJPEG encoders (once for all clients of a size)"
+        );
+        describe_counter!(MJPEG_FRAMES_SENT, "JPEG pictures sent to MJPEG clients");
+        describe_counter!(
+            MJPEG_FRAMES_SKIPPED,
+            "JPEG pictures slow MJPEG clients skipped (they get the newest instead)"
+        );
+        describe_counter!(MJPEG_REJECTED, "MJPEG requests refused, by reason");
         describe_counter!(RECORD_SEGMENTS, "Recording segments finished");
         describe_counter!(
             RECORD_ERRORS,

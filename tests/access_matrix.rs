@@ -869,3 +869,86 @@ role = "operator"
             .contains("access.anonymous = view: anyone who reaches")
     );
 }
+
+// --- MJPEG and mjpg-streamer's URLs (issue 28) -------------------------------------------------
+
+/// The status of a GET whose answer may never end (an MJPEG stream): only its head is read.
+fn status_of_head(port: u16, path: &str, auth: Option<&str>) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && s.read(&mut b).unwrap_or(0) == 1 {
+        head.push(b[0]);
+    }
+    String::from_utf8_lossy(&head)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Every MJPEG and snapshot door: with an account configured, anonymous and wrong passwords
+/// are refused and every account (a viewer at least) watches; with none, visitors watch. The
+/// picture is checked by content where it ends (the snapshots).
+#[test]
+fn mjpeg_doors_refuse_anonymous_when_accounts_exist() {
+    let paths = [
+        "/mjpeg/video",
+        "/mjpeg/video?width=160",
+        "/?action=stream",
+        "/?action=stream&stream=video",
+        "/?action=snapshot",
+        "/api/v1/streams/video/snapshot.jpg",
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[[auth.users]]\nusername = \"viewer\"\npassword = \"{VIEWER_PW}\"\n\n\
+             [[http.tokens]]\nname = \"home-assistant\"\ntoken = \"{HA_TOKEN}\"\nrole = \"viewer\"\n"
+        ),
+    );
+    let d = daemon().arg("--config").arg(config.display()).start();
+    let wrong = basic("viewer", "not-the-password");
+    let viewer = basic("viewer", VIEWER_PW);
+    let token = format!("Bearer {HA_TOKEN}");
+    let mut table = String::new();
+    for p in paths {
+        let got = [
+            status_of_head(d.http_port, p, None),
+            status_of_head(d.http_port, p, Some(&wrong)),
+            status_of_head(d.http_port, p, Some(&viewer)),
+            status_of_head(d.http_port, p, Some(&token)),
+        ];
+        table.push_str(&format!(
+            "{p:40} anon={} wrong={} viewer={} token={}\n",
+            got[0], got[1], got[2], got[3]
+        ));
+        assert_eq!(got, [401, 401, 200, 200], "{p}\n{table}");
+    }
+    println!("{table}");
+    // The page itself stays open; the snapshot a viewer gets decodes.
+    assert_eq!(status_of_head(d.http_port, "/", None), 200);
+    let r = http_request(
+        d.http_port,
+        "GET",
+        "/?action=snapshot",
+        &[("Authorization", &viewer)],
+        b"",
+    );
+    assert_jpeg(&r.body, 320);
+    drop(d);
+
+    let open = daemon().start();
+    for p in paths {
+        assert_eq!(
+            status_of_head(open.http_port, p, None),
+            200,
+            "{p} without accounts"
+        );
+    }
+}

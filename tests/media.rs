@@ -245,7 +245,7 @@ fn snapshots_come_in_a_few_widths() {
         d.metric("camstream_snapshots_total{stream=\"video\",result=\"refused\"}"),
         Some(1.0)
     );
-    // Parallel requests for one size share a decode.
+    // Parallel requests for one size share an encode.
     let port = d.http_port;
     let threads: Vec<_> = (0..6)
         .map(|_| {
@@ -256,12 +256,12 @@ fn snapshots_come_in_a_few_widths() {
         assert_eq!(t.join().unwrap(), 200);
     }
     let decoded = d
-        .metric("camstream_snapshots_total{stream=\"video\",result=\"decoded\"}")
+        .metric("camstream_snapshots_total{stream=\"video\",result=\"encoded\"}")
         .unwrap_or(0.0);
     let shared = d
         .metric("camstream_snapshots_total{stream=\"video\",result=\"shared\"}")
         .unwrap_or(0.0);
-    println!("8 snapshots (2 sizes): {decoded} decodes, {shared} shared");
+    println!("8 snapshots (2 sizes): {decoded} encodes, {shared} shared");
     assert_eq!(decoded + shared, 8.0);
 }
 

@@ -22,6 +22,7 @@ mod layers;
 mod legacy;
 pub mod motion;
 pub mod mqtt;
+pub mod mjpeg;
 pub mod nvr;
 pub mod push_url;
 mod rules;

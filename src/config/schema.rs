@@ -62,6 +62,8 @@ pub struct Config {
     /// Motion detection of the flat form's stream (and the default of every `[[streams]]`
     /// entry).
     pub motion: super::motion::MotionConfig,
+    /// MJPEG over HTTP (issue 28, docs/mjpeg.md).
+    pub mjpeg: super::mjpeg::MjpegConfig,
 }
 
 /// What an account may do; each role includes the ones before it.

@@ -325,6 +325,8 @@ impl Config {
             self.http.enabled,
         )?;
         self.mqtt.validate()?;
+        // MJPEG (issue 28).
+        self.mjpeg.validate()?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return bad(format!(
                 "log.level = {:?} is not a level (error, warn, info, debug, trace) or filter",

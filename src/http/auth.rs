@@ -112,6 +112,45 @@ impl Doors {
         self
     }
 
+    /// Registers `handler` at `path` with a rule chosen by the query: `keyed` when it has the
+    /// parameter `key` (mjpg-streamer's `/?action=stream` beside the page at `/`), else `rule`.
+    /// `keyed_as` are the keyed forms, declared with `keyed` for the docs and the tests.
+    #[allow(clippy::too_many_arguments)]
+    pub fn route_by_query(
+        &mut self,
+        path: &'static str,
+        methods: &'static str,
+        rule: Rule,
+        key: &'static str,
+        keyed: Rule,
+        keyed_as: &[&'static str],
+        handler: MethodRouter<Shared>,
+    ) -> &mut Self {
+        let layer =
+            middleware::from_fn_with_state(self.shared.clone(), move |s, req: Request, next| {
+                let has_key = req
+                    .uri()
+                    .query()
+                    .is_some_and(|q| url_query_value(q, key).is_some());
+                enforce(s, if has_key { keyed } else { rule }, req, next)
+            });
+        let router = std::mem::take(&mut self.router);
+        self.router = router.route(path, handler.route_layer(layer));
+        self.declared.push(Declared {
+            path,
+            methods,
+            rule,
+        });
+        for p in keyed_as {
+            self.declared.push(Declared {
+                path: p,
+                methods,
+                rule: keyed,
+            });
+        }
+        self
+    }
+
     /// Every route registered so far.
     pub fn declared(&self) -> &[Declared] {
         &self.declared
@@ -379,6 +418,7 @@ mod tests {
             ("recordings.rs", include_str!("recordings.rs")),
             ("webrtc.rs", include_str!("webrtc.rs")),
             ("onvif.rs", include_str!("onvif.rs")),
+            ("mjpeg.rs", include_str!("mjpeg.rs")),
         ];
         for (file, text) in sources {
             for needle in ["Router::new(", ".nest(", ".merge(", "route_service("] {

@@ -35,6 +35,7 @@ mod host;
 pub mod listener;
 // Motion detection's picture route.
 mod motion;
+mod mjpeg;
 mod onvif;
 mod push;
 mod recordings;
@@ -160,6 +161,7 @@ pub fn doors(shared: Shared, part: Part) -> Doors {
         webrtc::page(&mut d);
         // Motion detection.
         motion::routes(&mut d);
+        mjpeg::routes(&mut d);
     }
     if part != Part::Api && onvif {
         onvif::routes(&mut d);
@@ -436,7 +438,16 @@ async fn snapshot(
             "bad query: the parameters are width (a whole number of pixels) and stream (a name)",
         );
     };
-    let name = match q.stream {
+    answer_snapshot(&s, q.stream, q.width).await
+}
+
+/// A JPEG of stream `name` (the first stream when `None`) at `width` (its own when `None`).
+pub(crate) async fn answer_snapshot(
+    s: &Shared,
+    name: Option<String>,
+    width: Option<u32>,
+) -> Response {
+    let name = match name {
         Some(n) => n,
         None => match s.control.cameras().first() {
             Some(c) => c.name.clone(),
@@ -448,7 +459,7 @@ async fn snapshot(
     };
     let (sw, sh) = cam.picture_size(&enc);
     let allowed = allowed_widths(sw);
-    let width = q.width.unwrap_or(sw);
+    let width = width.unwrap_or(sw);
     let count = |result: &'static str| {
         counter!(names::SNAPSHOTS, "stream" => name.clone(), "result" => result).increment(1);
     };
@@ -468,15 +479,10 @@ async fn snapshot(
     } else {
         scaled_height(sw, sh, width)
     };
-    // A request that gives up drops its share of the decode; the last one cancels it.
-    let made = tokio::time::timeout(
-        SNAPSHOT_TIMEOUT,
-        snapshots.snapshot(enc.hub.gop().clone(), width, height),
-    )
-    .await;
+    let made = tokio::time::timeout(SNAPSHOT_TIMEOUT, snapshots.snapshot(width, height)).await;
     match made {
         Ok(Ok(jpeg)) => {
-            count(if jpeg.shared { "shared" } else { "decoded" });
+            count(if jpeg.shared { "shared" } else { "encoded" });
             (
                 [
                     (header::CONTENT_TYPE, "image/jpeg"),
@@ -493,7 +499,7 @@ async fn snapshot(
         Err(_) => {
             count("timeout");
             if let Some(suppressed) = SNAPSHOT_LOG.allow(Instant::now()) {
-                tracing::warn!(stream = %name, width, suppressed, "Snapshot timed out; its decode is cancelled unless another request shares it");
+                tracing::warn!(stream = %name, width, suppressed, "Snapshot timed out: the camera delivered no raw picture");
             }
             error(StatusCode::SERVICE_UNAVAILABLE, "snapshot timed out")
         }

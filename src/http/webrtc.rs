@@ -54,26 +54,35 @@ pub(super) fn whep(d: &mut Doors) {
 /// The page and its assets: open, they hold nothing secret (the data comes from the API).
 pub(super) fn page(d: &mut Doors) {
     let public = Rule::http(Action::Public);
-    d.route("/", "GET", public, get(index))
-        .route("/view/{stream}", "GET", public, get(view))
-        .route(
-            "/web/app.js",
-            "GET",
-            public,
-            get(|| async { asset("text/javascript", APP_JS) }),
-        )
-        .route(
-            "/web/trend.js",
-            "GET",
-            public,
-            get(|| async { asset("text/javascript", TREND_JS) }),
-        )
-        .route(
-            "/web/style.css",
-            "GET",
-            public,
-            get(|| async { asset("text/css", STYLE_CSS) }),
-        );
+    // mjpg-streamer's `/?action=stream|snapshot` share the page's path, behind the View rule.
+    d.route_by_query(
+        "/",
+        "GET",
+        public,
+        "action",
+        Rule::http(Action::View).on(super::auth::StreamOf::Query),
+        &["/?action=stream", "/?action=snapshot"],
+        get(super::mjpeg::root),
+    )
+    .route("/view/{stream}", "GET", public, get(view))
+    .route(
+        "/web/app.js",
+        "GET",
+        public,
+        get(|| async { asset("text/javascript", APP_JS) }),
+    )
+    .route(
+        "/web/trend.js",
+        "GET",
+        public,
+        get(|| async { asset("text/javascript", TREND_JS) }),
+    )
+    .route(
+        "/web/style.css",
+        "GET",
+        public,
+        get(|| async { asset("text/css", STYLE_CSS) }),
+    );
 }
 
 fn asset(kind: &'static str, body: &'static str) -> Response {
@@ -107,7 +116,8 @@ fn html(s: &Shared, template: &str) -> Response {
         .into_response()
 }
 
-async fn index(AxumState(s): AxumState<Shared>) -> Response {
+/// The page.
+pub(super) async fn index(AxumState(s): AxumState<Shared>) -> Response {
     html(&s, INDEX_HTML)
 }
 

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use crate::stream::clock::SharedTime;
 use crate::stream::status::Health;
 
+pub mod mjpeg;
 pub mod onvif;
 pub mod pipeline;
 pub mod push;

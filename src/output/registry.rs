@@ -77,6 +77,12 @@ pub const OUTPUTS: &[Output] = &[
         reach: Reach::Outbound,
         started_by: "output::registry::start_camera",
     },
+    // MJPEG (issue 28).
+    Output {
+        name: "mjpeg",
+        reach: Reach::Door(Door::Http, Action::View),
+        started_by: "output::registry::start_camera (its encoders start with their first client)",
+    },
     Output {
         name: "analysis",
         reach: Reach::Outbound,
@@ -106,8 +112,10 @@ pub fn start_rtsp(
 pub struct CameraOutputs {
     /// What runs (record, push), for the status API.
     pub outputs: Outputs,
-    /// The camera's snapshot maker (one decode per size at a time).
+    /// The camera's snapshot maker (one encode per size at a time).
     pub snapshots: Arc<Snapshotter>,
+    /// The camera's MJPEG encoders (issue 28).
+    pub mjpeg: Arc<super::mjpeg::Mjpeg>,
 }
 
 /// Starts the outputs of one camera: mounts its encodings on the RTSP server, makes its
@@ -140,7 +148,8 @@ pub fn start_camera(
     push::start(camera, ctx, &outputs, cancel);
     CameraOutputs {
         outputs,
-        snapshots: Arc::new(Snapshotter::default()),
+        snapshots: Arc::new(Snapshotter::new(camera.tap.clone())),
+        mjpeg: Arc::new(super::mjpeg::Mjpeg::new(&camera.name, camera.tap.clone())),
     }
 }
 

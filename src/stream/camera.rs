@@ -24,6 +24,7 @@ use super::motion::Motion;
 use super::restart::{self, Exit, Failure, Policy, RunEnd, Supervised, Woken};
 use super::source;
 use super::status::{Health, ImageUse, RestartReason, State, Status};
+use super::tap::RawTap;
 use crate::config::StreamConfig;
 
 /// How a reconfiguration was applied.
@@ -68,6 +69,8 @@ pub struct Camera {
     pub name: String,
     /// Its encodings, main first.
     pub encodings: Vec<Encoding>,
+    /// The raw picture before any encoder (snapshots, MJPEG, analysis).
+    pub tap: Arc<RawTap>,
     config: watch::Receiver<Arc<StreamConfig>>,
     status: watch::Receiver<Status>,
     commands: mpsc::Sender<Command>,
@@ -183,6 +186,7 @@ pub fn start(
     let camera = Camera {
         name: name.clone(),
         encodings: encodings.clone(),
+        tap: RawTap::new(&name),
         config: config_rx,
         status: status_rx,
         commands: cmd_tx,
@@ -190,6 +194,7 @@ pub fn start(
         motion: motion.clone(),
     };
     let image_caps = camera.image_caps.clone();
+    let tap = camera.tap.clone();
     tokio::spawn(publish_flow(encodings.clone(), cancel.clone()));
     let mut runner = Runner {
         config: config_tx,
@@ -203,6 +208,7 @@ pub fn start(
         image: None,
         image_caps,
         motion,
+        tap,
     };
     let task = tokio::spawn(async move {
         let policy = Policy::from_config(&runner.config.borrow().supervisor);
@@ -276,6 +282,7 @@ struct Runner {
     image: Option<(Arc<Caps>, Plan)>,
     image_caps: Arc<Mutex<Option<Arc<Caps>>>>,
     motion: Arc<Motion>,
+    tap: Arc<RawTap>,
 }
 
 /// The settings the capture pipeline is built from; output sections are not among them, so a
@@ -540,10 +547,15 @@ impl Runner {
         }
         let bus = pipeline.bus().expect("a pipeline has a bus");
         let mut messages = bus.stream();
+        if !self.tap.attach(&pipeline) {
+            return open_failed("capture pipeline has no raw-picture tap".into());
+        }
         for (e, sink) in self.encodings.iter().zip(&sinks) {
             e.hub.set_producer(Some(sink));
         }
+        let tap = self.tap.clone();
         let detach = |encodings: &[Encoding]| {
+            tap.detach();
             for e in encodings {
                 e.hub.set_producer(None);
                 // A snapshot during the restart must say "no frame", not show an old picture.

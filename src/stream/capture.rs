@@ -97,6 +97,9 @@ pub fn describe_with_image(
     image: &str,
 ) -> String {
     let src = format!("{}{image}", source::describe(source, &stream.video));
+    // Raw-picture tap (snapshots, MJPEG, analysis): a tee branch before any encoder, closed
+    // while nobody reads (`stream::tap`).
+    let src = format!("{src} ! {}", super::tap::describe());
     let level = stream.level().unwrap_or_else(|_| h264::Level::fallback());
     let main = format!(
         "{} ! h264parse name=parse config-interval=-1 \

@@ -19,5 +19,6 @@ pub mod motion;
 pub mod restart;
 pub mod source;
 pub mod status;
+pub mod tap;
 
 pub use capture::CaptureError;

@@ -26,6 +26,8 @@ Usage:
   browser.py latency URL STREAM [--seconds S]
       Reads the clock painted into the frames (benches' clockoverlay) from the decoded video and
       reports glass-to-glass latency samples.
+  browser.py mjpeg URL PNG1 PNG2
+      An <img> showing the MJPEG stream at URL; two screenshots a second apart (they differ).
 
 Every wait is bounded; only the Chromium process started here is ended."""
 import base64
@@ -610,6 +612,33 @@ def cmd_signin(args, b, result):
     result["ok"] = True
 
 
+# MJPEG (issue 28).
+def cmd_mjpeg(args, b, result):
+    """mjpeg URL PNG1 PNG2: an <img> showing the MJPEG stream at URL, two screenshots a second
+    apart; reports the picture's size and whether the screenshots differ."""
+    url, png1, png2 = args[0], args[1], args[2]
+    tab = b.first_tab()
+    # A page of the camera's own origin (its health probe) given nothing but the <img>.
+    parts = urllib.parse.urlsplit(url)
+    open_page(tab, "%s://%s/healthz" % (parts.scheme, parts.netloc))
+    wait_js(tab, "document.readyState === 'complete'", 10)
+    tab.eval("document.body.style.margin = '0'; document.body.innerHTML = '<img id=m src=' + %s + '>'; true"
+             % json.dumps(json.dumps(url)))
+    size = wait_js(tab, "(() => { const m = document.getElementById('m'); "
+                        "return m && m.complete !== undefined && m.naturalWidth > 0 ? [m.naturalWidth, m.naturalHeight] : null; })()", 20)
+    result["size"] = size
+    if not size:
+        result["error"] = "the <img> showed no picture within 20 s"
+        return
+    tab.pump(0.5)
+    screenshot(tab, png1)
+    tab.pump(1.0)
+    screenshot(tab, png2)
+    result["differ"] = open(png1, "rb").read() != open(png2, "rb").read()
+    result["errors"] = tab.errors
+    result["ok"] = True
+
+
 def opt(args, name, default):
     return args[args.index(name) + 1] if name in args else default
 
@@ -631,4 +660,5 @@ def run(cmd, args):
 if __name__ == "__main__":
     commands = {"play": cmd_play, "tabs": cmd_tabs, "latency": cmd_latency, "recordings": cmd_recordings,
                 "image": cmd_image, "trend": cmd_trend, "signin": cmd_signin}
+    commands["mjpeg"] = cmd_mjpeg  # MJPEG (issue 28)
     run(commands[sys.argv[1]], sys.argv[2:])
