@@ -57,6 +57,8 @@ struct Running {
     cancel: CancellationToken,
     snapshots: Arc<Snapshotter>,
     outputs: Outputs,
+    /// Its HLS channels (issue #28).
+    hls: Arc<output::hls::Hls>,
 }
 
 /// The running streams and what changes them.
@@ -163,6 +165,7 @@ impl Control {
             &self.rtsp,
             &output::Context {
                 time: self.time.clone(),
+                hls: self.config().hls.clone(),
             },
             &cancel,
         );
@@ -183,6 +186,7 @@ impl Control {
                 cancel,
                 snapshots: started.snapshots,
                 outputs: started.outputs,
+                hls: started.hls,
             },
         );
         Ok(())
@@ -246,6 +250,14 @@ impl Control {
                 .find(|e| e.name == name)
                 .map(|e| (r.camera.clone(), e.clone(), r.snapshots.clone()))
         })
+    }
+
+    /// The HLS of the camera that has the encoding `name`, and that encoding's channel.
+    pub fn hls(&self, name: &str) -> Option<(Arc<output::hls::Hls>, Arc<output::hls::Channel>)> {
+        let streams = self.streams.read().unwrap();
+        streams
+            .values()
+            .find_map(|r| r.hls.channel(name).map(|c| (r.hls.clone(), c.clone())))
     }
 
     /// Applies a JSON merge patch to a stream's settings.

@@ -118,6 +118,13 @@ pub mod names {
     pub const HTTP_OPEN: &str = "camstream_http_connections_open";
     /// ICE-TCP connections closed by a limit, label `reason`.
     pub const ICE_TCP_REFUSED: &str = "camstream_webrtc_ice_tcp_refused_total";
+    // HLS (issue #28)
+    /// 1 while a stream's HLS muxer runs, label `stream`.
+    pub const HLS_MUXERS: &str = "camstream_hls_muxers_active";
+    /// HLS requests answered, labels `stream`, `kind` (playlist, multivariant, init, segment, part).
+    pub const HLS_REQUESTS: &str = "camstream_hls_requests_total";
+    /// Bytes of HLS answers (playlists and media), label `stream`.
+    pub const HLS_BYTES: &str = "camstream_hls_bytes_total";
 }
 
 /// Handles to every metric; cheap to clone.
@@ -275,6 +282,10 @@ impl Metrics {
             ICE_TCP_REFUSED,
             "ICE-TCP connections closed by a limit, by reason"
         );
+        // HLS (issue #28)
+        describe_gauge!(HLS_MUXERS, "1 while a stream's HLS muxer runs, by stream");
+        describe_counter!(HLS_REQUESTS, "HLS requests answered, by stream and kind");
+        describe_counter!(HLS_BYTES, "Bytes of HLS answers, by stream");
         crate::telemetry::count_drops_in(metrics::counter!(LOG_LINES_DROPPED));
         Metrics {
             connections: metrics::counter!(CONNECTIONS),

@@ -56,6 +56,8 @@ pub struct Config {
     pub analysis: super::nvr::AnalysisConfig,
     /// Who may pass the doors without credentials (docs/security.md).
     pub access: AccessConfig,
+    /// Low-latency HLS of every stream, from memory (docs/hls.md).
+    pub hls: super::hls::HlsConfig,
 }
 
 /// What an account may do; each role includes the ones before it.

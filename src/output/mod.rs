@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use crate::stream::clock::SharedTime;
 use crate::stream::status::Health;
 
+pub mod hls;
 pub mod onvif;
 pub mod pipeline;
 pub mod push;
@@ -76,4 +77,6 @@ impl Outputs {
 pub struct Context {
     /// The clock every pipeline shares.
     pub time: SharedTime,
+    /// `[hls]` (daemon-wide).
+    pub hls: crate::config::HlsConfig,
 }

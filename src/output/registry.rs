@@ -77,6 +77,12 @@ pub const OUTPUTS: &[Output] = &[
         reach: Reach::Outbound,
         started_by: "output::registry::start_camera",
     },
+    // HLS (issue #28)
+    Output {
+        name: "hls",
+        reach: Reach::Door(Door::Http, Action::View),
+        started_by: "output::registry::start_camera (on demand, or always)",
+    },
     Output {
         name: "analysis",
         reach: Reach::Outbound,
@@ -101,6 +107,8 @@ pub struct CameraOutputs {
     pub outputs: Outputs,
     /// The camera's snapshot maker (one decode per size at a time).
     pub snapshots: Arc<Snapshotter>,
+    /// Its HLS channels, one per encoding.
+    pub hls: Arc<super::hls::Hls>,
 }
 
 /// Starts the outputs of one camera: mounts its encodings on the RTSP server, makes its
@@ -131,7 +139,9 @@ pub fn start_camera(
     // Output managers are started here, one line each, as they land.
     record::start(camera, ctx, &outputs, cancel);
     push::start(camera, ctx, &outputs, cancel);
+    let hls = super::hls::start(camera, ctx, &outputs, cancel);
     CameraOutputs {
+        hls,
         outputs,
         snapshots: Arc::new(Snapshotter::default()),
     }
