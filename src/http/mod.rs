@@ -31,6 +31,7 @@ use auth::{Doors, Rule, StreamOf};
 
 pub mod auth;
 pub(crate) mod body;
+mod hls; // HLS (issue #28)
 mod host;
 pub mod listener;
 mod onvif;
@@ -156,6 +157,7 @@ pub fn doors(shared: Shared, part: Part) -> Doors {
         session::routes(&mut d);
         webrtc::whep(&mut d);
         webrtc::page(&mut d);
+        hls::routes(&mut d); // HLS (issue #28)
     }
     if part != Part::Api && onvif {
         onvif::routes(&mut d);

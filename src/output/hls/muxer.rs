@@ -109,8 +109,9 @@ pub struct Muxer {
     pub discontinuity_seq: u64,
 }
 
+/// Rounded, so 30 fps frames of 33 333 333 ns make whole 3000-tick steps.
 fn ns_to_ticks(ns: i128) -> u64 {
-    (ns.max(0) * i128::from(TIMESCALE) / 1_000_000_000) as u64
+    ((ns.max(0) * i128::from(TIMESCALE) + 500_000_000) / 1_000_000_000) as u64
 }
 
 impl Muxer {
