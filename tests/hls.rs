@@ -383,3 +383,23 @@ fn hlsjs_in_chromium_plays_the_low_latency_playlist_at_full_rate() {
     assert!(fps >= 29.0, "hls.js decoded {fps} fps: {v}");
     assert!(v["fps_presented"].as_f64().unwrap_or(0.0) >= 29.0, "{v}");
 }
+
+#[test]
+fn the_page_falls_back_to_native_hls_when_webrtc_is_off() {
+    let d = camera(&[("webrtc.enabled", "false")]);
+    let url = format!("http://127.0.0.1:{}/view/video", d.http_port);
+    let out = Command::new("timeout")
+        .arg("120")
+        .arg(python())
+        .arg(root().join("tests/hls/hlsjs.py"))
+        .args(["--page", url.as_str(), "video", "--seconds", "5"])
+        .output()
+        .expect("the driver runs");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!("driver: {} {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    });
+    println!("page fallback: {v}");
+    assert_eq!(v["ok"], true, "{v}\n{}", d.log());
+    assert!(v["fps_decoded"].as_f64().unwrap_or(0.0) >= 20.0, "{v}");
+    assert!(v["overlay"].as_str().unwrap_or("").contains("playing HLS"), "{v}");
+}

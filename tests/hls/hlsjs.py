@@ -8,6 +8,8 @@ for this profile (the daemon sends no CORS headers; a real deployment serves the
 playlist from one origin).
 
 Usage:
+  hlsjs.py --page PAGE_URL STREAM [--seconds S]
+      The daemon's page (WebRTC off): its player must fall back to native HLS and play.
   hlsjs.py PLAYLIST_URL [--seconds S] [--auth 'Basic ...'] [--stamp]
       Plays PLAYLIST_URL for S seconds (default 8) after the first frame and reports decoded
       frames per second (getVideoPlaybackQuality and requestVideoFrameCallback), hls.js's
@@ -95,7 +97,49 @@ STAMP_JS = r"""
 """
 
 
+def cmd_page(args):
+    """The daemon's own page with WebRTC off: its player falls back to the browser's native HLS
+    (no hls.js) and must show moving video, not snapshots."""
+    url, stream = args[1], args[2]
+    seconds = float(browser.opt(args, "--seconds", 5))
+    result = {"ok": False, "error": None}
+    b = browser.Browser()
+    try:
+        tab = b.first_tab()
+        browser.open_page(tab, url)
+        probe = browser.probe(stream)
+        deadline = time.time() + 30
+        last = None
+        while time.time() < deadline:
+            last = tab.eval(probe)
+            if last and last["mode"] == "snapshot":
+                break
+            if last and last["mode"] == "hls" and last["frames"] > 0:
+                break
+            tab.pump(0.2)
+        result["first"] = last
+        if not last or last["mode"] != "hls" or last["frames"] == 0:
+            raise RuntimeError("the page did not play HLS: %s" % json.dumps(last))
+        tab.pump(1)
+        a = tab.eval(probe)
+        tab.pump(seconds)
+        z = tab.eval(probe)
+        dt = (z["now"] - a["now"]) / 1000.0
+        result["fps_decoded"] = round((z["frames"] - a["frames"]) / dt, 2)
+        result["advanced_s"] = round(z["t"] - a["t"], 3)
+        result["overlay"] = tab.eval("window.camstream.players[%s].overlay.textContent" % json.dumps(stream))
+        result["console_errors"] = tab.errors
+        result["ok"] = True
+    except Exception as e:  # reported, not hidden: the test prints it
+        result["error"] = f"driver: {e}"
+    finally:
+        b.close()
+    print(json.dumps(result))
+
+
 def main(args):
+    if args[0] == "--page":
+        return cmd_page(args)
     url = args[0]
     seconds = float(browser.opt(args, "--seconds", 8))
     auth = browser.opt(args, "--auth", None)

@@ -76,6 +76,10 @@ pub fn media(m: &Muxer, p: &Media) -> Option<String> {
     }
     let mut init = None;
     for (i, s) in segments.iter().enumerate() {
+        if s.parts.is_empty() && s.bytes.is_none() {
+            // Just opened, nothing published yet: listed once its first part is.
+            continue;
+        }
         if s.discontinuity && i > 0 {
             out.push_str("#EXT-X-DISCONTINUITY\n");
         }
