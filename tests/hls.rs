@@ -396,10 +396,17 @@ fn the_page_falls_back_to_native_hls_when_webrtc_is_off() {
         .output()
         .expect("the driver runs");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
-        panic!("driver: {} {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+        panic!(
+            "driver: {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
     });
     println!("page fallback: {v}");
     assert_eq!(v["ok"], true, "{v}\n{}", d.log());
     assert!(v["fps_decoded"].as_f64().unwrap_or(0.0) >= 20.0, "{v}");
-    assert!(v["overlay"].as_str().unwrap_or("").contains("playing HLS"), "{v}");
+    assert!(
+        v["overlay"].as_str().unwrap_or("").contains("playing HLS"),
+        "{v}"
+    );
 }

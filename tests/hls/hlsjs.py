@@ -74,8 +74,7 @@ STAMP_JS = r"""
   const g = c.getContext('2d', { willReadFrequently: true });
   window.__lat = []; window.__unreadable = 0;
   const onFrame = (now, meta) => {
-    const sx = v.videoWidth / 1024;
-    g.drawImage(v, 0, 0, 1024 * sx, 32 * sx, 0, 0, 1024, 32);
+    g.drawImage(v, 0, 0, 1024, 32, 0, 0, 1024, 32);
     const d = g.getImageData(0, 0, 1024, 32).data;
     const bit = (row, i) => {
       let sum = 0;

@@ -159,6 +159,7 @@ impl Channel {
             run,
             muxer: Mutex::new(Muxer::new(
                 self.config.part_ms,
+                (self.target_s * 500) as u32,
                 self.config.segment_count as usize,
             )),
             version,

@@ -86,6 +86,9 @@ struct Pending {
 /// The segmenter's state. Not thread-safe by itself: the channel holds it under a mutex.
 pub struct Muxer {
     part_ticks: u64,
+    /// A keyframe sooner than this after a segment's start does not start another one (the
+    /// keyframe asked for at start-up often follows a scheduled one by a frame or two).
+    min_segment_ticks: u64,
     keep: usize,
     /// Finished segments, oldest first.
     pub done: VecDeque<Segment>,
@@ -115,10 +118,12 @@ fn ns_to_ticks(ns: i128) -> u64 {
 }
 
 impl Muxer {
-    /// A segmenter making parts of at most `part_ms` and keeping `keep` finished segments.
-    pub fn new(part_ms: u32, keep: usize) -> Self {
+    /// A segmenter making parts of at most `part_ms`, segments of at least `min_segment_ms`
+    /// (when keyframes allow) and keeping `keep` finished segments.
+    pub fn new(part_ms: u32, min_segment_ms: u32, keep: usize) -> Self {
         Muxer {
             part_ticks: u64::from(part_ms) * u64::from(TIMESCALE) / 1000,
+            min_segment_ticks: u64::from(min_segment_ms) * u64::from(TIMESCALE) / 1000,
             keep: keep.max(1),
             done: VecDeque::new(),
             current: None,
@@ -173,7 +178,14 @@ impl Muxer {
         }
         self.last_dts = Some(f.dts);
         let tick = ns_to_ticks(i128::from(f.dts) - self.origin_ns);
-        if f.key {
+        let open_ticks = self.current.as_ref().map_or(0, |c| c.ticks)
+            + self
+                .pending
+                .as_ref()
+                .map_or(0, |p| tick.saturating_sub(p.start_tick));
+        let starts_segment =
+            f.key && (self.current.is_none() || new_track || open_ticks >= self.min_segment_ticks);
+        if starts_segment {
             // A new segment (one GOP each); its first part starts here.
             published |= self.close_segment(Some(tick));
             if new_track || self.inits.is_empty() {
@@ -397,7 +409,7 @@ mod tests {
     #[test]
     fn segments_are_gops_and_parts_stay_within_the_target() {
         let t = track(320);
-        let mut m = Muxer::new(200, 3);
+        let mut m = Muxer::new(200, 500, 3);
         for i in 0..200 {
             m.push(frame(i, i % 60 == 0, &t));
         }
@@ -425,9 +437,22 @@ mod tests {
     }
 
     #[test]
+    fn a_keyframe_right_after_a_segment_start_does_not_make_a_one_frame_segment() {
+        let t = track(320);
+        let mut m = Muxer::new(200, 500, 3);
+        for i in 0..70 {
+            m.push(frame(i, i == 0 || i == 1 || i == 31, &t));
+        }
+        assert_eq!(m.done.len(), 1);
+        assert_eq!(m.done[0].ticks, 31 * 3000);
+        // The second keyframe still starts an independent part where it begins one.
+        assert!(m.done[0].parts[0].independent);
+    }
+
+    #[test]
     fn frames_before_a_keyframe_are_dropped_and_a_new_picture_is_a_discontinuity() {
         let (a, b) = (track(320), track(640));
-        let mut m = Muxer::new(200, 5);
+        let mut m = Muxer::new(200, 500, 5);
         assert!(!m.push(frame(0, false, &a)));
         assert!(m.current.is_none());
         for i in 1..=61 {
@@ -448,7 +473,7 @@ mod tests {
     #[test]
     fn a_time_jump_continues_the_time_line() {
         let t = track(320);
-        let mut m = Muxer::new(200, 5);
+        let mut m = Muxer::new(200, 500, 5);
         for i in 0..40 {
             m.push(frame(i, i == 0, &t));
         }

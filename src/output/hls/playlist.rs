@@ -179,7 +179,7 @@ mod tests {
             height: 240,
             avcc: vec![1, 0x64, 0, 0x1f, 0xff],
         });
-        let mut m = Muxer::new(200, 4);
+        let mut m = Muxer::new(200, 500, 4);
         assert!(
             media(
                 &m,
