@@ -130,7 +130,9 @@
     this.say(why + ' — playing HLS');
     const v = this.video;
     v.srcObject = null; v.hidden = false; this.img.hidden = true;
-    v.onerror = () => { if (this.mode === 'hls') this.snapshots(why + '; HLS failed'); };
+    v.onerror = () => {
+      if (this.mode === 'hls') this.snapshots(why + '; HLS failed' + (v.error && v.error.message ? ' (' + v.error.message + ')' : ''));
+    };
     v.src = url;
     v.play().catch(() => {});
     const started = Date.now();

@@ -136,9 +136,11 @@ impl Channel {
         }
         *self.last_request.lock().unwrap() = Instant::now();
         let live = self.start();
-        // A forced keyframe starts the first segment at once; it ends at the next one.
-        let limit = Duration::from_secs(2 * self.target_s + 8);
-        if live.wait_for(limit, |m| !m.done.is_empty()).await {
+        // A forced keyframe starts the first segment at once. Players are given three segments
+        // (about three target durations, the least a live playlist may hold): native players
+        // (Chromium's, Safari's) refuse a shorter live playlist; `mode = "always"` skips the wait.
+        let limit = Duration::from_secs(4 * self.target_s + 8);
+        if live.wait_for(limit, |m| m.done.len() >= 3).await {
             Ok(live)
         } else {
             Err(HlsError::NoSegment(self.name.clone(), limit.as_secs()))
