@@ -241,6 +241,8 @@ fn latency(seconds: u32) -> Value {
         ("encoder.bitrate_kbps", "4000".into()),
         ("encoder.keyframe_interval", "30".into()),
         ("hls.part_ms", "200".into()),
+        // Steady state: the muxer runs before the player comes (start-up is not latency).
+        ("hls.mode", "always".into()),
     ]);
     let rtsp = Viewer::rtsp(
         &format!("rtsp://127.0.0.1:{}/video", d.rtsp),

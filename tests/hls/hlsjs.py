@@ -36,7 +36,9 @@ PAGE = """<!doctype html><html><body style="margin:0">
 <script>
 window.__errors = []; window.__rvfc = 0; window.__first = null;
 const v = document.getElementById('v');
-const hls = new Hls({lowLatencyMode: true, xhrSetup: (xhr) => {
+// An on-demand muxer's first playlist waits for three segments (three GOPs): more than
+// hls.js's default 10 s manifest timeout allows on a loaded machine with long GOPs.
+const hls = new Hls({lowLatencyMode: true, manifestLoadingTimeOut: 30000, xhrSetup: (xhr) => {
   if (window.__auth) xhr.setRequestHeader('Authorization', window.__auth);
 }});
 window.__hls = hls;
