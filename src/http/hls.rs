@@ -288,8 +288,9 @@ async fn media(ch: &Arc<Channel>, q: &HashMap<String, String>) -> Response {
                 "_HLS_msn/_HLS_part is too far ahead of the live edge",
             );
         }
-        // The spec's bound: a blocking request waits at most three target durations.
-        let limit = Duration::from_secs(3 * ch.target_s);
+        // The spec's bound: a blocking request waits at most three target durations (and less
+        // than the sidecar's 15 s bound on every request).
+        let limit = Duration::from_secs((3 * ch.target_s).min(12));
         if !live.wait_for(limit, |m| m.has(msn, part)).await {
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,

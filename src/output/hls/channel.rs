@@ -139,7 +139,8 @@ impl Channel {
         // A forced keyframe starts the first segment at once. Players are given three segments
         // (about three target durations, the least a live playlist may hold): native players
         // (Chromium's, Safari's) refuse a shorter live playlist; `mode = "always"` skips the wait.
-        let limit = Duration::from_secs(4 * self.target_s + 8);
+        // Under the sidecar's 15 s bound on every request.
+        let limit = Duration::from_secs((4 * self.target_s + 8).min(14));
         if live.wait_for(limit, |m| m.done.len() >= 3).await {
             Ok(live)
         } else {
