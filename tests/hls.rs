@@ -49,7 +49,7 @@ struct Playlist {
 }
 
 fn attr<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    line.split(|c| c == ':' || c == ',')
+    line.split([':', ','])
         .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
         .map(|v| v.trim_matches('"'))
 }

@@ -28,16 +28,11 @@ pub(super) fn routes(d: &mut Doors) {
         .route("/hls/{stream}/{file}", "GET", watch, get(file));
 }
 
-fn channel(
-    s: &Shared,
-    stream: &str,
-) -> Result<(Arc<crate::output::hls::Hls>, Arc<Channel>), Response> {
-    s.control.hls(stream).ok_or_else(|| {
-        error(
-            StatusCode::NOT_FOUND,
-            &format!("no stream named {stream:?}"),
-        )
-    })
+fn no_stream(stream: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        &format!("no stream named {stream:?}"),
+    )
 }
 
 fn answer(kind: &'static str, body: Bytes, cache: &str) -> Response {
@@ -64,9 +59,8 @@ fn open_error(e: &HlsError) -> Response {
 
 /// The multivariant playlist: every encoding of the stream's camera, highest rate first.
 async fn multivariant(AxumState(s): AxumState<Shared>, Path(stream): Path<String>) -> Response {
-    let (hls, ch) = match channel(&s, &stream) {
-        Ok(c) => c,
-        Err(r) => return r,
+    let Some((hls, ch)) = s.control.hls(&stream) else {
+        return no_stream(&stream);
     };
     if ch.config.mode == crate::config::HlsMode::Off {
         return open_error(&HlsError::Off);
@@ -175,9 +169,8 @@ async fn file(
     if let Asked::Multivariant = asked {
         return multivariant(AxumState(s), Path(stream)).await;
     }
-    let (_, ch) = match channel(&s, &stream) {
-        Ok(c) => c,
-        Err(r) => return r,
+    let Some((_, ch)) = s.control.hls(&stream) else {
+        return no_stream(&stream);
     };
     if let Asked::Media = asked {
         return media(&ch, &q).await;

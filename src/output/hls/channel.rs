@@ -21,7 +21,7 @@ use crate::config::HlsConfig;
 use crate::metrics::names;
 use crate::output::pipeline::{self, Spec};
 use crate::output::record::mp4::{TIMESCALE, Track};
-use crate::output::{OutputHandle, Outputs};
+use crate::output::{Context, OutputHandle, Outputs};
 use crate::stream::clock::SharedTime;
 use crate::stream::hub::Hub;
 use crate::stream::restart::Policy;
@@ -102,8 +102,7 @@ impl Channel {
         name: String,
         hub: Arc<Hub>,
         target_s: u64,
-        config: HlsConfig,
-        time: SharedTime,
+        ctx: &Context,
         policy: Policy,
         outputs: Outputs,
         camera_cancel: CancellationToken,
@@ -112,8 +111,8 @@ impl Channel {
             name,
             hub,
             target_s,
-            config,
-            time,
+            config: ctx.hls.clone(),
+            time: ctx.time.clone(),
             policy,
             outputs,
             camera_cancel,

@@ -152,7 +152,7 @@ pub struct Variant {
 pub fn multivariant(variants: &[Variant]) -> String {
     let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-INDEPENDENT-SEGMENTS\n");
     let mut v: Vec<&Variant> = variants.iter().collect();
-    v.sort_by(|a, b| b.bandwidth.cmp(&a.bandwidth));
+    v.sort_by_key(|x| std::cmp::Reverse(x.bandwidth));
     for x in v {
         let _ = write!(
             out,
