@@ -118,7 +118,7 @@
   // HLS goes straight to snapshots.
   Player.prototype.fallback = async function (why) {
     this.stop();
-    if (this.hlsTried || !this.video.canPlayType('application/vnd.apple.mpegurl')) return this.snapshots(why);
+    if (this.hlsTried || !config.hls || !this.video.canPlayType('application/vnd.apple.mpegurl')) return this.snapshots(why);
     this.hlsTried = true;
     const url = '/hls/' + encodeURIComponent(this.stream) + '/index.m3u8';
     try {
