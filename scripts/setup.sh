@@ -50,4 +50,13 @@ if [ "${1:-}" = "--test" ]; then
   bash "$(dirname "$0")/../tests/recording/setup-venv.sh"
   # ONVIF clients (onvif-zeep, WSDiscovery) for tests/onvif.rs.
   bash "$(dirname "$0")/../tests/onvif/setup-venv.sh"
+  # HLS (issue #28): hls.js from npm, pinned, for tests/hls.rs (needs npm).
+  packages_hls=(npm)
+  for p in "${packages_hls[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || {
+      [ "$(id -u)" -eq 0 ] || sudo="sudo"
+      DEBIAN_FRONTEND=noninteractive ${sudo:-} apt-get install -y -qq --no-install-recommends "$p" >/dev/null
+    }
+  done
+  bash "$(dirname "$0")/../tests/hls/setup-hlsjs.sh"
 fi

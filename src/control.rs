@@ -58,6 +58,8 @@ struct Running {
     snapshots: Arc<Snapshotter>,
     outputs: Outputs,
     mjpeg: Arc<crate::output::mjpeg::Mjpeg>,
+    /// Its HLS channels (issue #28).
+    hls: Arc<output::hls::Hls>,
 }
 
 /// The running streams and what changes them.
@@ -166,6 +168,7 @@ impl Control {
             &self.rtsp,
             &output::Context {
                 time: self.time.clone(),
+                hls: self.config().hls.clone(),
             },
             &cancel,
         );
@@ -187,6 +190,7 @@ impl Control {
                 snapshots: started.snapshots,
                 outputs: started.outputs,
                 mjpeg: started.mjpeg,
+                hls: started.hls,
             },
         );
         Ok(())
@@ -259,6 +263,12 @@ impl Control {
             .unwrap()
             .get(camera)
             .map(|r| r.mjpeg.clone())
+    /// The HLS of the camera that has the encoding `name`, and that encoding's channel.
+    pub fn hls(&self, name: &str) -> Option<(Arc<output::hls::Hls>, Arc<output::hls::Channel>)> {
+        let streams = self.streams.read().unwrap();
+        streams
+            .values()
+            .find_map(|r| r.hls.channel(name).map(|c| (r.hls.clone(), c.clone())))
     }
 
     /// Applies a JSON merge patch to a stream's settings.

@@ -156,6 +156,13 @@ pub mod names {
     pub const MJPEG_FRAMES_SKIPPED: &str = "camstream_mjpeg_frames_skipped_total";
     /// MJPEG requests refused, label `reason` (max_clients, disabled, encoder).
     pub const MJPEG_REJECTED: &str = "camstream_mjpeg_rejected_total";
+    // HLS (issue #28)
+    /// 1 while a stream's HLS muxer runs, label `stream`.
+    pub const HLS_MUXERS: &str = "camstream_hls_muxers_active";
+    /// HLS requests answered, labels `stream`, `kind` (playlist, multivariant, init, segment, part).
+    pub const HLS_REQUESTS: &str = "camstream_hls_requests_total";
+    /// Bytes of HLS answers (playlists and media), label `stream`.
+    pub const HLS_BYTES: &str = "camstream_hls_bytes_total";
 }
 
 /// Handles to every metric; cheap to clone.
@@ -366,6 +373,10 @@ impl Metrics {
             "MQTT messages dropped from the full outgoing queue"
         );
         describe_counter!(MQTT_COMMANDS, "MQTT commands received, by result");
+        // HLS (issue #28)
+        describe_gauge!(HLS_MUXERS, "1 while a stream's HLS muxer runs, by stream");
+        describe_counter!(HLS_REQUESTS, "HLS requests answered, by stream and kind");
+        describe_counter!(HLS_BYTES, "Bytes of HLS answers, by stream");
         crate::telemetry::count_drops_in(metrics::counter!(LOG_LINES_DROPPED));
         Metrics {
             connections: metrics::counter!(CONNECTIONS),

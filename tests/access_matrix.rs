@@ -334,6 +334,20 @@ discovery = false
             &[401, 401, 200, 200, 200, 200],
         ),
         row("GET", mp4.clone(), b"", &[401, 401, 200, 200, 200, 200]),
+        // HLS (issue #28): the playlists and the media they name ask like every other picture.
+        row(
+            "GET",
+            "/hls/video/index.m3u8",
+            b"",
+            &[401, 401, 200, 200, 200, 200],
+        ),
+        row("GET", "/hls/video/", b"", &[401, 401, 200, 200, 200, 200]),
+        row(
+            "GET",
+            "/hls/video/init.mp4",
+            b"",
+            &[401, 401, 200, 200, 200, 200],
+        ),
         row(
             "PATCH",
             "/api/v1/streams/video",
@@ -553,6 +567,8 @@ role = "admin"
         row("GET", "/api/v1/status", b"", &[200, 401, 200]),
         row("GET", "/snapshot.jpg", b"", &[200, 401, 200]),
         row("GET", "/api/v1/streams/video", b"", &[200, 401, 200]),
+        // HLS (issue #28)
+        row("GET", "/hls/video/index.m3u8", b"", &[200, 401, 200]),
         row("PATCH", "/api/v1/streams/video", patch, &[401, 401, 200]),
         row(
             "POST",

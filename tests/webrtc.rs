@@ -342,7 +342,8 @@ fn whep_follows_the_stream_access_rules_and_limits() {
 fn without_webrtc_the_page_falls_back_to_snapshots_and_says_why() {
     // A place is taken (the first offer holds it until its handshake times out): the page's
     // offer is refused, and it shows refreshed snapshots with the reason.
-    let d = camera(&[("webrtc.max_viewers", "1")]);
+    // HLS off (issue #28): the page would play HLS natively before falling back to snapshots.
+    let d = camera(&[("webrtc.max_viewers", "1"), ("hls.mode", "off")]);
     assert_eq!(post_offer(&d, "video", FIREFOX_OFFER, None).status, 201);
     let url = format!("http://127.0.0.1:{}/view/video", d.http_port);
     let r = browser(&["play", &url, "video", "--fallback"]);
@@ -357,7 +358,7 @@ fn without_webrtc_the_page_falls_back_to_snapshots_and_says_why() {
     drop(d);
 
     // WebRTC off: the same fallback, and nothing on the page fails.
-    let d = camera(&[("webrtc.enabled", "false")]);
+    let d = camera(&[("webrtc.enabled", "false"), ("hls.mode", "off")]);
     assert_eq!(post_offer(&d, "video", FIREFOX_OFFER, None).status, 404);
     let url = format!("http://127.0.0.1:{}/", d.http_port);
     let shot = common::screenshot_path("web-fallback.png");

@@ -17,6 +17,7 @@ use figment::Figment;
 use figment::providers::Serialized;
 
 pub mod h264;
+pub mod hls;
 pub mod image;
 mod layers;
 mod legacy;
@@ -30,6 +31,7 @@ mod schema;
 mod validate;
 
 pub use h264::Level;
+pub use hls::{HlsConfig, HlsMode};
 pub use layers::{Sources, figment, parse_override};
 pub use legacy::LEGACY_ENV;
 pub use mqtt::MqttConfig;

@@ -64,6 +64,8 @@ pub struct Config {
     pub motion: super::motion::MotionConfig,
     /// MJPEG over HTTP (issue 28, docs/mjpeg.md).
     pub mjpeg: super::mjpeg::MjpegConfig,
+    /// Low-latency HLS of every stream, from memory (docs/hls.md).
+    pub hls: super::hls::HlsConfig,
 }
 
 /// What an account may do; each role includes the ones before it.

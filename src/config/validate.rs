@@ -250,6 +250,8 @@ impl Config {
                 return bad(format!("{key} = 0 must be at least 1"));
             }
         }
+        // HLS (issue #28)
+        self.hls.check().map_err(ConfigError::Invalid)?;
         let w = &self.webrtc;
         if w.enabled && w.transports.is_empty() {
             return bad("webrtc.transports is empty; offer udp, tcp or both".into());

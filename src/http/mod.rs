@@ -31,6 +31,7 @@ use auth::{Doors, Rule, StreamOf};
 
 pub mod auth;
 pub(crate) mod body;
+mod hls; // HLS (issue #28)
 mod host;
 pub mod listener;
 // Motion detection's picture route.
@@ -162,6 +163,7 @@ pub fn doors(shared: Shared, part: Part) -> Doors {
         // Motion detection.
         motion::routes(&mut d);
         mjpeg::routes(&mut d);
+        hls::routes(&mut d); // HLS (issue #28)
     }
     if part != Part::Api && onvif {
         onvif::routes(&mut d);

@@ -105,7 +105,16 @@ fn html(s: &Shared, template: &str) -> Response {
     let enabled = s.webrtc.is_some();
     let body = template
         .replace("__ICE_SERVERS__", &ice)
-        .replace("__WEBRTC__", if enabled { "true" } else { "false" });
+        .replace("__WEBRTC__", if enabled { "true" } else { "false" })
+        // HLS (issue #28): whether the page may fall back to the browser's own HLS player.
+        .replace(
+            "__HLS__",
+            if config.hls.mode == crate::config::HlsMode::Off {
+                "false"
+            } else {
+                "true"
+            },
+        );
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),

@@ -17,6 +17,7 @@ use crate::stream::clock::SharedTime;
 use crate::stream::status::Health;
 
 pub mod mjpeg;
+pub mod hls;
 pub mod onvif;
 pub mod pipeline;
 pub mod push;
@@ -77,4 +78,6 @@ impl Outputs {
 pub struct Context {
     /// The clock every pipeline shares.
     pub time: SharedTime,
+    /// `[hls]` (daemon-wide).
+    pub hls: crate::config::HlsConfig,
 }

@@ -82,6 +82,11 @@ pub const OUTPUTS: &[Output] = &[
         name: "mjpeg",
         reach: Reach::Door(Door::Http, Action::View),
         started_by: "output::registry::start_camera (its encoders start with their first client)",
+    // HLS (issue #28)
+    Output {
+        name: "hls",
+        reach: Reach::Door(Door::Http, Action::View),
+        started_by: "output::registry::start_camera (on demand, or always)",
     },
     Output {
         name: "analysis",
@@ -116,6 +121,8 @@ pub struct CameraOutputs {
     pub snapshots: Arc<Snapshotter>,
     /// The camera's MJPEG encoders (issue 28).
     pub mjpeg: Arc<super::mjpeg::Mjpeg>,
+    /// Its HLS channels, one per encoding.
+    pub hls: Arc<super::hls::Hls>,
 }
 
 /// Starts the outputs of one camera: mounts its encodings on the RTSP server, makes its
@@ -146,7 +153,9 @@ pub fn start_camera(
     // Output managers are started here, one line each, as they land.
     record::start(camera, ctx, &outputs, cancel);
     push::start(camera, ctx, &outputs, cancel);
+    let hls = super::hls::start(camera, ctx, &outputs, cancel);
     CameraOutputs {
+        hls,
         outputs,
         snapshots: Arc::new(Snapshotter::new(camera.tap.clone())),
         mjpeg: Arc::new(super::mjpeg::Mjpeg::new(&camera.name, camera.tap.clone())),

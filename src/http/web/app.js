@@ -112,8 +112,42 @@
     }
     if (this.pc) { this.pc.close(); this.pc = null; }
   };
-  Player.prototype.fallback = function (why) {
+  // HLS (issue #28): when WebRTC cannot connect, the browser's own HLS player (Safari, iOS,
+  // Android, recent Chromium) plays the stream's low-latency playlist before the page falls back
+  // to snapshots. No HLS library is bundled or fetched from elsewhere: a browser without native
+  // HLS goes straight to snapshots.
+  Player.prototype.fallback = async function (why) {
     this.stop();
+    if (this.hlsTried || !config.hls || !this.video.canPlayType('application/vnd.apple.mpegurl')) return this.snapshots(why);
+    this.hlsTried = true;
+    const url = '/hls/' + encodeURIComponent(this.stream) + '/index.m3u8';
+    try {
+      // Starts the stream's muxer and says whether HLS is on and allowed.
+      const r = await fetch(url, { headers: headers(), cache: 'no-store' });
+      if (!r.ok) return this.snapshots(why);
+    } catch (e) { return this.snapshots(why); }
+    this.mode = 'hls'; this.error = why;
+    this.say(why + ' — playing HLS');
+    const v = this.video;
+    v.srcObject = null; v.hidden = false; this.img.hidden = true;
+    v.onerror = () => {
+      if (this.mode === 'hls') this.snapshots(why + '; HLS failed' + (v.error && v.error.message ? ' (' + v.error.message + ')' : ''));
+    };
+    v.src = url;
+    v.play().catch(() => {});
+    const started = Date.now();
+    const check = () => {
+      if (this.mode !== 'hls') return;
+      const q = v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality() : null;
+      if (q && q.totalVideoFrames > 0) { this.say(why + ' — playing HLS'); return; }
+      if (Date.now() - started > CONNECT_TIMEOUT_MS) return this.snapshots(why + '; no HLS video arrived');
+      setTimeout(check, 200);
+    };
+    check();
+  };
+  Player.prototype.snapshots = function (why) {
+    this.stop();
+    if (this.video.src) { this.video.removeAttribute('src'); this.video.load(); }
     this.mode = 'snapshot'; this.error = why;
     this.video.hidden = true; this.img.hidden = false;
     this.say(why + ' — showing a snapshot every second');
