@@ -202,6 +202,7 @@ impl Runner {
             if let Some(v) = pipeline.by_name(encode::valve_name(codec)) {
                 let drop = !self.subscribed(codec);
                 if v.property::<bool>("drop") != drop {
+                    tracing::debug!(stream = %self.stream, codec = codec.as_str(), open = !drop, "Audio encoder gate");
                     v.set_property("drop", drop);
                 }
             }

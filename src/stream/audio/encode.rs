@@ -48,6 +48,11 @@ pub fn check_opus() -> Result<(), AudioError> {
     Ok(())
 }
 
+/// A valve that reopens leaves a gap: the encoder must take the new timestamps (drain, start
+/// again from them) rather than keep counting samples from before the gap, which would put
+/// every later packet behind the picture by the length of the gap.
+const RESYNC: &str = "hard-resync=true tolerance=20000000";
+
 /// Name of a codec's appsink.
 pub fn sink_name(codec: AudioCodec) -> &'static str {
     match codec {
@@ -75,27 +80,30 @@ pub fn bitrate(codec: AudioCodec, c: &AudioConfig) -> u32 {
 
 /// The branch of one codec after the raw tee: valve, encoder, parser, appsink. The appsink's
 /// caps are what subscribers get: raw Opus packets of 20 ms, or raw AAC access units with
-/// `codec_data` (what rtpmp4gpay, flvmux, mpegtsmux and the recorder take).
+/// `codec_data` (what rtpmp4gpay, flvmux, mpegtsmux and the recorder take). The appsink is
+/// `async=false`: a branch whose valve is shut gets no data, and a sink waiting for its preroll
+/// would hold the whole pipeline out of PLAYING.
 pub fn branch(codec: AudioCodec, c: &AudioConfig, aac: AacEncoder, open: bool) -> String {
     let valve = format!(
         "queue max-size-buffers=0 max-size-bytes=0 max-size-time=200000000 leaky=downstream \
-         ! valve name={} drop={}",
+         ! valve name={} drop-mode=forward-sticky-events drop={}",
         valve_name(codec),
         !open
     );
     let encoder = match codec {
         AudioCodec::Opus => format!(
-            "opusenc bitrate={} frame-size=20 ! audio/x-opus,channel-mapping-family=0",
+            "opusenc bitrate={} frame-size=20 {RESYNC} ! audio/x-opus,channel-mapping-family=0",
             bitrate(codec, c)
         ),
         AudioCodec::Aac => format!(
-            "{} bitrate={} ! aacparse ! audio/mpeg,mpegversion=4,stream-format=raw",
+            // avenc_aac takes planar float only: convert here, not for Opus.
+            "audioconvert ! {} bitrate={} {RESYNC} ! aacparse ! audio/mpeg,mpegversion=4,stream-format=raw",
             aac.element(),
             bitrate(codec, c)
         ),
     };
     format!(
-        "{valve} ! {encoder} ! appsink name={} max-buffers=50 drop=true sync=false",
+        "{valve} ! {encoder} ! appsink name={} max-buffers=50 drop=true sync=false async=false",
         sink_name(codec)
     )
 }
