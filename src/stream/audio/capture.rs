@@ -158,6 +158,7 @@ impl Runner {
         tracing::debug!(stream = %self.stream, pipeline = %description, "Building audio pipeline");
         let pipeline = build(&description).map_err(|e| e.to_string())?;
         self.time.apply(&pipeline);
+        encode::correct_priming(&pipeline, aac, c.rate);
         if metered {
             self.meter.reset();
             if let Some(e) = pipeline.by_name(METER_NAME) {

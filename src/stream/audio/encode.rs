@@ -25,6 +25,19 @@ impl AacEncoder {
         }
     }
 
+    /// Samples the encoder puts in front of the sound (its priming). A container can say so in
+    /// an edit list, but RTP, FLV and MPEG-TS cannot: decoders play them, and the sound comes
+    /// that much after the picture. Subtracting them from the packets' timestamps puts each
+    /// packet's sound back at the instant it was captured.
+    pub fn priming_samples(self) -> u64 {
+        match self {
+            // FFmpeg's encoder: `initial_padding` = 1024.
+            AacEncoder::Avenc => 1024,
+            // VisualOn's: one frame of delay.
+            AacEncoder::Voaac => 1024,
+        }
+    }
+
     /// The first installed AAC encoder.
     pub fn find() -> Result<Self, AudioError> {
         [AacEncoder::Avenc, AacEncoder::Voaac]
@@ -106,4 +119,31 @@ pub fn branch(codec: AudioCodec, c: &AudioConfig, aac: AacEncoder, open: bool) -
         "{valve} ! {encoder} ! appsink name={} max-buffers=50 drop=true sync=false async=false",
         sink_name(codec)
     )
+}
+
+/// Moves every buffer reaching the AAC appsink earlier by the encoder's priming (see
+/// [`AacEncoder::priming_samples`]), so the decoded sound lines up with the picture.
+pub fn correct_priming(pipeline: &gst::Pipeline, aac: AacEncoder, rate: u32) {
+    use gst::prelude::*;
+    let Some(pad) = pipeline
+        .by_name(sink_name(AudioCodec::Aac))
+        .and_then(|s| s.static_pad("sink"))
+    else {
+        return;
+    };
+    let delay = gst::ClockTime::from_nseconds(
+        aac.priming_samples() * 1_000_000_000 / u64::from(rate.max(1)),
+    );
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data {
+            let b = buffer.make_mut();
+            if let Some(pts) = b.pts() {
+                b.set_pts(pts.saturating_sub(delay));
+            }
+            if let Some(dts) = b.dts() {
+                b.set_dts(dts.saturating_sub(delay));
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
 }
