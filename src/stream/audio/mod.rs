@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::clock::SharedTime;
-use super::hub::Hub;
+use super::hub::{Hub, SubscriberSettings, Subscription};
 use super::status::{HasHealth, Health};
 use crate::config::{AudioConfig, RtspAudioCodec};
 
@@ -182,6 +182,47 @@ impl Audio {
             self.config.send_replace(Arc::new(new.clone()));
         }
         change
+    }
+}
+
+/// Keeps an output pipeline's audio `appsrc` subscribed to a hub across the pipeline's
+/// rebuilds: [`Feed::attach`] on every newly built pipeline (an output's `on_built`) replaces
+/// the previous subscription; dropping the feed unsubscribes.
+pub struct Feed {
+    audio: Arc<Audio>,
+    codec: AudioCodec,
+    appsrc: &'static str,
+    output: String,
+    current: std::sync::Mutex<Option<Subscription>>,
+}
+
+impl Feed {
+    /// A feed of `codec` into the appsrc named `appsrc`, counted under the output label
+    /// `output`.
+    pub fn new(audio: Arc<Audio>, codec: AudioCodec, appsrc: &'static str, output: &str) -> Self {
+        Feed {
+            audio,
+            codec,
+            appsrc,
+            output: output.to_string(),
+            current: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Subscribes `pipeline`'s appsrc (nothing when it has none), ending the previous one.
+    pub fn attach(&self, pipeline: &gst::Pipeline) {
+        use gst::prelude::*;
+        let sub = pipeline
+            .by_name(self.appsrc)
+            .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
+            .map(|src| {
+                self.audio
+                    .hub(self.codec)
+                    .subscribe(&src, SubscriberSettings::new(self.output.clone()))
+            });
+        if let Ok(mut c) = self.current.lock() {
+            *c = sub;
+        }
     }
 }
 
