@@ -240,7 +240,17 @@ pub fn describe_with_audio(
     secrets.sort();
     secrets.dedup();
     // Audio (issue #24): the AAC access units go into the same muxer, parsed, not re-encoded.
-    let audio = if audio && carries_audio(url.scheme) {
+    // An AAC frame leaves its encoder some 50 ms after its first sample was captured, behind
+    // the picture of the same instant; a live muxer that does not wait for it writes the
+    // picture first and FLV, one timeline for both, then clamps the late sound onto the
+    // picture's clock. The muxer waits for the sound instead.
+    let audio = audio && carries_audio(url.scheme);
+    let head = if audio {
+        head.replace("name=mux", "name=mux latency=300000000")
+    } else {
+        head.to_string()
+    };
+    let audio = if audio {
         let into = if sink_name == "rtspclientsink" {
             "sink."
         } else {
