@@ -385,17 +385,13 @@ impl Supervised for Runner {
         };
         let sleep = tokio::time::sleep(delay);
         tokio::pin!(sleep);
-        let woken = loop {
-            tokio::select! {
-                _ = &mut sleep => break Woken::Elapsed,
-                _ = self.cancel.cancelled() => break Woken::Shutdown,
-                changed = self.config.changed() => {
-                    if changed.is_err() {
-                        break Woken::Shutdown;
-                    }
-                    break Woken::RestartNow;
-                }
-            }
+        let woken = tokio::select! {
+            _ = &mut sleep => Woken::Elapsed,
+            _ = self.cancel.cancelled() => Woken::Shutdown,
+            changed = self.config.changed() => match changed {
+                Ok(()) => Woken::RestartNow,
+                Err(_) => Woken::Shutdown,
+            },
         };
         if let Some(f) = filler {
             self.stop(f, "audio silence").await;
