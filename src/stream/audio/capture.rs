@@ -425,8 +425,14 @@ mod tests {
         };
         let d = describe(&source::describe(&c), &c, aac, |c| c == AudioCodec::Aac);
         assert!(d.contains("mute=true"), "{d}");
-        assert!(d.contains("valve name=opus_valve drop=true"), "{d}");
-        assert!(d.contains("valve name=aac_valve drop=false"), "{d}");
+        assert!(
+            d.contains("name=opus_valve drop-mode=forward-sticky-events drop=true"),
+            "{d}"
+        );
+        assert!(
+            d.contains("name=aac_valve drop-mode=forward-sticky-events drop=false"),
+            "{d}"
+        );
         let p = build(&d).unwrap();
         for name in ["opus_sink", "aac_sink", "gain", "mute", "meter", "beep"] {
             assert!(p.by_name(name).is_some(), "{name}");
