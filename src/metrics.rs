@@ -163,6 +163,13 @@ pub mod names {
     pub const HLS_REQUESTS: &str = "camstream_hls_requests_total";
     /// Bytes of HLS answers (playlists and media), label `stream`.
     pub const HLS_BYTES: &str = "camstream_hls_bytes_total";
+
+    // Audio (issue #24).
+    /// Loudness of a stream's sound after its gain, before mute (RMS over the last second, dBFS;
+    /// -120 for digital silence), label `stream`.
+    pub const AUDIO_LEVEL: &str = "camstream_audio_level_dbfs";
+    /// Restarts of a stream's audio capture, labels `stream` and `reason`.
+    pub const AUDIO_RESTARTS: &str = "camstream_audio_restarts_total";
 }
 
 /// Handles to every metric; cheap to clone.
@@ -377,6 +384,15 @@ impl Metrics {
         describe_gauge!(HLS_MUXERS, "1 while a stream's HLS muxer runs, by stream");
         describe_counter!(HLS_REQUESTS, "HLS requests answered, by stream and kind");
         describe_counter!(HLS_BYTES, "Bytes of HLS answers, by stream");
+        // Audio (issue #24).
+        describe_gauge!(
+            AUDIO_LEVEL,
+            "Loudness of a stream's sound after its gain, before mute (RMS over the last second, dBFS)"
+        );
+        describe_counter!(
+            AUDIO_RESTARTS,
+            "Restarts of a stream's audio capture, by stream and reason"
+        );
         crate::telemetry::count_drops_in(metrics::counter!(LOG_LINES_DROPPED));
         Metrics {
             connections: metrics::counter!(CONNECTIONS),

@@ -4,6 +4,8 @@
 //! configured size, the status and metrics say what happened, credentials never show.
 
 mod common;
+// Audio (issue #24).
+mod av_sync;
 
 use std::io::Read;
 use std::path::Path;
@@ -756,5 +758,91 @@ fn check_reports_each_push_without_connecting() {
     assert!(
         t.contains("push[gcs].url") && t.contains("needs a port"),
         "{t}"
+    );
+}
+
+// ---- Audio (issue #24) ----
+
+/// The test flash and beep through nginx-rtmp: the FLV carries AAC beside the H.264, and the
+/// flash-to-beep offset of what nginx hands a player stays within ±40 ms.
+#[test]
+fn rtmp_into_nginx_carries_aac_in_sync() {
+    if !have("nginx") || !Path::new(RTMP_MODULE).exists() {
+        eprintln!(
+            "skipped: nginx with libnginx-mod-rtmp is not installed (scripts/setup.sh --test)"
+        );
+        return;
+    }
+    let nginx = Nginx::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon_with(
+        &format!(
+            "[source]\npattern = \"black\"\n[video]\nfps = 30\n[audio]\nkind = \"test\"\n\
+             [[push]]\nname = \"media\"\nurl = \"{}\"\n",
+            nginx.url("cam")
+        ),
+        dir.path(),
+    );
+    assert!(
+        wait_push_state(&d, "media", "streaming", Duration::from_secs(20)),
+        "{}\n{}",
+        push_status(&d, "media"),
+        d.log()
+    );
+    let file = dir.path().join("rtmp.mkv");
+    av_sync::record(&[], &nginx.url("cam"), 6, &file);
+    let durations = av_sync::durations(&file);
+    assert!(
+        durations.iter().any(|(c, d)| c == "h264" && *d > 3.0)
+            && durations.iter().any(|(c, d)| c == "aac" && *d > 3.0),
+        "{durations:?}\n{}",
+        nginx.log()
+    );
+    let sync = av_sync::measure(&file);
+    println!("RTMP via nginx flash-to-beep: {}", sync.summary());
+    assert!(sync.offsets_ms.len() >= 3, "{sync:?}");
+    assert!(sync.worst_ms().abs() <= 40.0, "{}", sync.summary());
+}
+
+/// An SRT (MPEG-TS) push carries the AAC track too.
+#[test]
+fn srt_push_carries_aac() {
+    if !have("srt-live-transmit") {
+        eprintln!("skipped: srt-live-transmit is not installed (scripts/setup.sh --test)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let file = dir.path().join("srt.ts");
+    // srt-live-transmit listens and writes the MPEG-TS it receives into the file.
+    let relay = Proc(
+        Command::new("srt-live-transmit")
+            .arg(format!("srt://127.0.0.1:{port}?mode=listener"))
+            .arg("file://con")
+            .stdout(std::fs::File::create(&file).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let d = daemon_with(
+        &format!(
+            "[audio]\nkind = \"test\"\n\
+             [[push]]\nname = \"srt\"\nurl = \"srt://127.0.0.1:{port}\"\n"
+        ),
+        dir.path(),
+    );
+    assert!(
+        wait_push_state(&d, "srt", "streaming", Duration::from_secs(20)),
+        "{}",
+        push_status(&d, "srt")
+    );
+    assert!(wait_until(Duration::from_secs(10), || {
+        std::fs::metadata(&file).is_ok_and(|m| m.len() > 200_000)
+    }));
+    drop(relay);
+    let durations = av_sync::durations(&file);
+    assert!(
+        durations.iter().any(|(c, _)| c == "h264") && durations.iter().any(|(c, _)| c == "aac"),
+        "SRT: {durations:?}"
     );
 }

@@ -16,6 +16,8 @@ use std::path::PathBuf;
 use figment::Figment;
 use figment::providers::Serialized;
 
+// Audio (issue #24).
+pub mod audio;
 pub mod h264;
 pub mod hls;
 pub mod image;
@@ -321,6 +323,7 @@ impl Config {
             push: self.push.clone(),
             image: self.image.clone(),
             motion: self.motion.clone(),
+            audio: self.audio.clone(),
         };
         if self.streams.is_empty() {
             return Ok(vec![base]);

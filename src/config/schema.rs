@@ -7,6 +7,8 @@ use figment::value::Value;
 use serde::{Deserialize, Serialize};
 
 pub use super::image::ImageConfig;
+// Audio (issue #24).
+pub use super::audio::{AudioConfig, AudioKind, RtspAudioCodec};
 
 /// Everything camstream can be told.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -66,6 +68,9 @@ pub struct Config {
     pub mjpeg: super::mjpeg::MjpegConfig,
     /// Low-latency HLS of every stream, from memory (docs/hls.md).
     pub hls: super::hls::HlsConfig,
+    /// Sound of the flat form's stream (and the default of every `[[streams]]` entry),
+    /// docs/audio.md.
+    pub audio: AudioConfig,
 }
 
 /// What an account may do; each role includes the ones before it.
@@ -158,6 +163,8 @@ pub struct StreamConfig {
     // Motion detection (docs/motion.md).
     /// Motion detection (`[streams.motion]`).
     pub motion: super::motion::MotionConfig,
+    /// Sound (`[streams.audio]`, docs/audio.md).
+    pub audio: AudioConfig,
 }
 
 impl Default for StreamConfig {
@@ -176,6 +183,7 @@ impl Default for StreamConfig {
             image: ImageConfig::default(),
             // Motion detection.
             motion: super::motion::MotionConfig::default(),
+            audio: AudioConfig::default(),
         }
     }
 }

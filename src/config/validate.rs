@@ -138,6 +138,7 @@ impl StreamConfig {
         self.image.validate(&format!("{prefix}image."))?;
         self.motion
             .validate(&format!("{prefix}motion."), self.video.fps)?;
+        self.audio.validate(&format!("{prefix}audio."))?;
         super::push_url::validate_pushes(prefix, &self.push)
     }
 }

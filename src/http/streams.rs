@@ -110,6 +110,8 @@ pub(super) fn describe(s: &Shared, c: &Camera) -> Value {
         "outputs": s.control.outputs(&c.name).map(|o| o.describe()).unwrap_or_default(),
         "settings": config.redacted(),
         "motion": c.motion.state(),
+        // Audio (issue #24): null without sound.
+        "audio": c.audio().map(|a| a.status()),
     })
 }
 
@@ -154,6 +156,8 @@ fn live_settings(full: &Value) -> Value {
         "renditions": list("renditions", "bitrate_kbps"),
         "push": list("push", "enabled"),
         "motion": full["motion"],
+        // Audio (issue #24).
+        "audio": { "mute": full["audio"]["mute"], "gain_db": full["audio"]["gain_db"] },
     })
 }
 

@@ -12,6 +12,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::audio::{self, Audio, AudioChange};
 use super::capture::{self, CaptureError, SINK_NAME};
 use super::clock::SharedTime;
 use super::encoder::{self, Encoder, Selection};
@@ -77,6 +78,7 @@ pub struct Camera {
     image_caps: Arc<Mutex<Option<Arc<Caps>>>>,
     /// Motion detection: state, the peak picture, starts and ends.
     pub motion: Arc<Motion>,
+    audio: Arc<Audio>,
 }
 
 /// Why a reconfiguration was not taken.
@@ -121,6 +123,12 @@ impl Camera {
         }
     }
 
+    /// The stream's sound, when `audio.kind` is not `none`: a hub per codec
+    /// ([`Audio::hub`]) on the video's timeline.
+    pub fn audio(&self) -> Option<Arc<Audio>> {
+        self.audio.enabled().then(|| self.audio.clone())
+    }
+
     /// The main encoding.
     pub fn main(&self) -> &Encoding {
         &self.encodings[0]
@@ -137,12 +145,25 @@ impl Camera {
     /// Applies a new configuration of this stream (same name and mounts); says how.
     pub async fn reconfigure(&self, config: StreamConfig) -> Result<Applied, ControlError> {
         let (tx, rx) = oneshot::channel();
+        let sound = config.audio.clone();
         self.commands
             .send(Command::Reconfigure(Arc::new(config), tx))
             .await
             .map_err(|_| ControlError::NotRunning(self.name.clone()))?;
-        rx.await
-            .map_err(|_| ControlError::NotRunning(self.name.clone()))
+        let video = rx
+            .await
+            .map_err(|_| ControlError::NotRunning(self.name.clone()))?;
+        // The sound restarts on its own: the answer is the larger of the two changes.
+        let sound = match self.audio.reconfigure(&sound) {
+            AudioChange::Unchanged => Applied::Unchanged,
+            AudioChange::Live => Applied::Live,
+            AudioChange::Restart => Applied::Restart,
+        };
+        Ok(match (video, sound) {
+            (Applied::Restart, _) | (_, Applied::Restart) => Applied::Restart,
+            (Applied::Live, _) | (_, Applied::Live) => Applied::Live,
+            _ => Applied::Unchanged,
+        })
     }
 
     /// Whether frames are flowing: streaming, and the last frame younger than the stall window.
@@ -183,6 +204,12 @@ pub fn start(
     let (cmd_tx, cmd_rx) = mpsc::channel(8);
     let name = config_rx.borrow().name.clone();
     let motion = Motion::start(config_rx.clone(), cancel.clone());
+    let sound = audio::start(
+        &name,
+        config_rx.borrow().audio.clone(),
+        time.clone(),
+        cancel.child_token(),
+    );
     let camera = Camera {
         name: name.clone(),
         encodings: encodings.clone(),
@@ -192,6 +219,7 @@ pub fn start(
         commands: cmd_tx,
         image_caps: Arc::new(Mutex::new(None)),
         motion: motion.clone(),
+        audio: sound,
     };
     let image_caps = camera.image_caps.clone();
     let tap = camera.tap.clone();
@@ -296,6 +324,8 @@ fn capture_view(s: &StreamConfig) -> impl PartialEq + '_ {
         &s.renditions,
         &s.image,
         super::motion::capture_key(&s.motion),
+        // The test picture flashes in step with the test beep.
+        s.audio.kind == crate::config::AudioKind::Test,
     )
 }
 
@@ -514,6 +544,12 @@ impl Runner {
             Err(e) => return open_failed(e.to_string()),
         };
         self.time.apply(&pipeline);
+        if matches!(source, source::Source::Test { .. })
+            && config.audio.kind == crate::config::AudioKind::Test
+            && let Some(src) = pipeline.by_name("src")
+        {
+            audio::test_signal::attach_flash(&src);
+        }
         if let Err(e) = image::apply(&pipeline, &image_plan) {
             return open_failed(format!("image settings: {e}"));
         }
