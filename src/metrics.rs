@@ -118,6 +118,9 @@ pub mod names {
     pub const HTTP_OPEN: &str = "camstream_http_connections_open";
     /// ICE-TCP connections closed by a limit, label `reason`.
     pub const ICE_TCP_REFUSED: &str = "camstream_webrtc_ice_tcp_refused_total";
+    // WebRTC audio (issue #24, audioweb).
+    /// Opus packets handed to WebRTC viewers, label `stream`.
+    pub const WEBRTC_AUDIO_PACKETS: &str = "camstream_webrtc_audio_packets_sent_total";
 }
 
 /// Handles to every metric; cheap to clone.

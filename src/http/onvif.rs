@@ -98,6 +98,7 @@ fn profiles(s: &Shared) -> Vec<MediaProfile> {
                 gop: c.encoder.keyframe_interval,
                 h264_profile: h264_profile(c.encoder.profile),
                 source_size: (c.video.width, c.video.height),
+                audio: None,
             });
         }
     }

@@ -208,7 +208,7 @@ async fn offer(
     let anonymous = matches!(who, crate::access::Principal::Anonymous);
     let source = peer.map(|p| p.ip());
     match server
-        .create(enc.hub.clone(), sdp, host, source, anonymous)
+        .create(enc.hub.clone(), None, sdp, host, source, anonymous)
         .await
     {
         Ok(created) => {
