@@ -118,6 +118,14 @@ pub mod names {
     pub const HTTP_OPEN: &str = "camstream_http_connections_open";
     /// ICE-TCP connections closed by a limit, label `reason`.
     pub const ICE_TCP_REFUSED: &str = "camstream_webrtc_ice_tcp_refused_total";
+
+    // Audio (issue #24).
+    /// Loudness of a stream's sound after its gain, before mute (RMS over the last second, dBFS;
+    /// -120 for digital silence), label `stream`.
+    pub const AUDIO_LEVEL: &str = "camstream_audio_level_dbfs";
+    /// Restarts of a stream's audio capture, labels `stream` and `reason`.
+    pub const AUDIO_RESTARTS: &str = "camstream_audio_restarts_total";
+
     // WebRTC audio (issue #24, audioweb).
     /// Opus packets handed to WebRTC viewers, label `stream`.
     pub const WEBRTC_AUDIO_PACKETS: &str = "camstream_webrtc_audio_packets_sent_total";
@@ -277,6 +285,15 @@ impl Metrics {
         describe_counter!(
             ICE_TCP_REFUSED,
             "ICE-TCP connections closed by a limit, by reason"
+        );
+        // Audio (issue #24).
+        describe_gauge!(
+            AUDIO_LEVEL,
+            "Loudness of a stream's sound after its gain, before mute (RMS over the last second, dBFS)"
+        );
+        describe_counter!(
+            AUDIO_RESTARTS,
+            "Restarts of a stream's audio capture, by stream and reason"
         );
         crate::telemetry::count_drops_in(metrics::counter!(LOG_LINES_DROPPED));
         Metrics {

@@ -16,6 +16,8 @@ use std::path::PathBuf;
 use figment::Figment;
 use figment::providers::Serialized;
 
+// Audio (issue #24).
+pub mod audio;
 pub mod h264;
 pub mod image;
 mod layers;
@@ -314,6 +316,7 @@ impl Config {
             record: self.record.clone(),
             push: self.push.clone(),
             image: self.image.clone(),
+            audio: self.audio.clone(),
         };
         if self.streams.is_empty() {
             return Ok(vec![base]);

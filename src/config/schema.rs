@@ -7,6 +7,8 @@ use figment::value::Value;
 use serde::{Deserialize, Serialize};
 
 pub use super::image::ImageConfig;
+// Audio (issue #24).
+pub use super::audio::{AudioConfig, AudioKind, RtspAudioCodec};
 
 /// Everything camstream can be told.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -56,6 +58,9 @@ pub struct Config {
     pub analysis: super::nvr::AnalysisConfig,
     /// Who may pass the doors without credentials (docs/security.md).
     pub access: AccessConfig,
+    /// Sound of the flat form's stream (and the default of every `[[streams]]` entry),
+    /// docs/audio.md.
+    pub audio: AudioConfig,
 }
 
 /// What an account may do; each role includes the ones before it.
@@ -145,6 +150,8 @@ pub struct StreamConfig {
     pub push: Vec<PushConfig>,
     /// Picture controls (`[streams.image]`).
     pub image: ImageConfig,
+    /// Sound (`[streams.audio]`, docs/audio.md).
+    pub audio: AudioConfig,
 }
 
 impl Default for StreamConfig {
@@ -161,6 +168,7 @@ impl Default for StreamConfig {
             record: RecordConfig::default(),
             push: Vec::new(),
             image: ImageConfig::default(),
+            audio: AudioConfig::default(),
         }
     }
 }

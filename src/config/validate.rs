@@ -136,6 +136,7 @@ impl StreamConfig {
         }
         check_record(&format!("{prefix}record."), &self.record)?;
         self.image.validate(&format!("{prefix}image."))?;
+        self.audio.validate(&format!("{prefix}audio."))?;
         super::push_url::validate_pushes(prefix, &self.push)
     }
 }

@@ -12,6 +12,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::audio::{self, Audio, AudioChange};
 use super::capture::{self, CaptureError, SINK_NAME};
 use super::clock::SharedTime;
 use super::encoder::{self, Encoder, Selection};
@@ -71,6 +72,7 @@ pub struct Camera {
     status: watch::Receiver<Status>,
     commands: mpsc::Sender<Command>,
     image_caps: Arc<Mutex<Option<Arc<Caps>>>>,
+    audio: Arc<Audio>,
 }
 
 /// Why a reconfiguration was not taken.
@@ -115,6 +117,12 @@ impl Camera {
         }
     }
 
+    /// The stream's sound, when `audio.kind` is not `none`: a hub per codec
+    /// ([`Audio::hub`]) on the video's timeline.
+    pub fn audio(&self) -> Option<Arc<Audio>> {
+        self.audio.enabled().then(|| self.audio.clone())
+    }
+
     /// The main encoding.
     pub fn main(&self) -> &Encoding {
         &self.encodings[0]
@@ -131,12 +139,25 @@ impl Camera {
     /// Applies a new configuration of this stream (same name and mounts); says how.
     pub async fn reconfigure(&self, config: StreamConfig) -> Result<Applied, ControlError> {
         let (tx, rx) = oneshot::channel();
+        let sound = config.audio.clone();
         self.commands
             .send(Command::Reconfigure(Arc::new(config), tx))
             .await
             .map_err(|_| ControlError::NotRunning(self.name.clone()))?;
-        rx.await
-            .map_err(|_| ControlError::NotRunning(self.name.clone()))
+        let video = rx
+            .await
+            .map_err(|_| ControlError::NotRunning(self.name.clone()))?;
+        // The sound restarts on its own: the answer is the larger of the two changes.
+        let sound = match self.audio.reconfigure(&sound) {
+            AudioChange::Unchanged => Applied::Unchanged,
+            AudioChange::Live => Applied::Live,
+            AudioChange::Restart => Applied::Restart,
+        };
+        Ok(match (video, sound) {
+            (Applied::Restart, _) | (_, Applied::Restart) => Applied::Restart,
+            (Applied::Live, _) | (_, Applied::Live) => Applied::Live,
+            _ => Applied::Unchanged,
+        })
     }
 
     /// Whether frames are flowing: streaming, and the last frame younger than the stall window.
@@ -176,6 +197,12 @@ pub fn start(
     });
     let (cmd_tx, cmd_rx) = mpsc::channel(8);
     let name = config_rx.borrow().name.clone();
+    let sound = audio::start(
+        &name,
+        config_rx.borrow().audio.clone(),
+        time.clone(),
+        cancel.child_token(),
+    );
     let camera = Camera {
         name: name.clone(),
         encodings: encodings.clone(),
@@ -183,6 +210,7 @@ pub fn start(
         status: status_rx,
         commands: cmd_tx,
         image_caps: Arc::new(Mutex::new(None)),
+        audio: sound,
     };
     let image_caps = camera.image_caps.clone();
     tokio::spawn(publish_flow(encodings.clone(), cancel.clone()));
@@ -281,6 +309,8 @@ fn capture_view(s: &StreamConfig) -> impl PartialEq + '_ {
         &s.supervisor,
         &s.renditions,
         &s.image,
+        // The test picture flashes in step with the test beep.
+        s.audio.kind == crate::config::AudioKind::Test,
     )
 }
 
@@ -487,6 +517,12 @@ impl Runner {
             Err(e) => return open_failed(e.to_string()),
         };
         self.time.apply(&pipeline);
+        if matches!(source, source::Source::Test { .. })
+            && config.audio.kind == crate::config::AudioKind::Test
+            && let Some(src) = pipeline.by_name("src")
+        {
+            audio::test_signal::attach_flash(&src);
+        }
         if let Err(e) = image::apply(&pipeline, &image_plan) {
             return open_failed(format!("image settings: {e}"));
         }

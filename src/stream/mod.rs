@@ -2,6 +2,8 @@
 //! restart loop it runs under, and the hub of each encoding that every output subscribes to.
 //! Depends on `config` and `metrics` names only: nothing here knows about outputs or HTTP.
 
+// Audio (issue #24).
+pub mod audio;
 pub mod backoff;
 pub mod camera;
 pub mod capture;
