@@ -165,6 +165,13 @@ def cmd_sync(args, b, result):
         if near is not None and abs(near - f) < 500:
             raw.append(round(near - f, 1))
     pairs = [round(r - instrument_ms, 1) for r in raw]
+    # Chromium's own view: the sender reports it got of each track, and the sender time
+    # (from those reports) of what it plays out now, sound minus picture.
+    result["stats"] = tab.eval(
+        "(async () => { const st = await window.camstream.players[%s].pc.getStats(); const o = {};"
+        " st.forEach(r => { if (r.type === 'remote-outbound-rtp') o[r.kind + '_reports'] = r.reportsSent;"
+        " if (r.type === 'inbound-rtp') o[r.kind + '_playout'] = r.estimatedPlayoutTimestamp; });"
+        " o.playout_gap_ms = o.audio_playout - o.video_playout; return o; })()" % json.dumps(stream))
     result.update(offsets_ms=pairs, raw_offsets_ms=raw, instrument_latency_ms=round(instrument_ms, 1),
                   flashes=len(flashes), onsets=len([o for o in av["onsets"] if o >= start]),
                   frames=av["frames"], latency=av["latency"], error=av["error"], connection=av["connection"])

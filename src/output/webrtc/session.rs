@@ -28,7 +28,9 @@ pub struct Frame {
     pub kind: Kind,
     /// Annex B bytes (SPS/PPS in front of every keyframe), or one raw Opus packet.
     pub data: Vec<u8>,
-    /// Presentation time in ns.
+    /// Presentation time in ns, as running time of the shared clock: the one timeline both
+    /// tracks share (an encoder may put its buffers' own timestamps 1000 hours ahead, in a
+    /// segment that starts there).
     pub pts_ns: u64,
     /// Whether it is a keyframe (every audio packet is one).
     pub keyframe: bool,
@@ -74,7 +76,9 @@ pub fn start(
         reason,
     };
     let pipeline = gst::parse::launch(
-        "appsrc name=src is-live=true format=time ! appsink name=sink sync=false max-buffers=30 drop=true",
+        // handle-segment-change: the producer's segment comes along, so running time can be
+        // computed from it.
+        "appsrc name=src is-live=true format=time handle-segment-change=true ! appsink name=sink sync=false max-buffers=30 drop=true",
     )
     .map_err(|e| fail(e.to_string()))?
     .downcast::<gst::Pipeline>()
@@ -99,12 +103,19 @@ pub fn start(
                     return Ok(gst::FlowSuccess::Ok);
                 };
                 seq += 1;
+                let pts = buffer.pts();
+                let running = sample
+                    .segment()
+                    .and_then(|s| s.downcast_ref::<gst::format::Time>())
+                    .zip(pts)
+                    .and_then(|(s, t)| s.to_running_time(t))
+                    .or(pts);
                 let frame = Frame {
                     seq,
                     session,
                     kind,
                     data: map.as_slice().to_vec(),
-                    pts_ns: buffer.pts().map_or(0, |t| t.nseconds()),
+                    pts_ns: running.map_or(0, |t| t.nseconds()),
                     keyframe: kind == Kind::Audio
                         || !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
                 };

@@ -12,6 +12,9 @@ use str0m::config::CryptoProvider;
 use str0m::net::TcpType;
 use str0m::{Candidate, Rtc, RtcConfig};
 
+/// How often the sound's RTCP sender reports go out (the picture's: every second).
+const AUDIO_REPORTS: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Why an offer was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum OfferError {
@@ -227,6 +230,9 @@ pub fn answer(
     let mut config = RtcConfig::new()
         .set_ice_lite(true)
         .set_crypto_provider(crypto.clone())
+        // A browser lines the sound up with the picture only once it has a sender report of
+        // each: str0m's 5 s default for audio left the first seconds out of sync.
+        .set_rtcp_report_interval_audio(AUDIO_REPORTS)
         .clear_codecs();
     config
         .codec_config()
