@@ -9,12 +9,19 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::Once;
+use std::sync::{Mutex, MutexGuard, Once};
 
 use common::{Daemon, daemon, http_request};
 
 /// Offsets (ms) between a flash and its beep that the issue accepts.
 const SYNC_LIMIT_MS: f64 = 40.0;
+
+/// One Chromium at a time in this file: two browsers decoding and two encoders on two shared
+/// cores make the timing the sync test measures a measure of the machine instead.
+fn one_browser() -> MutexGuard<'static, ()> {
+    static BROWSER: Mutex<()> = Mutex::new(());
+    BROWSER.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -53,11 +60,12 @@ fn flash_and_beep() -> Daemon {
 
 #[test]
 fn chromium_hears_the_beep_with_the_flash() {
+    let _one = one_browser();
     let d = flash_and_beep();
     let url = format!("http://127.0.0.1:{}/", d.http_port);
-    // Chromium moves its playout delays a little each second until the tracks line up: the
-    // first 6 s are its to settle.
-    let r = avsync(&["sync", &url, "video", "--seconds", "8", "--settle", "6"]);
+    // Chromium moves its playout delays a little each second until the tracks line up (from
+    // 50 to 100 ms apart at first, here): the first 10 s are its to settle.
+    let r = avsync(&["sync", &url, "video", "--seconds", "8", "--settle", "10"]);
     eprintln!("sync: {r}");
     assert_eq!(r["ok"], true, "{r}");
     let offsets: Vec<f64> = r["offsets_ms"]
@@ -104,6 +112,7 @@ fn logged_at(log: &str, needle: &str) -> Vec<i64> {
 
 #[test]
 fn an_audio_source_that_ends_leaves_the_session_and_its_sound_returns() {
+    let _one = one_browser();
     // 1.5 s of tone, then the source ends (EOS): the capture restarts after its backoff, with
     // silence in between.
     let d = daemon()
@@ -141,22 +150,15 @@ fn an_audio_source_that_ends_leaves_the_session_and_its_sound_returns() {
         .filter_map(|v| v.as_f64())
         .map(|v| v as i64)
         .collect();
-    assert!(
-        d.metric("camstream_audio_restarts_total{stream=\"video\"}")
-            .or_else(|| {
-                let m = d.get("/metrics").text();
-                let n: f64 = m
-                    .lines()
-                    .filter(|l| l.starts_with("camstream_audio_restarts_total{"))
-                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                    .sum();
-                Some(n)
-            })
-            .unwrap_or(0.0)
-            >= 2.0,
-        "the audio source ended and restarted at least twice:\n{}",
-        d.log()
-    );
+    // The source ended (EOS, or no samples) and was restarted at least twice meanwhile.
+    let restarts: f64 = d
+        .get("/metrics")
+        .text()
+        .lines()
+        .filter(|l| l.starts_with("camstream_audio_restarts_total{stream=\"video\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(restarts >= 2.0, "{restarts} audio restarts:\n{}", d.log());
     let listen_end = since + 9_000;
     let mut delays = Vec::new();
     for t in returns.iter().filter(|t| **t < listen_end - 2_000) {

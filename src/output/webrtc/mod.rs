@@ -199,6 +199,10 @@ impl Server {
             names::WEBRTC_AUDIO_PACKETS,
             "Opus packets handed to WebRTC viewers, by stream"
         );
+        describe_counter!(
+            names::WEBRTC_AUDIO_STALE,
+            "Opus packets not sent to WebRTC viewers because they were stale, by stream"
+        );
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (frames, frames_rx) = mpsc::channel(FRAME_QUEUE);
         let registry: Registry = Arc::default();

@@ -32,6 +32,10 @@ const MAX_FRAME_GAP_NS: u64 = 5_000_000_000;
 const FALLBACK_FRAME_NS: u64 = 33_333_333;
 /// The step used across a restart of the sound's timeline (one 20 ms Opus frame).
 const FALLBACK_AUDIO_NS: u64 = 20_000_000;
+/// Sound older than the newest picture by more than this is not sent: a restarted audio
+/// capture may first hand over a burst of stale packets, which a browser would buffer (its
+/// sound would then lag by as much).
+const STALE_AUDIO_NS: u64 = 300_000_000;
 /// How far in the past the first frame's wallclock is put: str0m's sender reports need every
 /// frame's wallclock to lie in the past, and a later frame may arrive sooner after its
 /// capture than the first did.
@@ -155,6 +159,7 @@ impl Session {
             last_time: None,
             audio: AudioTrack {
                 frames: counter!(names::WEBRTC_AUDIO_PACKETS, &label),
+                stale: counter!(names::WEBRTC_AUDIO_STALE, &label),
                 ..AudioTrack::default()
             },
             wallclock_zero: None,
@@ -297,6 +302,16 @@ impl Session {
         let Some(mid) = self.audio.mid.filter(|_| self.connected) else {
             return;
         };
+        // Both tracks run on one clock, whose running time never goes back: a packet not
+        // later than the last one sent, or well behind the picture, is stale.
+        let behind = self
+            .last_time
+            .is_some_and(|(video, _)| video > f.pts_ns + STALE_AUDIO_NS);
+        let repeated = self.audio.last_time.is_some_and(|(pts, _)| f.pts_ns <= pts);
+        if behind || repeated {
+            self.audio.stale.increment(1);
+            return;
+        }
         let Some(writer) = self.rtc.writer(mid) else {
             return;
         };
@@ -554,6 +569,7 @@ struct AudioTrack {
     /// The last packet written: its pts and the media time it was sent with (ns).
     last_time: Option<(u64, u64)>,
     frames: Counter,
+    stale: Counter,
 }
 
 impl Default for AudioTrack {
@@ -563,6 +579,7 @@ impl Default for AudioTrack {
             pt: None,
             last_time: None,
             frames: Counter::noop(),
+            stale: Counter::noop(),
         }
     }
 }
