@@ -114,7 +114,8 @@ pub fn start_camera(
     cancel: &CancellationToken,
 ) -> CameraOutputs {
     for e in &camera.encodings {
-        rtsp.mount(&camera.name, e);
+        // Audio (issue #24): the sound rides in every mount of the camera, behind its door.
+        rtsp.mount_with_audio(&camera.name, e, camera.audio());
         tracing::info!(stream = %e.name, mount = %e.mount, size = %format!("{}x{}@{}", e.width, e.height, e.fps), "Mounted");
     }
     crate::events::follow(

@@ -7,6 +7,8 @@
 //! through [`RtspServer`], which only queues work onto that context.
 
 pub mod accept;
+// Audio (issue #24).
+mod audio;
 pub mod auth;
 pub mod ffi;
 pub mod guard;
@@ -291,10 +293,11 @@ fn build_factory(
     time: SharedTime,
     metrics: MountMetrics,
     bytes: Arc<std::sync::atomic::AtomicU64>,
+    sound: Option<Arc<crate::stream::audio::Audio>>,
 ) -> gst_rtsp_server::RTSPMediaFactory {
     let factory = gst_rtsp_server::RTSPMediaFactory::new();
-    // config-interval=-1: SPS/PPS before every IDR in-band too, for clients that ignore the SDP.
-    factory.set_launch("( appsrc name=src ! rtph264pay name=pay0 pt=96 config-interval=-1 )");
+    let codec = audio::codec_of(sound.as_ref());
+    factory.set_launch(&audio::launch(codec));
     factory.set_shared(true);
     factory.set_suspend_mode(gst_rtsp_server::RTSPSuspendMode::None);
     factory.set_latency(0);
@@ -338,8 +341,15 @@ fn build_factory(
         let subscription = Mutex::new(Some(
             hub.subscribe(&appsrc, SubscriberSettings::new("rtsp")),
         ));
+        // Audio (issue #24): the sound's track, subscribed for as long as the video's.
+        let sound = sound
+            .as_ref()
+            .zip(codec)
+            .and_then(|(a, c)| audio::subscribe(bin, a, c));
+        let sound = Mutex::new(sound);
         media.connect_unprepared(move |_| {
             subscription.lock().unwrap().take();
+            sound.lock().unwrap().take();
         });
     });
     factory
@@ -719,6 +729,17 @@ impl RtspServer {
     /// Serves `encoding` (of the stream `camera`) at its mount path, from now on (runs on the
     /// GLib thread).
     pub fn mount(&self, camera: &str, encoding: &Encoding) {
+        self.mount_with_audio(camera, encoding, None);
+    }
+
+    /// [`RtspServer::mount`], with the stream's sound as a second track when `sound` is given
+    /// (its `rtsp_codec` as of now).
+    pub fn mount_with_audio(
+        &self,
+        camera: &str,
+        encoding: &Encoding,
+        sound: Option<Arc<crate::stream::audio::Audio>>,
+    ) {
         let f = &self.factory;
         let metrics = self.clients.metrics.mount(&encoding.name);
         let factory = build_factory(
@@ -728,6 +749,7 @@ impl RtspServer {
             f.time.clone(),
             metrics.clone(),
             self.viewers.counter(&encoding.name),
+            sound,
         );
         if let Some(access) = &f.access {
             auth::allow(&factory, access, camera, &encoding.name);

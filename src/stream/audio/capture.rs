@@ -158,6 +158,7 @@ impl Runner {
         tracing::debug!(stream = %self.stream, pipeline = %description, "Building audio pipeline");
         let pipeline = build(&description).map_err(|e| e.to_string())?;
         self.time.apply(&pipeline);
+        encode::correct_priming(&pipeline, aac, c.rate);
         if metered {
             self.meter.reset();
             if let Some(e) = pipeline.by_name(METER_NAME) {
@@ -202,6 +203,7 @@ impl Runner {
             if let Some(v) = pipeline.by_name(encode::valve_name(codec)) {
                 let drop = !self.subscribed(codec);
                 if v.property::<bool>("drop") != drop {
+                    tracing::debug!(stream = %self.stream, codec = codec.as_str(), open = !drop, "Audio encoder gate");
                     v.set_property("drop", drop);
                 }
             }

@@ -25,6 +25,19 @@ impl AacEncoder {
         }
     }
 
+    /// Samples the encoder puts in front of the sound (its priming). A container can say so in
+    /// an edit list, but RTP, FLV and MPEG-TS cannot: decoders play them, and the sound comes
+    /// that much after the picture. Subtracting them from the packets' timestamps puts each
+    /// packet's sound back at the instant it was captured.
+    pub fn priming_samples(self) -> u64 {
+        match self {
+            // FFmpeg's encoder: `initial_padding` = 1024.
+            AacEncoder::Avenc => 1024,
+            // VisualOn's: one frame of delay.
+            AacEncoder::Voaac => 1024,
+        }
+    }
+
     /// The first installed AAC encoder.
     pub fn find() -> Result<Self, AudioError> {
         [AacEncoder::Avenc, AacEncoder::Voaac]
@@ -47,6 +60,11 @@ pub fn check_opus() -> Result<(), AudioError> {
     }
     Ok(())
 }
+
+/// A valve that reopens leaves a gap: the encoder must take the new timestamps (drain, start
+/// again from them) rather than keep counting samples from before the gap, which would put
+/// every later packet behind the picture by the length of the gap.
+const RESYNC: &str = "hard-resync=true tolerance=20000000";
 
 /// Name of a codec's appsink.
 pub fn sink_name(codec: AudioCodec) -> &'static str {
@@ -75,27 +93,57 @@ pub fn bitrate(codec: AudioCodec, c: &AudioConfig) -> u32 {
 
 /// The branch of one codec after the raw tee: valve, encoder, parser, appsink. The appsink's
 /// caps are what subscribers get: raw Opus packets of 20 ms, or raw AAC access units with
-/// `codec_data` (what rtpmp4gpay, flvmux, mpegtsmux and the recorder take).
+/// `codec_data` (what rtpmp4gpay, flvmux, mpegtsmux and the recorder take). The appsink is
+/// `async=false`: a branch whose valve is shut gets no data, and a sink waiting for its preroll
+/// would hold the whole pipeline out of PLAYING.
 pub fn branch(codec: AudioCodec, c: &AudioConfig, aac: AacEncoder, open: bool) -> String {
     let valve = format!(
         "queue max-size-buffers=0 max-size-bytes=0 max-size-time=200000000 leaky=downstream \
-         ! valve name={} drop={}",
+         ! valve name={} drop-mode=forward-sticky-events drop={}",
         valve_name(codec),
         !open
     );
     let encoder = match codec {
         AudioCodec::Opus => format!(
-            "opusenc bitrate={} frame-size=20 ! audio/x-opus,channel-mapping-family=0",
+            "opusenc bitrate={} frame-size=20 {RESYNC} ! audio/x-opus,channel-mapping-family=0",
             bitrate(codec, c)
         ),
         AudioCodec::Aac => format!(
-            "{} bitrate={} ! aacparse ! audio/mpeg,mpegversion=4,stream-format=raw",
+            // avenc_aac takes planar float only: convert here, not for Opus.
+            "audioconvert ! {} bitrate={} {RESYNC} ! aacparse ! audio/mpeg,mpegversion=4,stream-format=raw",
             aac.element(),
             bitrate(codec, c)
         ),
     };
     format!(
-        "{valve} ! {encoder} ! appsink name={} max-buffers=50 drop=true sync=false",
+        "{valve} ! {encoder} ! appsink name={} max-buffers=50 drop=true sync=false async=false",
         sink_name(codec)
     )
+}
+
+/// Moves every buffer reaching the AAC appsink earlier by the encoder's priming (see
+/// [`AacEncoder::priming_samples`]), so the decoded sound lines up with the picture.
+pub fn correct_priming(pipeline: &gst::Pipeline, aac: AacEncoder, rate: u32) {
+    use gst::prelude::*;
+    let Some(pad) = pipeline
+        .by_name(sink_name(AudioCodec::Aac))
+        .and_then(|s| s.static_pad("sink"))
+    else {
+        return;
+    };
+    let delay = gst::ClockTime::from_nseconds(
+        aac.priming_samples() * 1_000_000_000 / u64::from(rate.max(1)),
+    );
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data {
+            let b = buffer.make_mut();
+            if let Some(pts) = b.pts() {
+                b.set_pts(pts.saturating_sub(delay));
+            }
+            if let Some(dts) = b.dts() {
+                b.set_dts(dts.saturating_sub(delay));
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
 }

@@ -49,6 +49,9 @@ pub fn attach_beep(element: &gst::Element, rate: u32, channels: u32) {
         };
         let start = running_time(pad, pts);
         let buffer = buffer.make_mut();
+        // audiotestsrc marks its silence as a gap, which audioconvert and volume then output
+        // as zeros whatever the samples say.
+        buffer.unset_flags(gst::BufferFlags::GAP);
         let Ok(mut map) = buffer.map_writable() else {
             return gst::PadProbeReturn::Ok;
         };
