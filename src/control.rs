@@ -446,6 +446,9 @@ fn is_live(path: &str) -> bool {
         "encoder.bitrate_kbps",
         "encoder.keyframe_interval",
         "record.enabled",
+        // Audio (issue #24): set on the running audio pipeline.
+        "audio.mute",
+        "audio.gain_db",
     ];
     // A tuning file is a path the camera stack reads: a file setting, not a live one.
     LIVE.contains(&path)

@@ -109,6 +109,8 @@ pub(super) fn describe(s: &Shared, c: &Camera) -> Value {
         "encodings": encodings,
         "outputs": s.control.outputs(&c.name).map(|o| o.describe()).unwrap_or_default(),
         "settings": config.redacted(),
+        // Audio (issue #24): null without sound.
+        "audio": c.audio().map(|a| a.status()),
     })
 }
 
@@ -152,6 +154,8 @@ fn live_settings(full: &Value) -> Value {
         "record": { "enabled": full["record"]["enabled"] },
         "renditions": list("renditions", "bitrate_kbps"),
         "push": list("push", "enabled"),
+        // Audio (issue #24).
+        "audio": { "mute": full["audio"]["mute"], "gain_db": full["audio"]["gain_db"] },
     })
 }
 
