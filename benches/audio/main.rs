@@ -10,8 +10,8 @@
 //!   throughout, and the flash-to-beep offset measured from a decoded RTSP recording at the
 //!   start and at the end (tests/av_sync: ffmpeg's signalstats and silencedetect).
 //!
-//! Run: `cargo bench --bench audio` (cost, about 1 minute, then a 30-minute sync run), or
-//! `cargo bench --bench audio -- --quick --sync-minutes 2`. `--sync-minutes 0` skips the sync
+//! Run: `cargo bench --bench audio_cost` (cost, about 1 minute, then a 30-minute sync run), or
+//! `cargo bench --bench audio_cost -- --quick --sync-minutes 2`. `--sync-minutes 0` skips the sync
 //! run. Needs ffmpeg, Chromium and the driver's venv (`scripts/setup.sh --test`). Prints a
 //! table and writes `target/bench/audio-bench.json`; docs/audio.md has figures.
 
