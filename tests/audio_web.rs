@@ -274,6 +274,11 @@ fn whep_offers_get_audio_only_when_both_sides_have_it() {
         matches!(section(&q, "audio"), None | Some((false, _))),
         "no sound to send: the audio section is rejected: {q}"
     );
+    // Declined with a format, as browsers need to parse it (an empty list failed the page).
+    assert!(
+        q.contains("m=audio 0 UDP/TLS/RTP/SAVPF 111\r\n"),
+        "{q}"
+    );
 }
 
 /// Home Assistant's ONVIF client, in the venv tests/onvif/setup-venv.sh makes.

@@ -153,6 +153,44 @@ fn answer_sends(answer: &str, kind: &str) -> bool {
     sends
 }
 
+/// Gives every rejected media section of the answer (port 0) the formats its offer listed:
+/// str0m writes a section it declines (the browser's audio, for a stream without sound) with no
+/// format at all, which browsers refuse to parse ("m=audio 0 UDP/TLS/RTP/SAVPF  Invalid
+/// value"), and RFC 3264 (6) wants at least one there.
+fn rejected_with_formats(answer: &str, offer: &str) -> String {
+    let offered: Vec<&str> = offer
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("m="))
+        .collect();
+    let mut index = 0;
+    let mut out = String::with_capacity(answer.len() + 16);
+    for line in answer.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\r', '\n']);
+        let ending = &line[body.len()..];
+        let Some(m) = body.strip_prefix("m=") else {
+            out.push_str(line);
+            continue;
+        };
+        let i = index;
+        index += 1;
+        let parts: Vec<&str> = m.split_whitespace().collect();
+        if parts.len() == 3 && parts[1] == "0" {
+            let formats = offered
+                .get(i)
+                .map(|o| o.split_whitespace().skip(3).collect::<Vec<_>>().join(" "))
+                .filter(|f| !f.is_empty())
+                .unwrap_or_else(|| "0".to_string());
+            out.push_str(&format!(
+                "m={} 0 {} {formats}{ending}",
+                parts[0], parts[2]
+            ));
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
 /// Puts every track of the answer in one media stream (the first section's msid stream id):
 /// browsers keep audio and video in sync only within one stream, and str0m gives each section
 /// it answers a random one.
@@ -296,6 +334,7 @@ pub fn answer(
         });
     }
     let audio = audio && answer_sends(&sdp, "audio");
+    let sdp = rejected_with_formats(&sdp, offer);
     let sdp = if audio { one_media_stream(&sdp) } else { sdp };
     Ok(Answered { rtc, sdp, audio })
 }
@@ -465,6 +504,12 @@ mod tests {
         let v = answer(AV_OFFER, "cam", Some(&cb), false, &locals, BOTH, &crypto).unwrap();
         assert!(!v.audio);
         assert!(!answer_sends(&v.sdp, "audio"), "{}", v.sdp);
+        // Declined with the offer's formats: an empty list does not parse in browsers.
+        assert!(
+            v.sdp.contains("m=audio 0 UDP/TLS/RTP/SAVPF 111 0\r\n"),
+            "{}",
+            v.sdp
+        );
         assert!(answer_sends_video(&v.sdp), "{}", v.sdp);
         // A WHEP client that offers no audio gets video only.
         let video_only: String = AV_OFFER
