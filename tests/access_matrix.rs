@@ -378,6 +378,13 @@ discovery = false
             ),
             &[401, 400, 200, 200, 200, 200],
         ),
+        // Sound in ONVIF (issue #24, audioweb): the audio operations take the same account.
+        row(
+            "POST",
+            "/onvif/media_service",
+            &soap("<trt:GetAudioEncoderConfigurations/>"),
+            &[401, 400, 200, 200, 200, 200],
+        ),
     ];
     let (table, wrong) = run_matrix(&d, &cols, &rows);
     println!("accounts configured:\n{table}");
