@@ -170,6 +170,13 @@ pub mod names {
     pub const AUDIO_LEVEL: &str = "camstream_audio_level_dbfs";
     /// Restarts of a stream's audio capture, labels `stream` and `reason`.
     pub const AUDIO_RESTARTS: &str = "camstream_audio_restarts_total";
+
+    // WebRTC audio (issue #24, audioweb).
+    /// Opus packets handed to WebRTC viewers, label `stream`.
+    pub const WEBRTC_AUDIO_PACKETS: &str = "camstream_webrtc_audio_packets_sent_total";
+    /// Opus packets not sent to WebRTC viewers because they were stale (older than the picture
+    /// by > 300 ms, or not later than the last sent), label `stream`.
+    pub const WEBRTC_AUDIO_STALE: &str = "camstream_webrtc_audio_stale_total";
 }
 
 /// Handles to every metric; cheap to clone.

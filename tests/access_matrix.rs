@@ -421,6 +421,11 @@ discovery = false
             &soap(
                 r#"<tev:CreatePullPointSubscription xmlns:tev="http://www.onvif.org/ver10/events/wsdl"><tev:InitialTerminationTime>PT10S</tev:InitialTerminationTime></tev:CreatePullPointSubscription>"#,
             ),
+        // Sound in ONVIF (issue #24, audioweb): the audio operations take the same account.
+        row(
+            "POST",
+            "/onvif/media_service",
+            &soap("<trt:GetAudioEncoderConfigurations/>"),
             &[401, 400, 200, 200, 200, 200],
         ),
     ];

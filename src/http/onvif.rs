@@ -14,7 +14,9 @@ use crate::access::{Action, Denied, Door, Principal};
 use crate::config::Profile264;
 use crate::output::onvif::events::EVENTS_PATH;
 use crate::output::onvif::soap::{Fault, MAX_MESSAGE};
+use crate::output::onvif::audio::AudioProfile;
 use crate::output::onvif::{DEVICE_PATH, MEDIA_PATH, MediaProfile, Reached};
+use crate::stream::audio::{Audio, AudioCodec};
 
 /// The ONVIF routes. The door is open at the HTTP level: what a request may do depends on its
 /// SOAP operation and the credentials inside the envelope (WS-UsernameToken) or in HTTP Basic,
@@ -96,11 +98,24 @@ fn h264_profile(p: Profile264) -> &'static str {
     }
 }
 
+/// What ONVIF says of a camera's sound: AAC is what Profile S can name, so an Opus RTSP track
+/// has no encoder configuration.
+fn audio_profile(a: &Audio) -> AudioProfile {
+    let c = a.config();
+    AudioProfile {
+        channels: c.channels,
+        rate_hz: c.rate,
+        aac_kbps: (a.rtsp_codec() == AudioCodec::Aac)
+            .then(|| crate::stream::audio::encode::bitrate(AudioCodec::Aac, &c) / 1000),
+    }
+}
+
 /// One profile per encoding of every running stream.
 fn profiles(s: &Shared) -> Vec<MediaProfile> {
     let mut out = Vec::new();
     for camera in s.control.cameras() {
         let c = camera.config();
+        let audio = camera.audio().map(|a| audio_profile(&a));
         for e in &camera.encodings {
             let (width, height) = c.picture_size(&e.name).unwrap_or((e.width, e.height));
             let bitrate = c
@@ -119,6 +134,7 @@ fn profiles(s: &Shared) -> Vec<MediaProfile> {
                 gop: c.encoder.keyframe_interval,
                 h264_profile: h264_profile(c.encoder.profile),
                 source_size: (c.video.width, c.video.height),
+                audio: audio.clone(),
             });
         }
     }

@@ -216,18 +216,22 @@ async fn offer(
     let Ok(sdp) = String::from_utf8(body.to_vec()) else {
         return error(StatusCode::BAD_REQUEST, "the offer is not UTF-8 text");
     };
-    let Some((_, enc, _)) = s.control.encoding(&stream) else {
+    let Some((camera, enc, _)) = s.control.encoding(&stream) else {
         return error(
             StatusCode::NOT_FOUND,
             &format!("no stream named {stream:?}"),
         );
     };
     let host = host_ip(&headers).await;
+    // The camera's sound, for every encoding of it: the browser gets it when it asks.
+    let opus = camera
+        .audio()
+        .map(|a| a.hub(crate::stream::audio::AudioCodec::Opus));
     // Let in without an account (an open stream): capped by webrtc.max_anonymous.
     let anonymous = matches!(who, crate::access::Principal::Anonymous);
     let source = peer.map(|p| p.ip());
     match server
-        .create(enc.hub.clone(), sdp, host, source, anonymous)
+        .create(enc.hub.clone(), opus, sdp, host, source, anonymous)
         .await
     {
         Ok(created) => {

@@ -45,8 +45,10 @@
   const players = {};
 
   // Plays `stream` in `video` over WHEP; on failure shows refreshed snapshots in `img` instead.
-  function Player(stream, video, img, overlay) {
+  // `sound` (optional) is the stream's unmute button, shown once an audio track arrives.
+  function Player(stream, video, img, overlay, sound) {
     this.stream = stream; this.video = video; this.img = img; this.overlay = overlay;
+    this.sound = sound || null; this.hasAudio = false;
     this.mode = 'connecting'; this.error = null; this.location = null; this.pc = null;
     // Milliseconds from start() to: the answer, ICE+DTLS connected, the first decoded frame.
     this.timing = {};
@@ -64,8 +66,15 @@
     const pc = new RTCPeerConnection({ iceServers: (config.iceServers || []).map(u => ({ urls: u })) });
     this.pc = pc;
     pc.addTransceiver('video', { direction: 'recvonly' });
+    // Sound, when the stream has it (the answer declines this otherwise). The video element
+    // starts muted, as browsers only autoplay silent media; the unmute button is the gesture.
+    pc.addTransceiver('audio', { direction: 'recvonly' });
     pc.ontrack = e => {
-      this.video.srcObject = e.streams[0] || new MediaStream([e.track]);
+      // Both tracks go in one MediaStream, so the element keeps them in sync.
+      const ms = this.video.srcObject || e.streams[0] || new MediaStream();
+      if (!ms.getTracks().includes(e.track)) ms.addTrack(e.track);
+      if (this.video.srcObject !== ms) this.video.srcObject = ms;
+      if (e.track.kind === 'audio') this.showSound();
       this.video.play().catch(() => {});
     };
     pc.onconnectionstatechange = () => {
@@ -104,6 +113,23 @@
       setTimeout(check, 200);
     };
     check();
+  };
+  // The unmute button: shown when sound arrives, toggles the element's mute.
+  Player.prototype.showSound = function () {
+    this.hasAudio = true;
+    const b = this.sound;
+    if (!b) return;
+    const label = () => {
+      b.textContent = this.video.muted ? 'Unmute' : 'Mute';
+      b.setAttribute('aria-pressed', String(!this.video.muted));
+    };
+    b.onclick = () => {
+      this.video.muted = !this.video.muted;
+      if (!this.video.muted) this.video.play().catch(() => {});
+      label();
+    };
+    label();
+    b.hidden = false;
   };
   Player.prototype.stop = function () {
     if (this.location) {
@@ -414,7 +440,8 @@
           rb.onclick = () => recordings(card, s.name);
           main.appendChild(card);
           cards[s.name] = card;
-          new Player(s.name, card.querySelector('video'), card.querySelector('img'), card.querySelector('.overlay')).start();
+          new Player(s.name, card.querySelector('video'), card.querySelector('img'), card.querySelector('.overlay'),
+            card.querySelector('.sound')).start();
         }
         const enc = s.encodings[0] || {};
         card.dataset.fps = enc.fps || '';
@@ -467,7 +494,8 @@
     const p = document.querySelector('.player');
     // The session's CSRF token goes with the WHEP offer.
     try { await loadSession(); } catch (e) { /* the offer says why */ }
-    new Player(stream, p.querySelector('video'), p.querySelector('img'), p.querySelector('.overlay')).start();
+    new Player(stream, p.querySelector('video'), p.querySelector('img'), p.querySelector('.overlay'),
+      p.querySelector('.sound')).start();
   }
 
   window.camstream = { index, view, players, session: () => session };

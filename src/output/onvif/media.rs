@@ -1,6 +1,7 @@
 //! The media service (`/onvif/media_service`): one profile per stream and rendition, its video
 //! source and encoder configuration, and the URIs an NVR plays and snapshots from.
 
+use super::audio::{self, AudioProfile};
 use super::soap::{Fault, Request, Xml};
 use super::{Onvif, Reached, base_url};
 
@@ -39,6 +40,8 @@ pub struct MediaProfile {
     pub h264_profile: &'static str,
     /// The camera's own size (the video source's resolution).
     pub source_size: (u32, u32),
+    /// The camera's microphone, when it has one (`[audio]`).
+    pub audio: Option<AudioProfile>,
 }
 
 impl MediaProfile {
@@ -118,8 +121,13 @@ fn profile(x: &mut Xml, element: &str, p: &MediaProfile, all: &[MediaProfile]) {
         &[("token", p.token().as_str()), ("fixed", "true")],
         |x| {
             x.leaf("tt:Name", &p.name);
+            // tt:Profile's sequence: video source, audio source, video encoder, audio encoder.
             source_configuration(x, "tt:VideoSourceConfiguration", p, uses);
+            if p.audio.is_some() {
+                audio::source_configuration(x, "tt:AudioSourceConfiguration", p, all);
+            }
             encoder_configuration(x, "tt:VideoEncoderConfiguration", p);
+            audio::encoder_configuration(x, "tt:AudioEncoderConfiguration", p, all);
         },
     );
 }

@@ -1,7 +1,8 @@
 //! ONVIF Profile S, the subset an NVR needs to find and add camstream like an IP camera:
 //! WS-Discovery ([`discovery`]), the device service ([`device`]: identity, clock, capabilities,
 //! services, scopes, network interfaces, read only) and the media service ([`media`]: one profile
-//! per stream and rendition, the RTSP URI and snapshot URI of each). SOAP is read and written by
+//! per stream and rendition, the RTSP URI and snapshot URI of each; [`audio`]: a camera's
+//! microphone and its AAC encoder in those profiles). SOAP is read and written by
 //! [`soap`] with quick-xml; callers authenticate with WS-UsernameToken digests ([`auth`]) or
 //! HTTP Basic, against the accounts of [`Access`], which decides (`Door::Onvif`): what the spec
 //! leaves open ([`OPEN_OPERATIONS`]) is public, every other operation needs `view`. Everything
@@ -10,6 +11,7 @@
 //! This module knows nothing of HTTP or of the running streams: the HTTP side (`http::onvif`)
 //! hands it the request body, the address the client reached and the current [`MediaProfile`]s.
 
+pub mod audio;
 pub mod auth;
 pub mod device;
 pub mod digest;
@@ -251,6 +253,12 @@ impl Onvif {
         };
         let action = if OPEN_OPERATIONS.contains(&op) {
             Action::Public
+        // Only implemented operation names become label values: the set stays bounded.
+        let label = if device::OPERATIONS.contains(&operation.as_str())
+            || media::OPERATIONS.contains(&operation.as_str())
+            || audio::OPERATIONS.contains(&operation.as_str())
+        {
+            operation
         } else {
             Action::View
         };
@@ -297,8 +305,9 @@ impl Onvif {
         };
         let mut fault = None;
         let envelope = soap::envelope(&[], |x: &mut Xml| {
-            let done =
-                device::answer(self, &req, at, now, x).or_else(|| media::answer(self, &req, at, x));
+            let done = device::answer(self, &req, at, now, x)
+                .or_else(|| media::answer(self, &req, at, x))
+                .or_else(|| audio::answer(&req, at.profiles, x));
             match done {
                 Some(Ok(())) => {}
                 Some(Err(f)) => fault = Some(f),

@@ -195,6 +195,14 @@ impl Server {
             names::WEBRTC_KEYFRAME_REQUESTS,
             "Browser keyframe requests (PLI/FIR) passed to the encoder, by stream"
         );
+        describe_counter!(
+            names::WEBRTC_AUDIO_PACKETS,
+            "Opus packets handed to WebRTC viewers, by stream"
+        );
+        describe_counter!(
+            names::WEBRTC_AUDIO_STALE,
+            "Opus packets not sent to WebRTC viewers because they were stale, by stream"
+        );
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (frames, frames_rx) = mpsc::channel(FRAME_QUEUE);
         let registry: Registry = Arc::default();
@@ -273,11 +281,13 @@ impl Server {
         out
     }
 
-    /// Answers `offer` for the stream of `hub`. `host` is the address the browser reached the
-    /// HTTP server at; it is advertised with `webrtc.additional_hosts`.
+    /// Answers `offer` for the stream of `hub`, with the camera's Opus hub `audio` when it has
+    /// sound (sent when the browser's offer takes audio). `host` is the address the browser
+    /// reached the HTTP server at; it is advertised with `webrtc.additional_hosts`.
     pub async fn create(
         &self,
         hub: Arc<Hub>,
+        audio: Option<Arc<Hub>>,
         offer: String,
         host: Option<IpAddr>,
         source: Option<IpAddr>,
@@ -325,7 +335,7 @@ impl Server {
                 },
             );
         }
-        let made = self.prepare(hub, key, offer, host).await;
+        let made = self.prepare(hub, audio, key, offer, host).await;
         let new = match made {
             Ok(n) => n,
             Err(e) => {
@@ -356,6 +366,7 @@ impl Server {
     async fn prepare(
         &self,
         hub: Arc<Hub>,
+        audio: Option<Arc<Hub>>,
         key: u64,
         offer: String,
         host: Option<IpAddr>,
@@ -371,9 +382,21 @@ impl Server {
         tokio::task::spawn_blocking(move || {
             let stream = hub.name().to_string();
             let caps = hub.caps();
-            let answered =
-                whep::answer(&offer, &stream, caps.as_ref(), &locals, transports, &crypto)?;
-            let feed = session::start(&hub, key, frames)?;
+            let answered = whep::answer(
+                &offer,
+                &stream,
+                caps.as_ref(),
+                audio.is_some(),
+                &locals,
+                transports,
+                &crypto,
+            )?;
+            let feed = session::start(&hub, key, session::Kind::Video, frames.clone())?;
+            // A browser that offered no audio gets the picture only.
+            let audio_feed = match audio.filter(|_| answered.audio) {
+                Some(a) => Some(session::start(&a, key, session::Kind::Audio, frames)?),
+                None => None,
+            };
             Ok((
                 udp::NewSession {
                     key,
@@ -381,6 +404,7 @@ impl Server {
                     rtc: answered.rtc,
                     locals,
                     feed,
+                    audio_feed,
                     hub,
                 },
                 answered.sdp,

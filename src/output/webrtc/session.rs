@@ -1,7 +1,8 @@
-//! A WebRTC viewer's feed: its own hub subscription (`appsrc ! appsink`), so each browser has
-//! the hub's bounded, leaky queue and starts on a keyframe like every other output. Frames are
-//! handed to the UDP task without blocking; a full hand-over queue drops the frame and the
-//! session then waits for the next keyframe rather than sending a broken picture.
+//! A WebRTC viewer's feeds: its own hub subscription (`appsrc ! appsink`) for the picture and,
+//! when the stream has sound, one for the Opus audio, so each browser has the hubs' bounded,
+//! leaky queues and starts on a keyframe like every other output. Frames are handed to the UDP
+//! task without blocking; a full hand-over queue drops the frame and the session then waits for
+//! the next keyframe rather than sending a broken picture (a lost audio frame is only a gap).
 
 use std::sync::Arc;
 
@@ -10,15 +11,28 @@ use tokio::sync::mpsc;
 
 use crate::stream::hub::{Hub, SubscriberSettings, Subscription};
 
-/// One encoded access unit for one session.
+/// Which track a feed carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// H.264 from the encoding's hub.
+    Video,
+    /// Opus from the camera's audio hub.
+    Audio,
+}
+
+/// One encoded access unit (or one Opus packet) for one session.
 pub struct Frame {
     /// The session it is for.
     pub session: u64,
-    /// Annex B bytes (SPS/PPS in front of every keyframe).
+    /// The track it belongs to.
+    pub kind: Kind,
+    /// Annex B bytes (SPS/PPS in front of every keyframe), or one raw Opus packet.
     pub data: Vec<u8>,
-    /// Presentation time in ns.
+    /// Presentation time in ns, as running time of the shared clock: the one timeline both
+    /// tracks share (an encoder may put its buffers' own timestamps 1000 hours ahead, in a
+    /// segment that starts there).
     pub pts_ns: u64,
-    /// Whether it is a keyframe.
+    /// Whether it is a keyframe (every audio packet is one).
     pub keyframe: bool,
     /// Counts every frame the feed received, handed over or not: a gap means a lost frame.
     pub seq: u64,
@@ -50,14 +64,21 @@ impl Drop for Feed {
     }
 }
 
-/// Subscribes session `session` to `hub`; frames go to `tx`.
-pub fn start(hub: &Arc<Hub>, session: u64, tx: mpsc::Sender<Frame>) -> Result<Feed, FeedError> {
+/// Subscribes session `session` to `hub`, whose frames are of `kind`; frames go to `tx`.
+pub fn start(
+    hub: &Arc<Hub>,
+    session: u64,
+    kind: Kind,
+    tx: mpsc::Sender<Frame>,
+) -> Result<Feed, FeedError> {
     let fail = |reason: String| FeedError::Start {
         stream: hub.name().to_string(),
         reason,
     };
     let pipeline = gst::parse::launch(
-        "appsrc name=src is-live=true format=time ! appsink name=sink sync=false max-buffers=30 drop=true",
+        // handle-segment-change: the producer's segment comes along, so running time can be
+        // computed from it.
+        "appsrc name=src is-live=true format=time handle-segment-change=true ! appsink name=sink sync=false max-buffers=30 drop=true",
     )
     .map_err(|e| fail(e.to_string()))?
     .downcast::<gst::Pipeline>()
@@ -82,12 +103,21 @@ pub fn start(hub: &Arc<Hub>, session: u64, tx: mpsc::Sender<Frame>) -> Result<Fe
                     return Ok(gst::FlowSuccess::Ok);
                 };
                 seq += 1;
+                let pts = buffer.pts();
+                let running = sample
+                    .segment()
+                    .and_then(|s| s.downcast_ref::<gst::format::Time>())
+                    .zip(pts)
+                    .and_then(|(s, t)| s.to_running_time(t))
+                    .or(pts);
                 let frame = Frame {
                     seq,
                     session,
+                    kind,
                     data: map.as_slice().to_vec(),
-                    pts_ns: buffer.pts().map_or(0, |t| t.nseconds()),
-                    keyframe: !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
+                    pts_ns: running.map_or(0, |t| t.nseconds()),
+                    keyframe: kind == Kind::Audio
+                        || !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
                 };
                 // Never waits: a UDP task that cannot keep up loses frames, not the capture.
                 let _ = tx.try_send(frame);
@@ -95,6 +125,7 @@ pub fn start(hub: &Arc<Hub>, session: u64, tx: mpsc::Sender<Frame>) -> Result<Fe
             })
             .build(),
     );
+    // The output is the same for both tracks; the hub's name tells the audio from the picture.
     let subscription = hub.subscribe(&appsrc, SubscriberSettings::new("webrtc"));
     pipeline
         .set_state(gst::State::Playing)

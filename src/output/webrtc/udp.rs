@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use metrics::{Counter, counter, gauge};
-use str0m::media::{Frequency, MediaTime, Mid, Pt};
+use str0m::media::{Frequency, MediaKind, MediaTime, Mid, Pt};
 use str0m::net::{DatagramRecv, Protocol, Receive};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Registry;
-use super::session::{Feed, Frame};
+use super::session::{Feed, Frame, Kind};
 use super::tcp::TcpEvent;
 use crate::metrics::names;
 use crate::stream::hub::Hub;
@@ -30,6 +30,16 @@ const KEYFRAME_REQUEST_GAP: Duration = Duration::from_millis(500);
 const MAX_FRAME_GAP_NS: u64 = 5_000_000_000;
 /// The step used across such a restart (a frame at 30 fps).
 const FALLBACK_FRAME_NS: u64 = 33_333_333;
+/// The step used across a restart of the sound's timeline (one 20 ms Opus frame).
+const FALLBACK_AUDIO_NS: u64 = 20_000_000;
+/// Sound older than the newest picture by more than this is not sent: a restarted audio
+/// capture may first hand over a burst of stale packets, which a browser would buffer (its
+/// sound would then lag by as much).
+const STALE_AUDIO_NS: u64 = 300_000_000;
+/// How far in the past the first frame's wallclock is put: str0m's sender reports need every
+/// frame's wallclock to lie in the past, and a later frame may arrive sooner after its
+/// capture than the first did.
+const WALLCLOCK_MARGIN: Duration = Duration::from_secs(1);
 /// How often handshake and silence limits are checked.
 const HOUSEKEEPING: Duration = Duration::from_millis(250);
 
@@ -45,6 +55,8 @@ pub(super) struct NewSession {
     pub locals: Vec<SocketAddr>,
     /// Its hub subscription.
     pub feed: Feed,
+    /// Its audio hub subscription, when the stream has sound and the browser takes it.
+    pub audio_feed: Option<Feed>,
     /// The hub, for keyframe requests.
     pub hub: Arc<Hub>,
 }
@@ -97,6 +109,7 @@ struct Session {
     rtc: Rtc,
     locals: Vec<SocketAddr>,
     feed: Option<Feed>,
+    audio_feed: Option<Feed>,
     hub: Arc<Hub>,
     created: Instant,
     last_rx: Instant,
@@ -109,6 +122,12 @@ struct Session {
     last_keyframe_request: Option<Instant>,
     /// The last frame written: its pts and the media time it was sent with (ns).
     last_time: Option<(u64, u64)>,
+    /// The audio track (its mid once str0m added it).
+    audio: AudioTrack,
+    /// Instant that pts 0 corresponds to, shared by both tracks: each frame's wallclock is
+    /// derived from its pts through it, so the sender reports of the picture and of the sound
+    /// map their RTP times onto one timeline and the browser can line them up.
+    wallclock_zero: Option<Instant>,
     end: Option<&'static str>,
     bytes: Counter,
     frames: Counter,
@@ -126,6 +145,7 @@ impl Session {
             rtc: n.rtc,
             locals: n.locals,
             feed: Some(n.feed),
+            audio_feed: n.audio_feed,
             hub: n.hub,
             created: now,
             last_rx: now,
@@ -137,6 +157,12 @@ impl Session {
             last_seq: 0,
             last_keyframe_request: None,
             last_time: None,
+            audio: AudioTrack {
+                frames: counter!(names::WEBRTC_AUDIO_PACKETS, &label),
+                stale: counter!(names::WEBRTC_AUDIO_STALE, &label),
+                ..AudioTrack::default()
+            },
+            wallclock_zero: None,
             end: None,
         }
     }
@@ -178,7 +204,10 @@ impl Session {
                 tracing::info!(stream = %self.stream, after_ms = self.created.elapsed().as_millis() as u64, "WebRTC viewer connected");
                 self.hub.request_keyframe();
             }
-            Event::MediaAdded(m) => self.mid = Some(m.mid),
+            Event::MediaAdded(m) => match m.kind {
+                MediaKind::Video => self.mid = Some(m.mid),
+                MediaKind::Audio => self.audio.mid = Some(m.mid),
+            },
             Event::KeyframeRequest(_) => {
                 let now = Instant::now();
                 if self
@@ -202,7 +231,26 @@ impl Session {
         }
     }
 
+    /// The wallclock of a frame with `pts_ns`: one mapping for both tracks, never in the future.
+    fn wallclock(&mut self, pts_ns: u64, now: Instant) -> Instant {
+        let pts = Duration::from_nanos(pts_ns);
+        let at = |zero: Instant| zero.checked_add(pts);
+        match self.wallclock_zero.and_then(at) {
+            Some(w) if w <= now => w,
+            // The first frame, or one that came sooner after its capture than the margin
+            // allows: the mapping moves (once, for both tracks) so this frame lies in the past.
+            _ => {
+                let w = now.checked_sub(WALLCLOCK_MARGIN).unwrap_or(now);
+                self.wallclock_zero = w.checked_sub(pts);
+                w
+            }
+        }
+    }
+
     fn write(&mut self, f: Frame) {
+        if f.kind == Kind::Audio {
+            return self.write_audio(f);
+        }
         let gap = f.seq != self.last_seq + 1;
         self.last_seq = f.seq;
         let Some(mid) = self.mid.filter(|_| self.connected) else {
@@ -238,9 +286,53 @@ impl Session {
         };
         self.last_time = Some((f.pts_ns, media_ns));
         let rtp_time = MediaTime::new(media_ns / 100_000 * 9, Frequency::NINETY_KHZ);
-        match writer.write(pt, Instant::now(), rtp_time, f.data) {
+        let wallclock = self.wallclock(f.pts_ns, Instant::now());
+        let Some(writer) = self.rtc.writer(mid) else {
+            return;
+        };
+        match writer.write(pt, wallclock, rtp_time, f.data) {
             Ok(()) => self.frames.increment(1),
             Err(e) => tracing::debug!(stream = %self.stream, error = %e, "WebRTC frame not sent"),
+        }
+    }
+
+    /// Sends one Opus packet. Sound needs no keyframe: it starts with the first packet after
+    /// the connection and a lost packet is only a gap.
+    fn write_audio(&mut self, f: Frame) {
+        let Some(mid) = self.audio.mid.filter(|_| self.connected) else {
+            return;
+        };
+        // Both tracks run on one clock, whose running time never goes back: a packet not
+        // later than the last one sent, or well behind the picture, is stale.
+        let behind = self
+            .last_time
+            .is_some_and(|(video, _)| video > f.pts_ns + STALE_AUDIO_NS);
+        let repeated = self.audio.last_time.is_some_and(|(pts, _)| f.pts_ns <= pts);
+        if behind || repeated {
+            self.audio.stale.increment(1);
+            return;
+        }
+        let Some(writer) = self.rtc.writer(mid) else {
+            return;
+        };
+        let Some(pt) = self
+            .audio
+            .pt
+            .or_else(|| writer.payload_params().next().map(|p| p.pt()))
+        else {
+            return;
+        };
+        self.audio.pt = Some(pt);
+        let media_ns = self.audio.media_ns(f.pts_ns);
+        // Opus's RTP clock is 48 kHz whatever the capture rate.
+        let rtp_time = MediaTime::new(media_ns / 1_000 * 48 / 1_000, Frequency::FORTY_EIGHT_KHZ);
+        let wallclock = self.wallclock(f.pts_ns, Instant::now());
+        let Some(writer) = self.rtc.writer(mid) else {
+            return;
+        };
+        match writer.write(pt, wallclock, rtp_time, f.data) {
+            Ok(()) => self.audio.frames.increment(1),
+            Err(e) => tracing::debug!(stream = %self.stream, error = %e, "WebRTC audio not sent"),
         }
     }
 
@@ -463,8 +555,48 @@ fn free(mut s: Session, key: u64, registry: &Registry) {
         r.values().filter(|e| e.stream == s.stream).count()
     };
     gauge!(names::WEBRTC_VIEWERS, "stream" => s.stream.clone()).set(left as f64);
-    // Stopping the feed's pipeline may wait on its streaming thread: not on this task.
-    if let Some(feed) = s.feed.take() {
-        tokio::task::spawn_blocking(move || drop(feed));
+    // Stopping the feeds' pipelines may wait on their streaming threads: not on this task.
+    let feeds = (s.feed.take(), s.audio_feed.take());
+    if feeds.0.is_some() || feeds.1.is_some() {
+        tokio::task::spawn_blocking(move || drop(feeds));
+    }
+}
+
+/// A session's audio track: where str0m put it and the timeline its packets are sent on.
+struct AudioTrack {
+    mid: Option<Mid>,
+    pt: Option<Pt>,
+    /// The last packet written: its pts and the media time it was sent with (ns).
+    last_time: Option<(u64, u64)>,
+    frames: Counter,
+    stale: Counter,
+}
+
+impl Default for AudioTrack {
+    fn default() -> Self {
+        AudioTrack {
+            mid: None,
+            pt: None,
+            last_time: None,
+            frames: Counter::noop(),
+            stale: Counter::noop(),
+        }
+    }
+}
+
+impl AudioTrack {
+    /// The media time for a packet with `pts_ns`: it follows the packets' timestamps but never
+    /// goes back or leaps, so a restarted microphone (a new timeline) is one gap-free step for
+    /// the browser's jitter buffer, as the picture's is.
+    fn media_ns(&mut self, pts_ns: u64) -> u64 {
+        let media_ns = match self.last_time {
+            Some((pts, sent)) if pts_ns > pts && pts_ns - pts < MAX_FRAME_GAP_NS => {
+                sent + (pts_ns - pts)
+            }
+            Some((_, sent)) => sent + FALLBACK_AUDIO_NS,
+            None => pts_ns,
+        };
+        self.last_time = Some((pts_ns, media_ns));
+        media_ns
     }
 }

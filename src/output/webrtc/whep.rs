@@ -1,6 +1,7 @@
 //! The WHEP side of a session: what H.264 profile the stream carries, what the browser's offer
 //! accepts, and the SDP answer str0m makes from them. A browser that cannot take the stream's
-//! profile gets a clear refusal here instead of a silent `a=inactive` answer.
+//! profile gets a clear refusal here instead of a silent `a=inactive` answer. A stream with
+//! sound adds Opus, which str0m answers on the offer's audio section, if there is one.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,6 +11,9 @@ use str0m::change::SdpOffer;
 use str0m::config::CryptoProvider;
 use str0m::net::TcpType;
 use str0m::{Candidate, Rtc, RtcConfig};
+
+/// How often the sound's RTCP sender reports go out (the picture's: every second).
+const AUDIO_REPORTS: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Why an offer was refused.
 #[derive(Debug, thiserror::Error)]
@@ -126,18 +130,100 @@ pub fn offered_profiles(sdp: &str) -> Vec<u32> {
 /// Whether the answer sends video: str0m answers an offer it cannot serve with an inactive or
 /// rejected (port 0) video section rather than an error.
 fn answer_sends_video(answer: &str) -> bool {
-    let mut in_video = false;
+    answer_sends(answer, "video")
+}
+
+/// Whether the answer sends media of `kind` ("video", "audio") in a section that is neither
+/// rejected (port 0) nor inactive.
+fn answer_sends(answer: &str, kind: &str) -> bool {
+    let mut in_kind = false;
     let mut sends = false;
     for l in answer.lines().map(str::trim) {
         if let Some(m) = l.strip_prefix("m=") {
-            in_video = m.starts_with("video ") && !m.starts_with("video 0 ");
+            in_kind = m
+                .strip_prefix(kind)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .is_some_and(|rest| !rest.starts_with("0 "));
             continue;
         }
-        if in_video && (l == "a=sendonly" || l == "a=sendrecv") {
+        if in_kind && (l == "a=sendonly" || l == "a=sendrecv") {
             sends = true;
         }
     }
     sends
+}
+
+/// Gives every rejected media section of the answer (port 0) the formats its offer listed:
+/// str0m writes a section it declines (the browser's audio, for a stream without sound) with no
+/// format at all, which browsers refuse to parse ("m=audio 0 UDP/TLS/RTP/SAVPF  Invalid
+/// value"), and RFC 3264 (6) wants at least one there.
+fn rejected_with_formats(answer: &str, offer: &str) -> String {
+    let offered: Vec<&str> = offer
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("m="))
+        .collect();
+    let mut index = 0;
+    let mut out = String::with_capacity(answer.len() + 16);
+    for line in answer.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\r', '\n']);
+        let ending = &line[body.len()..];
+        let Some(m) = body.strip_prefix("m=") else {
+            out.push_str(line);
+            continue;
+        };
+        let i = index;
+        index += 1;
+        let parts: Vec<&str> = m.split_whitespace().collect();
+        if parts.len() == 3 && parts[1] == "0" {
+            let formats = offered
+                .get(i)
+                .map(|o| o.split_whitespace().skip(3).collect::<Vec<_>>().join(" "))
+                .filter(|f| !f.is_empty())
+                .unwrap_or_else(|| "0".to_string());
+            out.push_str(&format!(
+                "m={} 0 {} {formats}{ending}",
+                parts[0], parts[2]
+            ));
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
+/// Puts every track of the answer in one media stream (the first section's msid stream id):
+/// browsers keep audio and video in sync only within one stream, and str0m gives each section
+/// it answers a random one.
+fn one_media_stream(answer: &str) -> String {
+    let first = answer.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix("a=msid:")
+            .and_then(|v| v.split_whitespace().next())
+            .map(str::to_string)
+    });
+    let Some(id) = first else {
+        return answer.to_string();
+    };
+    let mut out = String::with_capacity(answer.len());
+    for line in answer.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\r', '\n']);
+        let ending = &line[body.len()..];
+        if let Some(v) = body.strip_prefix("a=msid:") {
+            let track = v.split_whitespace().nth(1).unwrap_or_default();
+            out.push_str(&format!("a=msid:{id} {track}{ending}"));
+        } else if let Some((ssrc, track)) = body
+            .strip_prefix("a=ssrc:")
+            .and_then(|v| v.split_once(" msid:"))
+            .map(|(ssrc, v)| (ssrc, v.split_whitespace().nth(1).unwrap_or_default()))
+        {
+            out.push_str(&format!("a=ssrc:{ssrc} msid:{id} {track}{ending}"));
+        } else if body.starts_with("a=msid-semantic:") {
+            out.push_str(&format!("a=msid-semantic: WMS {id}{ending}"));
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
 }
 
 /// A session's str0m state and the answer to send back.
@@ -146,6 +232,8 @@ pub struct Answered {
     pub rtc: Rtc,
     /// The SDP answer.
     pub sdp: String,
+    /// Whether the answer sends Opus (the stream has sound and the offer takes audio).
+    pub audio: bool,
 }
 
 /// Which host candidates to advertise.
@@ -159,11 +247,13 @@ pub struct Transports {
 
 /// Answers `offer` for a stream whose caps are `caps`, advertising `locals` as host candidates.
 /// Only the stream's own profile is configured, so str0m picks the browser's matching payload
-/// type or none; none is refused with [`OfferError::Profile`].
+/// type or none; none is refused with [`OfferError::Profile`]. With `audio` (the stream has
+/// sound) Opus is configured too, and sent when the offer has an audio section.
 pub fn answer(
     offer: &str,
     stream: &str,
     caps: Option<&gst::Caps>,
+    audio: bool,
     locals: &[SocketAddr],
     transports: Transports,
     crypto: &Arc<CryptoProvider>,
@@ -178,10 +268,17 @@ pub fn answer(
     let mut config = RtcConfig::new()
         .set_ice_lite(true)
         .set_crypto_provider(crypto.clone())
+        // A browser lines the sound up with the picture only once it has a sender report of
+        // each: str0m's 5 s default for audio left the first seconds out of sync.
+        .set_rtcp_report_interval_audio(AUDIO_REPORTS)
         .clear_codecs();
     config
         .codec_config()
         .add_h264(96.into(), Some(97.into()), true, plid);
+    if audio {
+        // No RED: the hub's packets go out as they are, one Opus frame per RTP packet.
+        config.codec_config().enable_opus(true, false);
+    }
     let mut rtc = config.build(Instant::now());
     for addr in locals {
         let mut candidates = Vec::new();
@@ -236,7 +333,10 @@ pub fn answer(
             hint,
         });
     }
-    Ok(Answered { rtc, sdp })
+    let audio = audio && answer_sends(&sdp, "audio");
+    let sdp = rejected_with_formats(&sdp, offer);
+    let sdp = if audio { one_media_stream(&sdp) } else { sdp };
+    Ok(Answered { rtc, sdp, audio })
 }
 
 /// Runs what a stranger's WHEP offer reaches before any session exists (the profile scan and
@@ -313,7 +413,7 @@ mod tests {
             .field("profile", "high")
             .field("level", "3.1")
             .build();
-        match answer(offer, "video", Some(&high), &locals, BOTH, &crypto) {
+        match answer(offer, "video", Some(&high), false, &locals, BOTH, &crypto) {
             Err(e @ OfferError::Profile { .. }) => {
                 let m = e.to_string();
                 assert!(m.contains("high (64001f)"), "{m}");
@@ -327,7 +427,7 @@ mod tests {
             .field("profile", "constrained-baseline")
             .field("level", "3.1")
             .build();
-        let a = answer(offer, "video", Some(&cb), &locals, BOTH, &crypto).unwrap();
+        let a = answer(offer, "video", Some(&cb), false, &locals, BOTH, &crypto).unwrap();
         assert!(a.sdp.contains("a=sendonly"), "{}", a.sdp);
         let candidates: Vec<&str> = a
             .sdp
@@ -351,9 +451,86 @@ mod tests {
             a.sdp
         );
         assert!(matches!(
-            answer(offer, "video", None, &locals, BOTH, &crypto),
+            answer(offer, "video", None, false, &locals, BOTH, &crypto),
             Err(OfferError::NoPicture(_))
         ));
+    }
+
+    /// A Chrome-style offer: receive-only video and audio, bundled.
+    const AV_OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+        a=group:BUNDLE 0 1\r\na=msid-semantic: WMS\r\n\
+        m=video 9 UDP/TLS/RTP/SAVPF 102\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n\
+        a=ice-ufrag:Ab12\r\na=ice-pwd:0123456789abcdef01234567\r\n\
+        a=fingerprint:sha-256 9B:3C:2A:0D:6E:41:55:8F:90:1A:2B:3C:4D:5E:6F:70:81:92:A3:B4:C5:D6:E7:F8:09:1A:2B:3C:4D:5E:6F:70\r\n\
+        a=setup:actpass\r\na=mid:0\r\na=recvonly\r\na=rtcp-mux\r\na=rtpmap:102 H264/90000\r\n\
+        a=rtcp-fb:102 nack pli\r\n\
+        a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n\
+        m=audio 9 UDP/TLS/RTP/SAVPF 111 0\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n\
+        a=ice-ufrag:Ab12\r\na=ice-pwd:0123456789abcdef01234567\r\n\
+        a=fingerprint:sha-256 9B:3C:2A:0D:6E:41:55:8F:90:1A:2B:3C:4D:5E:6F:70:81:92:A3:B4:C5:D6:E7:F8:09:1A:2B:3C:4D:5E:6F:70\r\n\
+        a=setup:actpass\r\na=mid:1\r\na=recvonly\r\na=rtcp-mux\r\n\
+        a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\n\
+        a=rtpmap:0 PCMU/8000\r\n";
+
+    /// Sound goes out as Opus in the same stream as the picture when the stream has it and
+    /// the browser asks for it; otherwise the audio section is not sent and no feed starts.
+    #[test]
+    fn audio_is_answered_in_the_pictures_stream() {
+        gst::init().unwrap();
+        let crypto = Arc::new(str0m::crypto::from_feature_flags());
+        let locals = ["127.0.0.1:8189".parse().unwrap()];
+        let cb = gst::Caps::builder("video/x-h264")
+            .field("profile", "constrained-baseline")
+            .field("level", "3.1")
+            .build();
+        let a = answer(AV_OFFER, "cam", Some(&cb), true, &locals, BOTH, &crypto).unwrap();
+        assert!(a.audio, "{}", a.sdp);
+        assert!(answer_sends(&a.sdp, "audio"), "{}", a.sdp);
+        assert!(answer_sends_video(&a.sdp), "{}", a.sdp);
+        assert!(
+            a.sdp.to_ascii_lowercase().contains("opus/48000/2"),
+            "{}",
+            a.sdp
+        );
+        let streams: Vec<&str> = a
+            .sdp
+            .lines()
+            .filter_map(|l| l.strip_prefix("a=msid:"))
+            .filter_map(|v| v.split_whitespace().next())
+            .collect();
+        assert_eq!(streams.len(), 2, "{}", a.sdp);
+        assert_eq!(streams[0], streams[1], "one media stream: {}", a.sdp);
+        // No sound on the stream: the browser's audio section is declined, the picture plays.
+        let v = answer(AV_OFFER, "cam", Some(&cb), false, &locals, BOTH, &crypto).unwrap();
+        assert!(!v.audio);
+        assert!(!answer_sends(&v.sdp, "audio"), "{}", v.sdp);
+        // Declined with the offer's formats: an empty list does not parse in browsers.
+        assert!(
+            v.sdp.contains("m=audio 0 UDP/TLS/RTP/SAVPF 111 0\r\n"),
+            "{}",
+            v.sdp
+        );
+        assert!(answer_sends_video(&v.sdp), "{}", v.sdp);
+        // A WHEP client that offers no audio gets video only.
+        let video_only: String = AV_OFFER
+            .split("m=audio")
+            .next()
+            .unwrap()
+            .replace("a=group:BUNDLE 0 1", "a=group:BUNDLE 0");
+        let w = answer(&video_only, "cam", Some(&cb), true, &locals, BOTH, &crypto).unwrap();
+        assert!(!w.audio);
+        assert!(!w.sdp.contains("m=audio"), "{}", w.sdp);
+    }
+
+    #[test]
+    fn one_stream_keeps_line_endings_and_tracks() {
+        let sdp = "v=0\r\na=msid-semantic: WMS a b\r\nm=video 9 X 96\r\na=msid:a t1\r\n\
+                   a=ssrc:1 msid:a t1\r\nm=audio 9 X 111\r\na=msid:b t2\r\na=ssrc:2 msid:b t2\r\n";
+        assert_eq!(
+            one_media_stream(sdp),
+            "v=0\r\na=msid-semantic: WMS a\r\nm=video 9 X 96\r\na=msid:a t1\r\n\
+             a=ssrc:1 msid:a t1\r\nm=audio 9 X 111\r\na=msid:a t2\r\na=ssrc:2 msid:a t2\r\n"
+        );
     }
 
     #[test]
