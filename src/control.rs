@@ -263,6 +263,8 @@ impl Control {
             .unwrap()
             .get(camera)
             .map(|r| r.mjpeg.clone())
+    }
+
     /// The HLS of the camera that has the encoding `name`, and that encoding's channel.
     pub fn hls(&self, name: &str) -> Option<(Arc<output::hls::Hls>, Arc<output::hls::Channel>)> {
         let streams = self.streams.read().unwrap();

@@ -421,6 +421,8 @@ discovery = false
             &soap(
                 r#"<tev:CreatePullPointSubscription xmlns:tev="http://www.onvif.org/ver10/events/wsdl"><tev:InitialTerminationTime>PT10S</tev:InitialTerminationTime></tev:CreatePullPointSubscription>"#,
             ),
+            &[401, 400, 200, 200, 200, 200],
+        ),
         // Sound in ONVIF (issue #24, audioweb): the audio operations take the same account.
         row(
             "POST",

@@ -510,7 +510,7 @@ async fn picture(ctx: &Ctx, stream: &str) -> Option<Vec<u8>> {
     let (w, h) = camera.picture_size(&enc);
     let made = tokio::time::timeout(
         PICTURE_TIMEOUT,
-        snapshots.snapshot(enc.hub.gop().clone(), w, h),
+        snapshots.snapshot(w, h),
     )
     .await;
     match made {

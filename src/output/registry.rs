@@ -82,6 +82,7 @@ pub const OUTPUTS: &[Output] = &[
         name: "mjpeg",
         reach: Reach::Door(Door::Http, Action::View),
         started_by: "output::registry::start_camera (its encoders start with their first client)",
+    },
     // HLS (issue #28)
     Output {
         name: "hls",

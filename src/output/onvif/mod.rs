@@ -253,12 +253,6 @@ impl Onvif {
         };
         let action = if OPEN_OPERATIONS.contains(&op) {
             Action::Public
-        // Only implemented operation names become label values: the set stays bounded.
-        let label = if device::OPERATIONS.contains(&operation.as_str())
-            || media::OPERATIONS.contains(&operation.as_str())
-            || audio::OPERATIONS.contains(&operation.as_str())
-        {
-            operation
         } else {
             Action::View
         };
@@ -355,6 +349,7 @@ fn finish(service: &'static str, result: Result<(String, Vec<u8>), (String, Faul
     let label = if device::OPERATIONS.contains(&operation.as_str())
         || media::OPERATIONS.contains(&operation.as_str())
         || events::OPERATIONS.contains(&operation.as_str())
+        || audio::OPERATIONS.contains(&operation.as_str())
     {
         operation
     } else {
