@@ -80,7 +80,6 @@ struct Subscription {
 
 #[derive(Default)]
 struct Inner {
-    next_id: u64,
     subs: BTreeMap<u64, Subscription>,
     /// Every camera's motion state and since when (Unix ms).
     state: BTreeMap<String, (bool, i64)>,
@@ -173,8 +172,12 @@ impl EventService {
                 ),
             });
         }
-        g.next_id += 1;
-        let id = g.next_id;
+        // Unguessable: a subscription's address is all an anonymous visitor (where visitors
+        // may watch) would need to read or end another's.
+        let mut id: u64 = rand::random::<u64>() >> 11;
+        while id == 0 || g.subs.contains_key(&id) {
+            id = rand::random::<u64>() >> 11;
+        }
         let mut s = Subscription {
             who,
             expires: termination,
