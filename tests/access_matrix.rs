@@ -323,6 +323,12 @@ discovery = false
         ),
         row(
             "GET",
+            "/recordings/video/events/video-1.jpg",
+            b"",
+            &[401, 401, 404, 404, 404, 404],
+        ),
+        row(
+            "GET",
             "/api/v1/recordings?stream=video",
             b"",
             &[401, 401, 200, 200, 200, 200],

@@ -122,10 +122,17 @@ async fn list(AxumState(s): AxumState<Shared>, Query(q): Params) -> Response {
         Ok(d) => d,
         Err(r) => return *r,
     };
-    let page =
-        tokio::task::spawn_blocking(move || index::page(&dir, start, end, after.as_deref(), limit))
-            .await;
-    let (segments, next) = match page {
+    let who = stream.clone();
+    let page = tokio::task::spawn_blocking(move || {
+        index::page(&dir, start, end, after.as_deref(), limit).map(|(segments, next)| {
+            // Event clips: the motion events whose clips begin in this page.
+            let names: Vec<String> = segments.iter().map(|s| s.name.clone()).collect();
+            let events = record::clips::events_of(&dir, &who, &names);
+            (segments, next, events)
+        })
+    })
+    .await;
+    let (segments, next, events) = match page {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => {
             return error(
@@ -143,6 +150,7 @@ async fn list(AxumState(s): AxumState<Shared>, Query(q): Params) -> Response {
         gaps,
         limit,
         next,
+        events,
     })
     .into_response()
 }
@@ -156,6 +164,8 @@ struct Listing {
     gaps: Vec<index::Gap>,
     limit: usize,
     next: Option<String>,
+    /// Event clips (`record.mode = "events"`) beginning in this page, with their thumbnails.
+    events: Vec<record::clips::ClipEvent>,
 }
 
 /// A single `bytes=` range of a `len`-byte body: `Ok(None)` means serve it whole (no or an

@@ -179,6 +179,21 @@
           v.play().catch(() => {});
         };
         li.appendChild(b);
+        // Event clips (motion): the event's picture and id beside the clip it begins.
+        const names = new Set((span.segments || []).map(g => g.name));
+        (data.events || []).filter(e => names.has(e.segment)).forEach(async e => {
+          const img = document.createElement('img');
+          img.className = 'clip-thumb';
+          img.alt = 'motion ' + e.event_id;
+          img.title = 'motion event ' + e.event_id;
+          li.appendChild(img);
+          if (localStorage.getItem('camstream-token')) {
+            const r = await fetch(e.thumbnail, { headers: headers() });
+            if (r.ok) img.src = URL.createObjectURL(await r.blob());
+          } else {
+            img.src = e.thumbnail;
+          }
+        });
         list.appendChild(li);
       });
     } catch (e) {

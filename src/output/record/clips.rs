@@ -84,6 +84,105 @@ impl Ring {
     }
 }
 
+/// The thumbnail of event `event_id` whose clip begins with segment `segment` (a file name):
+/// `<segment start>.<event_id>.jpg`, beside the segment.
+pub fn thumbnail_name(segment: &str, event_id: &str) -> String {
+    let stem = segment.rsplit_once('.').map_or(segment, |(s, _)| s);
+    format!("{stem}.{event_id}.jpg")
+}
+
+/// Whether `id` can be an event id (`<stream>-<unix ms>`): safe as part of a file name.
+pub fn valid_event_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// Splits a thumbnail's file name into its segment's start stem and its event id.
+fn parse_thumbnail(name: &str) -> Option<(&str, &str)> {
+    let rest = name.strip_suffix(".jpg")?;
+    // The segment stem is a basic UTC time ending in 'Z' (`20261207T163851.566Z`).
+    let (stem, id) = rest.split_once("Z.")?;
+    valid_event_id(id).then_some((&rest[..stem.len() + 1], id))
+}
+
+/// One event clip in a listing.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ClipEvent {
+    /// The motion event.
+    pub event_id: String,
+    /// The segment the clip begins with.
+    pub segment: String,
+    /// The thumbnail's path on the HTTP API.
+    pub thumbnail: String,
+}
+
+/// The event clips among `segments` of `stream` in `dir`, from their thumbnails.
+pub fn events_of(dir: &std::path::Path, stream: &str, segments: &[String]) -> Vec<ClipEvent> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let stems: std::collections::HashMap<&str, &String> = segments
+        .iter()
+        .map(|s| (s.rsplit_once('.').map_or(s.as_str(), |(a, _)| a), s))
+        .collect();
+    let mut v: Vec<ClipEvent> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|name| {
+            let (stem, id) = parse_thumbnail(&name)?;
+            let segment = stems.get(stem)?;
+            Some(ClipEvent {
+                event_id: id.to_string(),
+                segment: (*segment).clone(),
+                thumbnail: format!("/recordings/{stream}/events/{id}.jpg"),
+            })
+        })
+        .collect();
+    v.sort_by(|a, b| a.segment.cmp(&b.segment));
+    v
+}
+
+/// The thumbnail file of `event_id` in `dir`, if any.
+pub fn find_thumbnail(dir: &std::path::Path, event_id: &str) -> Option<std::path::PathBuf> {
+    if !valid_event_id(event_id) {
+        return None;
+    }
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .find(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(parse_thumbnail)
+                .is_some_and(|(_, id)| id == event_id)
+        })
+        .map(|e| e.path())
+}
+
+/// Removes thumbnails whose segment is gone (after retention deleted it).
+pub fn remove_orphans(dir: &std::path::Path, deleted: &[String]) {
+    if deleted.is_empty() {
+        return;
+    }
+    let gone: std::collections::HashSet<&str> = deleted
+        .iter()
+        .map(|s| s.rsplit_once('.').map_or(s.as_str(), |(a, _)| a))
+        .collect();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.filter_map(|e| e.ok()) {
+        let Ok(name) = e.file_name().into_string() else {
+            continue;
+        };
+        if parse_thumbnail(&name).is_some_and(|(stem, _)| gone.contains(stem)) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -134,6 +233,28 @@ mod tests {
         assert!(small.frames[0].key && small.frames[0].seq == 50);
         // Less than pre_s held: the clip starts at the oldest keyframe.
         assert_eq!(small.preroll(frames_utc(55))[0].seq, 50);
+    }
+
+    #[test]
+    fn thumbnails_name_their_segment_and_event() {
+        let seg = "20261207T163851.566Z.mp4";
+        let t = thumbnail_name(seg, "cam-1796660");
+        assert_eq!(t, "20261207T163851.566Z.cam-1796660.jpg");
+        assert_eq!(
+            parse_thumbnail(&t),
+            Some(("20261207T163851.566Z", "cam-1796660"))
+        );
+        assert_eq!(parse_thumbnail("20261207T163851.566Z.../x.jpg"), None);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(seg), b"x").unwrap();
+        std::fs::write(dir.path().join(&t), b"jpg").unwrap();
+        let ev = events_of(dir.path(), "cam", &[seg.to_string()]);
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].thumbnail, "/recordings/cam/events/cam-1796660.jpg");
+        assert!(find_thumbnail(dir.path(), "cam-1796660").is_some());
+        assert!(find_thumbnail(dir.path(), "../etc").is_none());
+        remove_orphans(dir.path(), &[seg.to_string()]);
+        assert!(!dir.path().join(&t).exists());
     }
 
     fn frames_utc(i: u64) -> Nanos {

@@ -6,7 +6,7 @@
 //! queue leaks, the appsink hands frames over without waiting, and the writer pauses by itself.
 
 // Event clips' pre-roll ring.
-mod clips;
+pub mod clips;
 pub mod export;
 pub mod index;
 mod mkv;
@@ -410,7 +410,8 @@ async fn manage(camera: Camera, time: SharedTime, outputs: Outputs, cancel: Canc
                         r.gate.send(Msg::MotionStart(event_id, at));
                     },
                     Ok(Change::End { event_id, .. }) => if let Some(r) = &running {
-                        r.gate.send(Msg::MotionEnd(event_id));
+                        let jpeg = camera.motion.jpeg().filter(|j| j.event_id == event_id).map(|j| j.data.clone());
+                        r.gate.send(Msg::MotionEnd(event_id, jpeg));
                     },
                     Err(RecvError::Lagged(_)) => {}
                     Err(RecvError::Closed) => motion = None,

@@ -98,6 +98,8 @@ pub fn enforce(dir: &Path, limits: &Limits, now: Nanos, current: Option<&str>) -
         }
         kept = i + 1;
     }
+    // Event clips' thumbnails go with their segments.
+    super::clips::remove_orphans(dir, &pass.deleted);
     pass.oldest = files.get(kept).map(|f| f.start);
     pass.bytes = total;
     pass.free = free_bytes(dir).ok();

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::clips::Ring;
+use super::clips::{self, Ring};
 use super::index;
 use super::mkv;
 use super::mp4::{self, Sample, TIMESCALE, Track};
@@ -56,8 +56,9 @@ pub enum Msg {
     /// Motion began (event id, detection time): a clip starts from the pre-roll (or the
     /// running clip goes on).
     MotionStart(String, Nanos),
-    /// Motion ended: the clip ends `post_s` from now.
-    MotionEnd(String),
+    /// Motion ended (event id, its peak picture): the clip ends `post_s` from now; the picture
+    /// becomes the clip's thumbnail.
+    MotionEnd(String, Option<Vec<u8>>),
 }
 
 /// The writer's phase, as status and metrics show it.
@@ -178,6 +179,8 @@ struct Clip {
     event_id: String,
     /// When it ends (UTC): unset while the motion lasts.
     until: Option<Nanos>,
+    /// The file name of its first segment, once open.
+    segment: Option<String>,
 }
 
 const RETRY_FIRST: Duration = Duration::from_secs(1);
@@ -231,13 +234,7 @@ impl Writer {
                 Ok(Msg::Frame(f)) if self.ring.is_some() => self.event_frame(f),
                 Ok(Msg::Frame(f)) => self.frame(f),
                 Ok(Msg::MotionStart(id, at)) => self.motion_start(id, at),
-                Ok(Msg::MotionEnd(id)) => {
-                    let post = i64::from(self.config.post_s) * 1_000_000_000;
-                    if let Some(c) = &mut self.clip {
-                        tracing::debug!(stream = %self.stream, event_id = %id, post_s = self.config.post_s, "Motion ended; the clip ends after the post-roll");
-                        c.until = Some(utc::now() + post);
-                    }
-                }
+                Ok(Msg::MotionEnd(id, jpeg)) => self.motion_end(id, jpeg),
                 Ok(Msg::Break(why)) => {
                     if let Some(r) = &mut self.ring {
                         // The pictures before a break do not continue into the ones after.
@@ -277,6 +274,35 @@ impl Writer {
             return;
         }
         self.frame(f);
+        self.note_clip_segment();
+    }
+
+    /// The motion ended: the clip ends after the post-roll, and the event's picture is saved
+    /// beside the clip's first segment.
+    fn motion_end(&mut self, id: String, jpeg: Option<Vec<u8>>) {
+        let post = i64::from(self.config.post_s) * 1_000_000_000;
+        let Some(c) = &mut self.clip else {
+            return;
+        };
+        tracing::debug!(stream = %self.stream, event_id = %id, post_s = self.config.post_s, "Motion ended; the clip ends after the post-roll");
+        c.until = Some(utc::now() + post);
+        let (Some(segment), Some(jpeg)) = (&c.segment, jpeg) else {
+            return;
+        };
+        if !clips::valid_event_id(&id) {
+            return;
+        }
+        let path = self.dir.join(clips::thumbnail_name(segment, &id));
+        let written = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, &jpeg));
+        if let Err(e) = written {
+            tracing::warn!(stream = %self.stream, file = %path.display(), error = %e, "Event clip thumbnail not written");
+        }
     }
 
     /// A clip starts from the ring's keyframe at least `pre_s` before the detection at `at`;
@@ -294,11 +320,22 @@ impl Writer {
         self.clip = Some(Clip {
             event_id,
             until: None,
+            segment: None,
         });
         // The ring's pictures were counted when they came; their numbers restart here.
         self.last_seq = None;
         for f in preroll {
             self.frame(f);
+        }
+        self.note_clip_segment();
+    }
+
+    /// Remembers the segment a clip begins with (its thumbnail is named after it).
+    fn note_clip_segment(&mut self) {
+        if let (Some(c), Some(o)) = (&mut self.clip, &self.open)
+            && c.segment.is_none()
+        {
+            c.segment = Some(o.name.clone());
         }
     }
 
