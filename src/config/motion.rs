@@ -96,7 +96,8 @@ fn range<T: PartialOrd + std::fmt::Display + Copy>(
     lo: T,
     hi: T,
 ) -> Result<(), ConfigError> {
-    if v < lo || v > hi || v != v {
+    // Written so that NaN (which compares false) is out of range too.
+    if !(v >= lo && v <= hi) {
         return bad(format!("{key} = {v} is out of range ({lo} to {hi})"));
     }
     Ok(())
@@ -108,7 +109,7 @@ impl MotionConfig {
     pub fn validate(&self, p: &str, video_fps: u32) -> Result<(), ConfigError> {
         range(&format!("{p}width"), self.width, 32, 640)?;
         range(&format!("{p}height"), self.height, 18, 480)?;
-        if self.width % 2 != 0 || self.height % 2 != 0 {
+        if !self.width.is_multiple_of(2) || !self.height.is_multiple_of(2) {
             return bad(format!(
                 "{p}width and {p}height must be even ({}x{})",
                 self.width, self.height

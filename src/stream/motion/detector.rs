@@ -294,13 +294,9 @@ impl Detector {
         if global {
             self.background = frame[..w * h].iter().map(|&v| f32::from(v)).collect();
         } else {
-            for i in 0..w * h {
-                let alpha = if self.changed[i] {
-                    ALPHA_CHANGED
-                } else {
-                    ALPHA
-                };
-                self.background[i] += alpha * (f32::from(frame[i]) - self.background[i]);
+            for ((bg, &f), &changed) in self.background.iter_mut().zip(frame).zip(&self.changed) {
+                let alpha = if changed { ALPHA_CHANGED } else { ALPHA };
+                *bg += alpha * (f32::from(f) - *bg);
             }
         }
         self.seen = self.seen.saturating_add(1);

@@ -28,8 +28,8 @@ use crate::metrics::names;
 pub const SINK_NAME: &str = "motion_sink";
 /// Name of the valve that switches the branch off while the capture runs.
 pub const VALVE_NAME: &str = "motion_valve";
-/// Width of the kept picture (the peak JPEG) for a 160-wide analysis: the analysis averages
-/// `SCALE`×`SCALE` blocks of it.
+/// How many times larger than the analysed picture the branch delivers it (at most 640 wide):
+/// the analysis averages blocks of that size, and the peak JPEG is made from the larger one.
 fn scale(m: &MotionConfig) -> u32 {
     (640 / m.width).clamp(1, 4)
 }
