@@ -383,6 +383,8 @@ impl Control {
                 old.hooks != new.hooks || old.hook_limits != new.hook_limits,
             ),
             ("analysis", old.analysis != new.analysis),
+            // MQTT (issue #25, branch events).
+            ("mqtt", old.mqtt != new.mqtt),
         ] {
             if changed {
                 tracing::warn!(

@@ -80,7 +80,6 @@ struct Subscription {
 
 #[derive(Default)]
 struct Inner {
-    next_id: u64,
     subs: BTreeMap<u64, Subscription>,
     /// Every camera's motion state and since when (Unix ms).
     state: BTreeMap<String, (bool, i64)>,
@@ -173,8 +172,12 @@ impl EventService {
                 ),
             });
         }
-        g.next_id += 1;
-        let id = g.next_id;
+        // Unguessable: a subscription's address is all an anonymous visitor (where visitors
+        // may watch) would need to read or end another's.
+        let mut id: u64 = rand::random::<u64>() >> 11;
+        while id == 0 || g.subs.contains_key(&id) {
+            id = rand::random::<u64>() >> 11;
+        }
         let mut s = Subscription {
             who,
             expires: termination,
@@ -764,6 +767,70 @@ mod tests {
         assert_eq!(got, [(false, false), (false, true)]);
         ev.unsubscribe(id, &anon(), now).unwrap();
         assert!(ev.pull(id, &anon(), Duration::ZERO, 10).await.is_err());
+    }
+
+    #[test]
+    fn a_pull_answer_carries_both_topics_as_parsers_read_them() {
+        let n = Notification {
+            camera: "front".into(),
+            motion: true,
+            at_ms: 1_000,
+            initial: false,
+        };
+        let reply = Reply::Pulled(Pulled {
+            messages: vec![n],
+            termination: 60,
+        });
+        let xml = super::super::soap::envelope(&[], |x| reply.write(x));
+        let text = String::from_utf8(xml.clone()).unwrap();
+        let req = super::super::soap::parse(&xml).unwrap();
+        assert_eq!(req.operation, "PullMessagesResponse");
+        let topics = req.all("Body/PullMessagesResponse/NotificationMessage/Topic");
+        assert_eq!(topics, [TOPIC_CELL, TOPIC_ALARM]);
+        let dialect = req.attribute(
+            "Body/PullMessagesResponse/NotificationMessage/Topic",
+            "Dialect",
+        );
+        assert_eq!(dialect, Some(DIALECT_CONCRETE));
+        for needle in [
+            r#"<tt:SimpleItem Name="IsMotion" Value="true">"#,
+            r#"<tt:SimpleItem Name="State" Value="true">"#,
+            r#"<tt:SimpleItem Name="VideoSourceConfigurationToken" Value="source_config_front">"#,
+            r#"<tt:SimpleItem Name="Source" Value="source_front">"#,
+            r#"PropertyOperation="Changed""#,
+            r#"UtcTime="1970-01-01T00:00:01.000Z""#,
+            r#"xmlns:tns1="http://www.onvif.org/ver10/topics""#,
+        ] {
+            assert!(text.contains(needle), "{needle} not in {text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_subscription_is_its_creators() {
+        let ev = EventService::default();
+        let owner = Principal::Account(Arc::new(crate::access::Identity {
+            name: "nvr".into(),
+            role: crate::config::Role::Viewer,
+            streams: vec!["front".into()],
+            via: crate::access::Via::Password,
+        }));
+        let cams = vec!["back".to_string(), "front".to_string()];
+        let id = ev.create(owner.clone(), &cams, 100, i64::MAX).unwrap();
+        // Only the cameras the account may reach.
+        let p = ev.pull(id, &owner, Duration::ZERO, 10).await.unwrap();
+        let seen: Vec<&str> = p.messages.iter().map(|m| m.camera.as_str()).collect();
+        assert_eq!(seen, ["front"]);
+        ev.motion("back", true, 1);
+        assert!(
+            ev.pull(id, &owner, Duration::ZERO, 10)
+                .await
+                .unwrap()
+                .messages
+                .is_empty()
+        );
+        assert!(ev.pull(id, &anon(), Duration::ZERO, 10).await.is_err());
+        assert!(ev.unsubscribe(id, &anon(), 100).is_err());
+        assert!(ev.renew(id, &owner, 100, 200).is_ok());
     }
 
     #[tokio::test]
