@@ -257,23 +257,28 @@ fn a_client_that_stops_reading_costs_no_memory_and_others_keep_their_rate() {
         "the stalled client's connection never filled: {}",
         d.log()
     );
-    let encoded0 = metric("frames_encoded_total");
     let reader = Decoder::start(&format!("http://127.0.0.1:{port}/mjpeg/video"));
     assert!(wait_until(Duration::from_secs(10), || reader.frames() > 5));
     let rss0 = d.rss_kib();
-    let from = Instant::now();
+    let (from, made0) = (Instant::now(), metric("frames_encoded_total"));
     let mut max = rss0;
     while from.elapsed() < Duration::from_secs(6) {
         max = max.max(d.rss_kib());
         std::thread::sleep(Duration::from_millis(250));
     }
     let fps = reader.fps_since(from);
-    let encoded = metric("frames_encoded_total") - encoded0;
+    let made = (metric("frames_encoded_total") - made0) / from.elapsed().as_secs_f64();
     println!(
-        "stalled client: RSS {rss0} → max {max} KiB over 6 s while {encoded} pictures were made; the other client decodes {fps:.1} fps"
+        "stalled client: RSS {rss0} → max {max} KiB over 6 s while the encoder made {made:.1} pictures/s; the other client decodes {fps:.1} fps (camera 15 fps)"
     );
     assert!(max < rss0 + 8 * 1024, "RSS grew from {rss0} to {max} KiB");
-    assert!(fps >= 14.0, "the reading client fell to {fps} fps");
+    // The stalled client holds up neither the shared encoder nor its other client (the rates
+    // are compared with each other, as a loaded machine slows both).
+    assert!(made >= 11.0, "the encoder fell to {made} pictures/s");
+    assert!(
+        fps >= 0.9 * made,
+        "the reading client got {fps} of {made} pictures/s"
+    );
     drop(stalled);
 }
 
