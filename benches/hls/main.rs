@@ -255,15 +255,15 @@ fn latency(seconds: u32) -> Value {
     );
     std::thread::sleep(Duration::from_secs(2));
     let _ = rtsp.take_latencies();
-    let page = format!("http://127.0.0.1:{}/view/video", d.http);
-    let w = driver(
-        "tests/webrtc/browser.py",
-        &["latency", &page, "video", "--seconds", &seconds.to_string()],
-    );
     let playlist = format!("http://127.0.0.1:{}/hls/video/index.m3u8", d.http);
     let h = driver(
         "tests/hls/hlsjs.py",
         &[&playlist, "--stamp", "--seconds", &seconds.to_string()],
+    );
+    let page = format!("http://127.0.0.1:{}/view/video", d.http);
+    let w = driver(
+        "tests/webrtc/browser.py",
+        &["latency", &page, "video", "--seconds", &seconds.to_string()],
     );
     let r_ms: Vec<f64> = rtsp
         .take_latencies()
