@@ -255,15 +255,28 @@ fn latency(seconds: u32) -> Value {
     );
     std::thread::sleep(Duration::from_secs(2));
     let _ = rtsp.take_latencies();
-    let page = format!("http://127.0.0.1:{}/view/video", d.http);
-    let w = driver(
-        "tests/webrtc/browser.py",
-        &["latency", &page, "video", "--seconds", &seconds.to_string()],
-    );
     let playlist = format!("http://127.0.0.1:{}/hls/video/index.m3u8", d.http);
     let h = driver(
         "tests/hls/hlsjs.py",
         &[&playlist, "--stamp", "--seconds", &seconds.to_string()],
+    );
+    // What the player was given: longest segment against the target, discontinuities.
+    let text = String::from_utf8_lossy(&get(d.http, "/hls/video/index.m3u8").1).into_owned();
+    let longest = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXTINF:"))
+        .filter_map(|v| v.trim_end_matches(',').parse::<f64>().ok())
+        .fold(0.0, f64::max);
+    let playlist_seen = json!({
+        "target_s": text.lines().find_map(|l| l.strip_prefix("#EXT-X-TARGETDURATION:")),
+        "longest_segment_s": longest,
+        "discontinuities": text.matches("#EXT-X-DISCONTINUITY\n").count(),
+        "encoded_fps": d.metric("camstream_frames_per_second{stream=\"video\"}"),
+    });
+    let page = format!("http://127.0.0.1:{}/view/video", d.http);
+    let w = driver(
+        "tests/webrtc/browser.py",
+        &["latency", &page, "video", "--seconds", &seconds.to_string()],
     );
     let r_ms: Vec<f64> = rtsp
         .take_latencies()
@@ -278,6 +291,7 @@ fn latency(seconds: u32) -> Value {
     hls["hlsjs_latency_s"] = h["hls_latency_s"].clone();
     hls["fps_decoded"] = h["fps_decoded"].clone();
     hls["error"] = h["error"].clone();
+    hls["playlist"] = playlist_seen;
     let mut webrtc = summary(&samples(&w));
     webrtc["unreadable"] = w["unreadable"].clone();
     webrtc["error"] = w["error"].clone();
