@@ -225,10 +225,18 @@ struct RecordServer {
     frames: Arc<AtomicU64>,
     size: Arc<Mutex<Option<(i32, i32)>>>,
     port: u16,
+    /// Decoded audio buffers (a launch with an `asink`; audio, issue #24).
+    audio: Arc<AtomicU64>,
 }
 
 impl RecordServer {
     fn start() -> RecordServer {
+        Self::start_launch(
+            "( rtph264depay name=depay0 ! avdec_h264 ! fakesink name=sink sync=false )",
+        )
+    }
+
+    fn start_launch(launch: &str) -> RecordServer {
         use gst_rtsp_server::prelude::*;
         common::gst_init();
         let ctx = gst::glib::MainContext::new();
@@ -238,14 +246,21 @@ impl RecordServer {
         server.set_service("0");
         let factory = gst_rtsp_server::RTSPMediaFactory::new();
         factory.set_transport_mode(gst_rtsp_server::RTSPTransportMode::RECORD);
-        factory.set_launch(
-            "( rtph264depay name=depay0 ! avdec_h264 ! fakesink name=sink sync=false )",
-        );
+        factory.set_launch(launch);
         let frames = Arc::new(AtomicU64::new(0));
+        let audio = Arc::new(AtomicU64::new(0));
+        let au = audio.clone();
         let size = Arc::new(Mutex::new(None));
         let (f, sz) = (frames.clone(), size.clone());
         factory.connect_media_configure(move |_, media| {
             let bin = media.element().downcast::<gst::Bin>().unwrap();
+            if let Some(pad) = bin.by_name("asink").and_then(|s| s.static_pad("sink")) {
+                let au = au.clone();
+                pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                    au.fetch_add(1, Ordering::Relaxed);
+                    gst::PadProbeReturn::Ok
+                });
+            }
             let (f, sz) = (f.clone(), sz.clone());
             bin.by_name("sink")
                 .unwrap()
@@ -276,6 +291,7 @@ impl RecordServer {
             frames,
             size,
             port,
+            audio,
         }
     }
 }
@@ -844,5 +860,36 @@ fn srt_push_carries_aac() {
     assert!(
         durations.iter().any(|(c, _)| c == "h264") && durations.iter().any(|(c, _)| c == "aac"),
         "SRT: {durations:?}"
+    );
+}
+
+/// An RTSP RECORD push announces and sends the AAC track beside the picture. rtspclientsink
+/// may announce the tracks in either order, so the server decodes each with decodebin and both
+/// must deliver.
+#[test]
+fn rtsp_record_push_carries_aac() {
+    let server = RecordServer::start_launch(
+        "( decodebin name=depay0 ! fakesink name=sink sync=false async=false \
+           decodebin name=depay1 ! fakesink name=asink sync=false async=false )",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon_with(
+        &format!(
+            "[audio]\nkind = \"test\"\n\
+             [[push]]\nname = \"rec\"\nurl = \"rtsp://127.0.0.1:{}/cam\"\n",
+            server.port
+        ),
+        dir.path(),
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || server
+            .frames
+            .load(Ordering::Relaxed)
+            >= 15
+            && server.audio.load(Ordering::Relaxed) >= 15),
+        "the server decoded {} frames and {} audio buffers\n{}",
+        server.frames.load(Ordering::Relaxed),
+        server.audio.load(Ordering::Relaxed),
+        d.log()
     );
 }

@@ -170,18 +170,22 @@ impl Audio {
     /// Takes new settings: mute and gain are set on the running pipeline, a new source or
     /// format restarts the audio capture alone. Says which.
     pub fn reconfigure(&self, new: &AudioConfig) -> AudioChange {
-        let old = self.config();
-        let change = if *old == *new {
-            AudioChange::Unchanged
-        } else if old.capture_view() == new.capture_view() {
-            AudioChange::Live
-        } else {
-            AudioChange::Restart
-        };
+        let change = classify(&self.config(), new);
         if change != AudioChange::Unchanged {
             self.config.send_replace(Arc::new(new.clone()));
         }
         change
+    }
+}
+
+/// What going from `old` to `new` takes: mute and gain are live, the rest restarts the audio.
+fn classify(old: &AudioConfig, new: &AudioConfig) -> AudioChange {
+    if old == new {
+        AudioChange::Unchanged
+    } else if old.capture_view() == new.capture_view() {
+        AudioChange::Live
+    } else {
+        AudioChange::Restart
     }
 }
 
@@ -255,4 +259,41 @@ pub fn start(
     });
     capture::spawn(&audio, config_rx, status_tx, time, cancel);
     audio
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AudioKind;
+
+    #[test]
+    fn mute_and_gain_are_live_and_the_rest_restarts_the_audio() {
+        let old = AudioConfig {
+            kind: AudioKind::Test,
+            ..AudioConfig::default()
+        };
+        assert_eq!(classify(&old, &old.clone()), AudioChange::Unchanged);
+        let live = AudioConfig {
+            mute: true,
+            gain_db: -6.0,
+            ..old.clone()
+        };
+        assert_eq!(classify(&old, &live), AudioChange::Live);
+        for new in [
+            AudioConfig {
+                kind: AudioKind::Alsa,
+                ..old.clone()
+            },
+            AudioConfig {
+                rate: 16_000,
+                ..old.clone()
+            },
+            AudioConfig {
+                channels: 2,
+                ..old.clone()
+            },
+        ] {
+            assert_eq!(classify(&old, &new), AudioChange::Restart, "{new:?}");
+        }
+    }
 }
