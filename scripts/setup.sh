@@ -15,6 +15,9 @@ packages=(
   gstreamer1.0-x v4l-utils
   # DTLS for WebRTC (str0m's openssl backend, docs/web.md).
   libssl-dev
+  # Audio (issue #24, docs/audio.md): alsasrc and pulsesrc; opusenc is in plugins-base,
+  # avenc_aac in gstreamer1.0-libav (voaacenc in plugins-bad) above.
+  gstreamer1.0-alsa gstreamer1.0-pulseaudio
 )
 if [ "${1:-}" = "--test" ]; then
   # Real clients and checkers the test suite drives.

@@ -404,3 +404,17 @@ fn a_failing_audio_source_restarts_alone_while_picture_and_session_carry_on() {
     let s = stream_status(&d);
     assert_eq!(s["restarts"], 0, "the video never restarted: {s}");
 }
+
+/// The sound is behind the picture's door: a visitor without credentials gets neither track, a
+/// viewer gets both.
+#[test]
+fn rtsp_sound_asks_for_the_same_password_as_the_picture() {
+    let d = av_daemon()
+        .set("auth.username", "alice")
+        .set("auth.password", "audio-secret-pw")
+        .start();
+    let anonymous = ffprobe(&d.url(), "tcp");
+    assert!(codecs(&anonymous).is_empty(), "{anonymous}");
+    let with_password = d.url().replace("rtsp://", "rtsp://alice:audio-secret-pw@");
+    assert_eq!(codecs(&ffprobe(&with_password, "tcp")), ["h264", "aac"]);
+}

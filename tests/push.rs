@@ -4,6 +4,8 @@
 //! configured size, the status and metrics say what happened, credentials never show.
 
 mod common;
+// Audio (issue #24).
+mod av_sync;
 
 use std::io::Read;
 use std::path::Path;
@@ -223,10 +225,18 @@ struct RecordServer {
     frames: Arc<AtomicU64>,
     size: Arc<Mutex<Option<(i32, i32)>>>,
     port: u16,
+    /// Decoded audio buffers (a launch with an `asink`; audio, issue #24).
+    audio: Arc<AtomicU64>,
 }
 
 impl RecordServer {
     fn start() -> RecordServer {
+        Self::start_launch(
+            "( rtph264depay name=depay0 ! avdec_h264 ! fakesink name=sink sync=false )",
+        )
+    }
+
+    fn start_launch(launch: &str) -> RecordServer {
         use gst_rtsp_server::prelude::*;
         common::gst_init();
         let ctx = gst::glib::MainContext::new();
@@ -236,14 +246,21 @@ impl RecordServer {
         server.set_service("0");
         let factory = gst_rtsp_server::RTSPMediaFactory::new();
         factory.set_transport_mode(gst_rtsp_server::RTSPTransportMode::RECORD);
-        factory.set_launch(
-            "( rtph264depay name=depay0 ! avdec_h264 ! fakesink name=sink sync=false )",
-        );
+        factory.set_launch(launch);
         let frames = Arc::new(AtomicU64::new(0));
+        let audio = Arc::new(AtomicU64::new(0));
+        let au = audio.clone();
         let size = Arc::new(Mutex::new(None));
         let (f, sz) = (frames.clone(), size.clone());
         factory.connect_media_configure(move |_, media| {
             let bin = media.element().downcast::<gst::Bin>().unwrap();
+            if let Some(pad) = bin.by_name("asink").and_then(|s| s.static_pad("sink")) {
+                let au = au.clone();
+                pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                    au.fetch_add(1, Ordering::Relaxed);
+                    gst::PadProbeReturn::Ok
+                });
+            }
             let (f, sz) = (f.clone(), sz.clone());
             bin.by_name("sink")
                 .unwrap()
@@ -274,6 +291,7 @@ impl RecordServer {
             frames,
             size,
             port,
+            audio,
         }
     }
 }
@@ -756,5 +774,122 @@ fn check_reports_each_push_without_connecting() {
     assert!(
         t.contains("push[gcs].url") && t.contains("needs a port"),
         "{t}"
+    );
+}
+
+// ---- Audio (issue #24) ----
+
+/// The test flash and beep through nginx-rtmp: the FLV carries AAC beside the H.264, and the
+/// flash-to-beep offset of what nginx hands a player stays within ±40 ms.
+#[test]
+fn rtmp_into_nginx_carries_aac_in_sync() {
+    if !have("nginx") || !Path::new(RTMP_MODULE).exists() {
+        eprintln!(
+            "skipped: nginx with libnginx-mod-rtmp is not installed (scripts/setup.sh --test)"
+        );
+        return;
+    }
+    let nginx = Nginx::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon_with(
+        &format!(
+            "[source]\npattern = \"black\"\n[video]\nfps = 30\n[audio]\nkind = \"test\"\n\
+             [[push]]\nname = \"media\"\nurl = \"{}\"\n",
+            nginx.url("cam")
+        ),
+        dir.path(),
+    );
+    assert!(
+        wait_push_state(&d, "media", "streaming", Duration::from_secs(20)),
+        "{}\n{}",
+        push_status(&d, "media"),
+        d.log()
+    );
+    let file = dir.path().join("rtmp.mkv");
+    av_sync::record(&[], &nginx.url("cam"), 6, &file);
+    let durations = av_sync::durations(&file);
+    assert!(
+        durations.iter().any(|(c, d)| c == "h264" && *d > 3.0)
+            && durations.iter().any(|(c, d)| c == "aac" && *d > 3.0),
+        "{durations:?}\n{}",
+        nginx.log()
+    );
+    let sync = av_sync::measure(&file);
+    println!("RTMP via nginx flash-to-beep: {}", sync.summary());
+    assert!(sync.offsets_ms.len() >= 3, "{sync:?}");
+    assert!(sync.worst_ms().abs() <= 40.0, "{}", sync.summary());
+}
+
+/// An SRT (MPEG-TS) push carries the AAC track too.
+#[test]
+fn srt_push_carries_aac() {
+    if !have("srt-live-transmit") {
+        eprintln!("skipped: srt-live-transmit is not installed (scripts/setup.sh --test)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let file = dir.path().join("srt.ts");
+    // srt-live-transmit listens and writes the MPEG-TS it receives into the file.
+    let relay = Proc(
+        Command::new("srt-live-transmit")
+            .arg(format!("srt://127.0.0.1:{port}?mode=listener"))
+            .arg("file://con")
+            .stdout(std::fs::File::create(&file).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let d = daemon_with(
+        &format!(
+            "[audio]\nkind = \"test\"\n\
+             [[push]]\nname = \"srt\"\nurl = \"srt://127.0.0.1:{port}\"\n"
+        ),
+        dir.path(),
+    );
+    assert!(
+        wait_push_state(&d, "srt", "streaming", Duration::from_secs(20)),
+        "{}",
+        push_status(&d, "srt")
+    );
+    assert!(wait_until(Duration::from_secs(10), || {
+        std::fs::metadata(&file).is_ok_and(|m| m.len() > 200_000)
+    }));
+    drop(relay);
+    let durations = av_sync::durations(&file);
+    assert!(
+        durations.iter().any(|(c, _)| c == "h264") && durations.iter().any(|(c, _)| c == "aac"),
+        "SRT: {durations:?}"
+    );
+}
+
+/// An RTSP RECORD push announces and sends the AAC track beside the picture. rtspclientsink
+/// may announce the tracks in either order, so the server decodes each with decodebin and both
+/// must deliver.
+#[test]
+fn rtsp_record_push_carries_aac() {
+    let server = RecordServer::start_launch(
+        "( decodebin name=depay0 ! fakesink name=sink sync=false async=false \
+           decodebin name=depay1 ! fakesink name=asink sync=false async=false )",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon_with(
+        &format!(
+            "[audio]\nkind = \"test\"\n\
+             [[push]]\nname = \"rec\"\nurl = \"rtsp://127.0.0.1:{}/cam\"\n",
+            server.port
+        ),
+        dir.path(),
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || server
+            .frames
+            .load(Ordering::Relaxed)
+            >= 15
+            && server.audio.load(Ordering::Relaxed) >= 15),
+        "the server decoded {} frames and {} audio buffers\n{}",
+        server.frames.load(Ordering::Relaxed),
+        server.audio.load(Ordering::Relaxed),
+        d.log()
     );
 }

@@ -87,6 +87,25 @@ impl Props {
 
 /// Describes the elements of `push`, with its secret (already resolved) put in.
 pub fn describe(push: &PushConfig, secret: Option<&str>) -> Result<Chain, ChainError> {
+    describe_with_audio(push, secret, false)
+}
+
+/// Name of the AAC `appsrc` of a push that carries sound (issue #24).
+pub const AUDIO_SOURCE_NAME: &str = "asrc";
+
+/// Whether a scheme's container carries the AAC track: FLV, MPEG-TS and RTSP do; raw RTP over
+/// UDP (a ground station's video link) stays picture only.
+pub fn carries_audio(scheme: Scheme) -> bool {
+    !matches!(scheme, Scheme::Udp)
+}
+
+/// [`describe`], with the stream's AAC as a second input of the muxer (or of `rtspclientsink`)
+/// when `audio` is set and the scheme carries it: `appsrc name=asrc`, fed by the audio hub.
+pub fn describe_with_audio(
+    push: &PushConfig,
+    secret: Option<&str>,
+    audio: bool,
+) -> Result<Chain, ChainError> {
     let url = expand_process_env(&push.url)
         .and_then(|u| PushUrl::parse(&u))
         .map_err(|source| ChainError::Url {
@@ -130,7 +149,7 @@ pub fn describe(push: &PushConfig, secret: Option<&str>) -> Result<Chain, ChainE
             // The capture paces the frames; a sink that synced would hold each one back.
             sink.add_raw("sync", "false");
             (
-                "h264parse ! video/x-h264,stream-format=avc,alignment=au ! flvmux streamable=true ! rtmp2sink",
+                "h264parse ! video/x-h264,stream-format=avc,alignment=au ! flvmux streamable=true name=mux ! rtmp2sink",
                 "rtmp2sink",
             )
         }
@@ -195,7 +214,7 @@ pub fn describe(push: &PushConfig, secret: Option<&str>) -> Result<Chain, ChainE
             // SPS/PPS before every IDR: a receiver can join at any time. Seven TS packets per
             // buffer fill one SRT payload (1316 bytes).
             (
-                "h264parse config-interval=-1 ! mpegtsmux alignment=7 ! srtsink",
+                "h264parse config-interval=-1 ! mpegtsmux alignment=7 name=mux ! srtsink",
                 "srtsink",
             )
         }
@@ -220,9 +239,33 @@ pub fn describe(push: &PushConfig, secret: Option<&str>) -> Result<Chain, ChainE
     secrets.retain(|s| !s.is_empty());
     secrets.sort();
     secrets.dedup();
+    // Audio (issue #24): the AAC access units go into the same muxer, parsed, not re-encoded.
+    // An AAC frame leaves its encoder some 50 ms after its first sample was captured, behind
+    // the picture of the same instant; a live muxer that does not wait for it writes the
+    // picture first and FLV, one timeline for both, then clamps the late sound onto the
+    // picture's clock. The muxer waits for the sound instead.
+    let audio = audio && carries_audio(url.scheme);
+    let head = if audio {
+        head.replace("name=mux", "name=mux latency=300000000")
+    } else {
+        head.to_string()
+    };
+    let audio = if audio {
+        let into = if sink_name == "rtspclientsink" {
+            "sink."
+        } else {
+            "mux."
+        };
+        format!(
+            " appsrc name={AUDIO_SOURCE_NAME} is-live=true format=time \
+             ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=1000000000 ! aacparse ! {into}"
+        )
+    } else {
+        String::new()
+    };
     Ok(Chain {
-        description: format!("{head} name=sink {}", sink.real.join(" ")),
-        shown: format!("{head} name=sink {}", sink.shown.join(" ")),
+        description: format!("{head} name=sink {}{audio}", sink.real.join(" ")),
+        shown: format!("{head} name=sink {}{audio}", sink.shown.join(" ")),
         secrets,
         sink: sink_name,
     })
@@ -318,6 +361,33 @@ mod tests {
                 .contains("protocols=udp")
         );
         parses(&c);
+    }
+
+    #[test]
+    fn audio_joins_the_muxer_except_on_plain_rtp() {
+        gst::init().unwrap();
+        for (url, into) in [
+            ("rtmp://h/app/key", "mux."),
+            ("srt://h:9000", "mux."),
+            ("rtsp://h:8554/x", "sink."),
+        ] {
+            let c = describe_with_audio(&push(url), None, true).unwrap();
+            assert!(
+                c.description.contains("appsrc name=asrc"),
+                "{}",
+                c.description
+            );
+            assert!(
+                c.description.ends_with(&format!("aacparse ! {into}")),
+                "{}",
+                c.description
+            );
+            if !elements_missing(&c) {
+                parses(&c);
+            }
+        }
+        let c = describe_with_audio(&push("udp://127.0.0.1:5600"), None, true).unwrap();
+        assert!(!c.description.contains("asrc"), "{}", c.description);
     }
 
     #[test]

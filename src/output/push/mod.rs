@@ -301,8 +301,11 @@ impl Manager {
             );
             return;
         }
+        // Audio (issue #24): the stream's AAC rides along where the container carries it.
+        let sound = self.camera.audio();
         let built = match &w.secret {
-            Ok(secret) => chain::describe(&p, secret.as_deref()).map_err(|e| e.to_string()),
+            Ok(secret) => chain::describe_with_audio(&p, secret.as_deref(), sound.is_some())
+                .map_err(|e| e.to_string()),
             Err(e) => Err(e.clone()),
         };
         let chain = match built {
@@ -354,7 +357,15 @@ impl Manager {
         };
         let cancel = self.cancel.child_token();
         let m = metrics.clone();
-        let running = pipeline::spawn(
+        let feed = sound.map(|a| {
+            crate::stream::audio::Feed::new(
+                a,
+                crate::stream::audio::AudioCodec::Aac,
+                chain::AUDIO_SOURCE_NAME,
+                &output,
+            )
+        });
+        let running = pipeline::spawn_with(
             self.camera.main().hub.clone(),
             self.ctx.time.clone(),
             spec,
@@ -365,6 +376,11 @@ impl Manager {
                     m.restart(r);
                 }
                 m.set_last_error(h);
+            }),
+            Box::new(move |built| {
+                if let Some(f) = &feed {
+                    f.attach(built);
+                }
             }),
         );
         crate::events::follow(

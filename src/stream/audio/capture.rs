@@ -385,17 +385,13 @@ impl Supervised for Runner {
         };
         let sleep = tokio::time::sleep(delay);
         tokio::pin!(sleep);
-        let woken = loop {
-            tokio::select! {
-                _ = &mut sleep => break Woken::Elapsed,
-                _ = self.cancel.cancelled() => break Woken::Shutdown,
-                changed = self.config.changed() => {
-                    if changed.is_err() {
-                        break Woken::Shutdown;
-                    }
-                    break Woken::RestartNow;
-                }
-            }
+        let woken = tokio::select! {
+            _ = &mut sleep => Woken::Elapsed,
+            _ = self.cancel.cancelled() => Woken::Shutdown,
+            changed = self.config.changed() => match changed {
+                Ok(()) => Woken::RestartNow,
+                Err(_) => Woken::Shutdown,
+            },
         };
         if let Some(f) = filler {
             self.stop(f, "audio silence").await;
@@ -429,8 +425,14 @@ mod tests {
         };
         let d = describe(&source::describe(&c), &c, aac, |c| c == AudioCodec::Aac);
         assert!(d.contains("mute=true"), "{d}");
-        assert!(d.contains("valve name=opus_valve drop=true"), "{d}");
-        assert!(d.contains("valve name=aac_valve drop=false"), "{d}");
+        assert!(
+            d.contains("name=opus_valve drop-mode=forward-sticky-events drop=true"),
+            "{d}"
+        );
+        assert!(
+            d.contains("name=aac_valve drop-mode=forward-sticky-events drop=false"),
+            "{d}"
+        );
         let p = build(&d).unwrap();
         for name in ["opus_sink", "aac_sink", "gain", "mute", "meter", "beep"] {
             assert!(p.by_name(name).is_some(), "{name}");

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::clock::SharedTime;
-use super::hub::Hub;
+use super::hub::{Hub, SubscriberSettings, Subscription};
 use super::status::{HasHealth, Health};
 use crate::config::{AudioConfig, RtspAudioCodec};
 
@@ -170,18 +170,63 @@ impl Audio {
     /// Takes new settings: mute and gain are set on the running pipeline, a new source or
     /// format restarts the audio capture alone. Says which.
     pub fn reconfigure(&self, new: &AudioConfig) -> AudioChange {
-        let old = self.config();
-        let change = if *old == *new {
-            AudioChange::Unchanged
-        } else if old.capture_view() == new.capture_view() {
-            AudioChange::Live
-        } else {
-            AudioChange::Restart
-        };
+        let change = classify(&self.config(), new);
         if change != AudioChange::Unchanged {
             self.config.send_replace(Arc::new(new.clone()));
         }
         change
+    }
+}
+
+/// What going from `old` to `new` takes: mute and gain are live, the rest restarts the audio.
+fn classify(old: &AudioConfig, new: &AudioConfig) -> AudioChange {
+    if old == new {
+        AudioChange::Unchanged
+    } else if old.capture_view() == new.capture_view() {
+        AudioChange::Live
+    } else {
+        AudioChange::Restart
+    }
+}
+
+/// Keeps an output pipeline's audio `appsrc` subscribed to a hub across the pipeline's
+/// rebuilds: [`Feed::attach`] on every newly built pipeline (an output's `on_built`) replaces
+/// the previous subscription; dropping the feed unsubscribes.
+pub struct Feed {
+    audio: Arc<Audio>,
+    codec: AudioCodec,
+    appsrc: &'static str,
+    output: String,
+    current: std::sync::Mutex<Option<Subscription>>,
+}
+
+impl Feed {
+    /// A feed of `codec` into the appsrc named `appsrc`, counted under the output label
+    /// `output`.
+    pub fn new(audio: Arc<Audio>, codec: AudioCodec, appsrc: &'static str, output: &str) -> Self {
+        Feed {
+            audio,
+            codec,
+            appsrc,
+            output: output.to_string(),
+            current: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Subscribes `pipeline`'s appsrc (nothing when it has none), ending the previous one.
+    pub fn attach(&self, pipeline: &gst::Pipeline) {
+        use gst::prelude::*;
+        let sub = pipeline
+            .by_name(self.appsrc)
+            .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
+            .map(|src| {
+                self.audio
+                    .hub(self.codec)
+                    .subscribe(&src, SubscriberSettings::new(self.output.clone()))
+            });
+        if let Ok(mut c) = self.current.lock() {
+            *c = sub;
+        }
     }
 }
 
@@ -214,4 +259,41 @@ pub fn start(
     });
     capture::spawn(&audio, config_rx, status_tx, time, cancel);
     audio
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AudioKind;
+
+    #[test]
+    fn mute_and_gain_are_live_and_the_rest_restarts_the_audio() {
+        let old = AudioConfig {
+            kind: AudioKind::Test,
+            ..AudioConfig::default()
+        };
+        assert_eq!(classify(&old, &old.clone()), AudioChange::Unchanged);
+        let live = AudioConfig {
+            mute: true,
+            gain_db: -6.0,
+            ..old.clone()
+        };
+        assert_eq!(classify(&old, &live), AudioChange::Live);
+        for new in [
+            AudioConfig {
+                kind: AudioKind::Alsa,
+                ..old.clone()
+            },
+            AudioConfig {
+                rate: 16_000,
+                ..old.clone()
+            },
+            AudioConfig {
+                channels: 2,
+                ..old.clone()
+            },
+        ] {
+            assert_eq!(classify(&old, &new), AudioChange::Restart, "{new:?}");
+        }
+    }
 }
