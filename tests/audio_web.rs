@@ -117,8 +117,8 @@ fn logged_at(log: &str, needle: &str) -> Vec<i64> {
     log.lines()
         .filter(|l| l.contains(needle))
         .filter_map(|l| l.split_whitespace().next())
-        .filter_map(|t| camstream::utc::parse_rfc3339(t))
-        .map(|ns| (ns / 1_000_000) as i64)
+        .filter_map(camstream::utc::parse_rfc3339)
+        .map(|ns| ns / 1_000_000)
         .collect()
 }
 
@@ -195,7 +195,10 @@ fn an_audio_source_that_ends_leaves_the_session_and_its_sound_returns() {
     let sent = d
         .metric("camstream_webrtc_frames_sent_total{stream=\"video\"}")
         .unwrap_or(0.0);
-    assert!(sent >= 9.0 * 30.0 * 0.9, "{sent} frames sent to the browser");
+    assert!(
+        sent >= 9.0 * 30.0 * 0.9,
+        "{sent} frames sent to the browser"
+    );
     let gap = r["max_frame_gap_ms"].as_f64().unwrap();
     assert!(gap < 1000.0, "a {gap} ms gap in the picture: {r}");
     assert_eq!(
@@ -275,10 +278,7 @@ fn whep_offers_get_audio_only_when_both_sides_have_it() {
         "no sound to send: the audio section is rejected: {q}"
     );
     // Declined with a format, as browsers need to parse it (an empty list failed the page).
-    assert!(
-        q.contains("m=audio 0 UDP/TLS/RTP/SAVPF 111\r\n"),
-        "{q}"
-    );
+    assert!(q.contains("m=audio 0 UDP/TLS/RTP/SAVPF 111\r\n"), "{q}");
 }
 
 /// Home Assistant's ONVIF client, in the venv tests/onvif/setup-venv.sh makes.

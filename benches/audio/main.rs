@@ -15,7 +15,6 @@
 //! run. Needs ffmpeg, Chromium and the driver's venv (`scripts/setup.sh --test`). Prints a
 //! table and writes `target/bench/audio-bench.json`; docs/audio.md has figures.
 
-#[allow(dead_code)]
 #[path = "../../tests/av_sync/mod.rs"]
 mod av_sync;
 
@@ -135,7 +134,10 @@ impl Daemon {
             .nth(1)
             .and_then(|c| c.parse().ok())
             .unwrap_or(0);
-        let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+        let body = out
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, b)| b)
+            .to_string();
         (status, body)
     }
 
@@ -175,7 +177,16 @@ fn rtsp_viewer(url: &str, seconds: u64) -> Kid {
     Kid(Command::new("timeout")
         .arg((seconds + 30).to_string())
         .args(["ffmpeg", "-hide_banner", "-nostdin", "-v", "error"])
-        .args(["-rtsp_transport", "tcp", "-i", url, "-map", "0", "-c", "copy"])
+        .args([
+            "-rtsp_transport",
+            "tcp",
+            "-i",
+            url,
+            "-map",
+            "0",
+            "-c",
+            "copy",
+        ])
         .args(["-t", &seconds.to_string(), "-f", "null", "-"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -329,9 +340,14 @@ fn main() {
         dir.join("audio-bench.json"),
         serde_json::to_string_pretty(&report).unwrap_or_default(),
     );
-    println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).unwrap_or_default()
+    );
     println!();
-    println!("| 640x480@30, 1 RTSP + 1 WebRTC viewer | camstream CPU (core) | RSS median (MiB) | Opus packets to WebRTC |");
+    println!(
+        "| 640x480@30, 1 RTSP + 1 WebRTC viewer | camstream CPU (core) | RSS median (MiB) | Opus packets to WebRTC |"
+    );
     println!("|---|---|---|---|");
     for r in report["cost"].as_array().into_iter().flatten() {
         println!(
@@ -353,7 +369,9 @@ fn main() {
     if !report["sync"].is_null() {
         let s = &report["sync"];
         println!();
-        println!("| RTSP flash-to-beep | pairs | median ms | worst ms | within ±{SYNC_LIMIT_MS} ms |");
+        println!(
+            "| RTSP flash-to-beep | pairs | median ms | worst ms | within ±{SYNC_LIMIT_MS} ms |"
+        );
         println!("|---|---|---|---|---|");
         for (name, key) in [("at the start", "start"), ("at the end", "end")] {
             let r = &s[key];

@@ -12,9 +12,9 @@ use super::Shared;
 use super::auth::{Doors, Rule};
 use crate::access::{Action, Denied, Door, Principal};
 use crate::config::Profile264;
+use crate::output::onvif::audio::AudioProfile;
 use crate::output::onvif::events::EVENTS_PATH;
 use crate::output::onvif::soap::{Fault, MAX_MESSAGE};
-use crate::output::onvif::audio::AudioProfile;
 use crate::output::onvif::{DEVICE_PATH, MEDIA_PATH, MediaProfile, Reached};
 use crate::stream::audio::{Audio, AudioCodec};
 

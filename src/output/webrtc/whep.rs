@@ -180,10 +180,7 @@ fn rejected_with_formats(answer: &str, offer: &str) -> String {
                 .map(|o| o.split_whitespace().skip(3).collect::<Vec<_>>().join(" "))
                 .filter(|f| !f.is_empty())
                 .unwrap_or_else(|| "0".to_string());
-            out.push_str(&format!(
-                "m={} 0 {} {formats}{ending}",
-                parts[0], parts[2]
-            ));
+            out.push_str(&format!("m={} 0 {} {formats}{ending}", parts[0], parts[2]));
         } else {
             out.push_str(line);
         }
