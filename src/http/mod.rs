@@ -35,8 +35,8 @@ mod hls; // HLS (issue #28)
 mod host;
 pub mod listener;
 // Motion detection's picture route.
-mod motion;
 mod mjpeg;
+mod motion;
 mod onvif;
 mod push;
 mod recordings;

@@ -508,11 +508,7 @@ async fn picture(ctx: &Ctx, stream: &str) -> Option<Vec<u8>> {
     }
     let (camera, enc, snapshots) = ctx.control.encoding(stream)?;
     let (w, h) = camera.picture_size(&enc);
-    let made = tokio::time::timeout(
-        PICTURE_TIMEOUT,
-        snapshots.snapshot(w, h),
-    )
-    .await;
+    let made = tokio::time::timeout(PICTURE_TIMEOUT, snapshots.snapshot(w, h)).await;
     match made {
         Ok(Ok(jpeg)) => Some(jpeg.data),
         Ok(Err(e)) => {

@@ -16,8 +16,8 @@ use tokio::sync::watch;
 use crate::stream::clock::SharedTime;
 use crate::stream::status::Health;
 
-pub mod mjpeg;
 pub mod hls;
+pub mod mjpeg;
 pub mod onvif;
 pub mod pipeline;
 pub mod push;
