@@ -53,13 +53,11 @@ if [ "${1:-}" = "--test" ]; then
   bash "$(dirname "$0")/../tests/recording/setup-venv.sh"
   # ONVIF clients (onvif-zeep, WSDiscovery) for tests/onvif.rs.
   bash "$(dirname "$0")/../tests/onvif/setup-venv.sh"
-  # HLS (issue #28): hls.js from npm, pinned, for tests/hls.rs (needs npm).
-  packages_hls=(npm)
-  for p in "${packages_hls[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || {
-      [ "$(id -u)" -eq 0 ] || sudo="sudo"
-      DEBIAN_FRONTEND=noninteractive ${sudo:-} apt-get install -y -qq --no-install-recommends "$p" >/dev/null
-    }
-  done
+  # HLS (issue #28): hls.js from npm, pinned, for tests/hls.rs. The machine's Node.js may bring
+  # its own npm (NodeSource's conflicts with Debian's package): install Debian's only if none.
+  if ! command -v npm >/dev/null 2>&1; then
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    DEBIAN_FRONTEND=noninteractive ${sudo:-} apt-get install -y -qq --no-install-recommends npm >/dev/null
+  fi
   bash "$(dirname "$0")/../tests/hls/setup-hlsjs.sh"
 fi
