@@ -949,6 +949,78 @@ mod tests {
     }
 
     #[test]
+    fn a_two_track_segment_scans_its_video_and_finalizes_both_durations() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("av.mp4");
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
+        let sound = AudioTrack {
+            rate: 48_000,
+            channels: 1,
+            asc: vec![0x11, 0x88],
+        };
+        f.write_all(&init_segment_av(&track(), Some(&sound)))
+            .unwrap();
+        let v = [Sample {
+            dts: 0,
+            duration: 9000,
+            cto: 0,
+            key: true,
+            size: 3,
+            offset: 0,
+        }];
+        let a = [Sample {
+            dts: 0,
+            duration: 1024,
+            cto: 0,
+            key: true,
+            size: 2,
+            offset: 0,
+        }];
+        let part = fragment_av(
+            1,
+            &Run {
+                base_dts: 0,
+                samples: &v,
+                data: &[b"vid"],
+            },
+            &Run {
+                base_dts: 0,
+                samples: &a,
+                data: &[b"au"],
+            },
+        );
+        f.write_all(&part).unwrap();
+        let s = scan(&path, true).unwrap();
+        assert_eq!(s.samples.len(), 1, "only the picture's samples are listed");
+        let mut buf = [0u8; 3];
+        f.read_exact_at(&mut buf, s.samples[0].offset).unwrap();
+        assert_eq!(&buf, b"vid");
+        finalize(&f, 90_000).unwrap();
+        let all = std::fs::read(&path).unwrap();
+        let (moov, _) = find(&all, &[b"moov"]).unwrap();
+        let traks: Vec<_> = children(moov)
+            .into_iter()
+            .filter(|(k, _, _)| k == b"trak")
+            .collect();
+        assert_eq!(traks.len(), 2);
+        let (_, s2, e2) = traks[1];
+        let (mdhd, _) = find(&moov[s2..e2], &[b"mdia", b"mdhd"]).unwrap();
+        assert_eq!(be32(mdhd, 12), Some(48_000));
+        assert_eq!(
+            be32(mdhd, 16),
+            Some(48_000),
+            "one second in the sound's timescale"
+        );
+        let (stsd, _) = find(&moov[s2..e2], &[b"mdia", b"minf", b"stbl", b"stsd"]).unwrap();
+        assert!(stsd.windows(2).any(|w| w == [0x11, 0x88]));
+    }
+
+    #[test]
     fn the_progressive_head_points_at_its_data() {
         let samples = [Sample {
             dts: 0,
