@@ -64,3 +64,43 @@ fn fmp4_segments_carry_the_aac_track_in_sync() {
     assert!(sync.offsets_ms.len() >= 3, "{}", sync.summary());
     assert!(sync.worst_ms().abs() <= SYNC_MS, "{}", sync.summary());
 }
+
+#[test]
+fn mkv_segments_carry_the_aac_track_in_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon()
+        .set("source.pattern", "black")
+        .set("video.fps", "30")
+        .set("audio.kind", "test")
+        .set("record.enabled", "true")
+        .set("record.format", "mkv")
+        .set("record.path", dir.path().display())
+        .set("record.min_free_mb", "0")
+        .set("record.segment_s", "4")
+        .set("record.part_ms", "500")
+        .start();
+    assert!(
+        wait_until(Duration::from_secs(30), || segments(dir.path(), "mkv")
+            .len()
+            >= 3),
+        "no finished segment: {:?}",
+        segments(dir.path(), "mkv")
+    );
+    drop(d);
+    let second = segments(dir.path(), "mkv")[1].clone();
+    let streams = av_sync::durations(&second);
+    println!("streams of {}: {streams:?}", second.display());
+    let video = streams.iter().find(|(c, _)| c == "h264").map(|s| s.1);
+    let sound = streams.iter().find(|(c, _)| c == "aac").map(|s| s.1);
+    assert!(
+        video.is_some_and(|v| v > 3.5) && sound.is_some_and(|a| a > 3.5),
+        "{streams:?}"
+    );
+    let sync = av_sync::measure(&second);
+    println!(
+        "flash-to-beep in the recorded MKV segment: {}",
+        sync.summary()
+    );
+    assert!(sync.offsets_ms.len() >= 3, "{}", sync.summary());
+    assert!(sync.worst_ms().abs() <= SYNC_MS, "{}", sync.summary());
+}

@@ -427,13 +427,10 @@ impl Writer {
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(&path)
             .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-        let audio = match self.config.format {
-            RecordFormat::Fmp4 => self.audio.clone(),
-            RecordFormat::Mkv => None,
-        };
+        let audio = self.audio.clone();
         let init = match self.config.format {
             RecordFormat::Fmp4 => mp4::init_segment_av(&f.track, audio.as_deref()),
-            RecordFormat::Mkv => mkv::header(&f.track),
+            RecordFormat::Mkv => mkv::header_av(&f.track, audio.as_deref()),
         };
         if let Err(e) = file.write_all(&init) {
             drop(file);
@@ -626,6 +623,14 @@ impl Writer {
                 },
             ),
             RecordFormat::Fmp4 => mp4::fragment(o.seq, base, &samples, &data),
+            RecordFormat::Mkv if o.audio.is_some() => {
+                let sound: Vec<(u64, &[u8])> = sound
+                    .iter()
+                    .zip(&sound_data)
+                    .map(|(a, d)| (tick(a.pts), *d))
+                    .collect();
+                mkv::cluster_av(base, &samples, &data, &sound)
+            }
             RecordFormat::Mkv => mkv::cluster(base, &samples, &data),
         };
         if let Err(e) = o.file.write_all(&bytes) {
