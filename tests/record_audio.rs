@@ -27,6 +27,20 @@ fn segments(dir: &Path, ext: &str) -> Vec<PathBuf> {
     v
 }
 
+/// The UTC start of a segment, from its name (`20261207T171629.538Z.mp4`), as RFC 3339.
+fn rfc3339_of(path: &Path) -> String {
+    let n = path.file_stem().unwrap().to_str().unwrap();
+    format!(
+        "{}-{}-{}T{}:{}:{}",
+        &n[0..4],
+        &n[4..6],
+        &n[6..8],
+        &n[9..11],
+        &n[11..13],
+        &n[13..]
+    )
+}
+
 #[test]
 fn fmp4_segments_carry_the_aac_track_in_sync() {
     let dir = tempfile::tempdir().unwrap();
@@ -49,8 +63,25 @@ fn fmp4_segments_carry_the_aac_track_in_sync() {
         "no finished segment: {:?}",
         segments(dir.path(), "mp4")
     );
-    drop(d);
     let first = segments(dir.path(), "mp4")[1].clone();
+    // The time-range MP4 from the second segment's start, across into the third one.
+    let start = rfc3339_of(&first);
+    let r = d.get(&format!("/recordings/video.mp4?start={start}&duration=6"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let export = dir.path().join("range.mp4");
+    std::fs::write(&export, &r.body).unwrap();
+    drop(d);
+    let streams = av_sync::durations(&export);
+    println!("streams of the exported range: {streams:?}");
+    assert!(
+        streams.iter().any(|(c, d)| c == "h264" && *d > 3.5)
+            && streams.iter().any(|(c, d)| c == "aac" && *d > 3.5),
+        "{streams:?}"
+    );
+    let sync = av_sync::measure(&export);
+    println!("flash-to-beep in the exported range: {}", sync.summary());
+    assert!(sync.offsets_ms.len() >= 3, "{}", sync.summary());
+    assert!(sync.worst_ms().abs() <= SYNC_MS, "{}", sync.summary());
     let streams = av_sync::durations(&first);
     println!("streams of {}: {streams:?}", first.display());
     let video = streams.iter().find(|(c, _)| c == "h264").map(|s| s.1);

@@ -357,6 +357,9 @@ pub fn scan(path: &Path, samples: bool) -> io::Result<Scan> {
         good_len,
         file_len: len,
         declared,
+        // The sound is not read back from Matroska segments (exports take the picture).
+        audio: None,
+        audio_samples: Vec::new(),
     })
 }
 

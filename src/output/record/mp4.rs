@@ -259,6 +259,18 @@ pub struct Run<'a> {
 /// the sound (track 2, left out when it has no sample), then one `mdat` with the video's bytes
 /// followed by the sound's.
 pub fn fragment_av(seq: u32, video: &Run, audio: &Run) -> Vec<u8> {
+    let mut out = fragment_head_av(seq, video, audio);
+    for run in [video, audio] {
+        for d in run.data {
+            out.extend_from_slice(d);
+        }
+    }
+    out
+}
+
+/// The front of a two-track part ([`fragment_av`] without the samples' bytes, which follow
+/// in order: the picture's, then the sound's; `data` of the runs is not read).
+pub fn fragment_head_av(seq: u32, video: &Run, audio: &Run) -> Vec<u8> {
     let runs: Vec<(u32, &Run)> = [(1, video), (2, audio)]
         .into_iter()
         .filter(|(_, r)| !r.samples.is_empty())
@@ -292,11 +304,6 @@ pub fn fragment_av(seq: u32, video: &Run, audio: &Run) -> Vec<u8> {
     } else {
         u32s(&mut out, (payload + 8) as u32);
         out.extend_from_slice(b"mdat");
-    }
-    for (_, run) in &runs {
-        for d in run.data {
-            out.extend_from_slice(d);
-        }
     }
     out
 }
@@ -492,7 +499,13 @@ pub fn fragment_head(seq: u32, base_dts: u64, samples: &[Sample]) -> Vec<u8> {
 /// The start of a fragmented MP4 that declares `ticks` (at [`TIMESCALE`]) as its duration, so
 /// players show the length before reading every part.
 pub fn init_with_duration(track: &Track, ticks: u64) -> Vec<u8> {
-    let mut out = init_segment(track);
+    init_with_duration_av(track, None, ticks)
+}
+
+/// [`init_with_duration`] with the sound's track too, when given (its own durations stay 0:
+/// players take them from the fragments).
+pub fn init_with_duration_av(track: &Track, audio: Option<&AudioTrack>, ticks: u64) -> Vec<u8> {
+    let mut out = init_segment_av(track, audio);
     let movie =
         (ticks * u64::from(MOVIE_TIMESCALE) / u64::from(TIMESCALE)).min(u64::from(u32::MAX)) as u32;
     let media = ticks.min(u64::from(u32::MAX)) as u32;
@@ -599,6 +612,10 @@ pub struct Scan {
     pub file_len: u64,
     /// The duration the file itself declares (0 until finalized), in ticks.
     pub declared: u64,
+    /// The sound track, when the segment has one (fMP4 only).
+    pub audio: Option<AudioTrack>,
+    /// The sound's samples (decode times in the sound's timescale, its sample rate).
+    pub audio_samples: Vec<Sample>,
 }
 
 impl Scan {
@@ -645,16 +662,71 @@ fn parse_moov(buf: &[u8]) -> io::Result<(Track, u64)> {
     ))
 }
 
-/// Reads a `moof` (at file offset `start`) into samples, with the decode time it declares.
-fn parse_moof(buf: &[u8], start: u64, samples: &mut Vec<Sample>) -> io::Result<()> {
+/// Reads the sound's track of a `moov`: the second `trak`, with an `mp4a` entry.
+fn parse_audio(buf: &[u8]) -> Option<AudioTrack> {
+    let (_, s, e) = children(buf)
+        .into_iter()
+        .filter(|(k, _, _)| k == b"trak")
+        .nth(1)?;
+    let trak = &buf[s..e];
+    let (mdhd, _) = find(trak, &[b"mdia", b"mdhd"])?;
+    let rate = be32(mdhd, 12)?;
+    let (stsd, _) = find(trak, &[b"mdia", b"minf", b"stbl", b"stsd"])?;
+    let entry = stsd.get(8..)?;
+    let (kind, s, e) = *children(entry).first()?;
+    if &kind != b"mp4a" {
+        return None;
+    }
+    let mp4a = &entry[s..e];
+    let channels = u16::from_be_bytes(mp4a.get(16..18)?.try_into().ok()?);
+    let (esds, _) = find(mp4a.get(28..)?, &[b"esds"])?;
+    // The DecoderSpecificInfo (tag 5) as this writer lays it out: a 4-byte length.
+    let at = esds
+        .windows(2)
+        .position(|w| w[0] == 0x05 && w[1] & 0x80 != 0)?;
+    let n = esds
+        .get(at + 1..at + 5)?
+        .iter()
+        .fold(0usize, |n, b| (n << 7) | usize::from(b & 0x7f));
+    let asc = esds.get(at + 5..at + 5 + n)?.to_vec();
+    Some(AudioTrack {
+        rate,
+        channels,
+        asc,
+    })
+}
+
+/// Reads a `moof` (at file offset `start`) into samples (the picture's, then the sound's).
+fn parse_moof(
+    buf: &[u8],
+    start: u64,
+    samples: &mut Vec<Sample>,
+    audio: &mut Vec<Sample>,
+) -> io::Result<()> {
+    for (kind, s, e) in children(buf) {
+        if &kind != b"traf" {
+            continue;
+        }
+        let traf = &buf[s..e];
+        match find(traf, &[b"tfhd"]).and_then(|(t, _)| be32(t, 4)) {
+            Some(1) => parse_traf(traf, start, samples)?,
+            Some(2) => parse_traf(traf, start, audio)?,
+            _ => return Err(invalid("a track this recorder did not write")),
+        }
+    }
+    Ok(())
+}
+
+/// Reads one `traf` into samples, with the decode time it declares.
+fn parse_traf(buf: &[u8], start: u64, samples: &mut Vec<Sample>) -> io::Result<()> {
     let traf_err = || invalid("bad traf");
-    let (tfdt, _) = find(buf, &[b"traf", b"tfdt"]).ok_or_else(traf_err)?;
+    let (tfdt, _) = find(buf, &[b"tfdt"]).ok_or_else(traf_err)?;
     let mut dts = if tfdt.first() == Some(&1) {
         be64(tfdt, 4).ok_or_else(traf_err)?
     } else {
         u64::from(be32(tfdt, 4).ok_or_else(traf_err)?)
     };
-    let (trun, _) = find(buf, &[b"traf", b"trun"]).ok_or_else(traf_err)?;
+    let (trun, _) = find(buf, &[b"trun"]).ok_or_else(traf_err)?;
     let flags = be32(trun, 0).ok_or_else(traf_err)? & 0xff_ffff;
     if flags != 0x0f01 {
         return Err(invalid("a trun this recorder did not write"));
@@ -689,8 +761,10 @@ pub fn scan(path: &Path, samples: bool) -> io::Result<Scan> {
     let len = f.metadata()?.len();
     let mut at = 0;
     let mut track = None;
+    let mut audio = None;
     let mut declared = 0;
     let mut out = Vec::new();
+    let mut sound = Vec::new();
     let mut good_len = 0;
     while let Some(h) = read_header(&mut f, at, len)? {
         let end = h.start + h.size;
@@ -704,6 +778,7 @@ pub fn scan(path: &Path, samples: bool) -> io::Result<Scan> {
                 f.read_exact_at(&mut buf, h.start + h.head)?;
                 let (t, d) = parse_moov(&buf)?;
                 track = Some(t);
+                audio = parse_audio(&buf);
                 declared = d;
                 good_len = end;
                 if declared > 0 && !samples {
@@ -720,13 +795,14 @@ pub fn scan(path: &Path, samples: bool) -> io::Result<Scan> {
                 }
                 let mut buf = vec![0; (h.size - h.head) as usize];
                 f.read_exact_at(&mut buf, h.start + h.head)?;
-                let before = out.len();
-                if parse_moof(&buf, h.start, &mut out).is_err()
-                    || out[before..]
-                        .last()
-                        .is_some_and(|s| s.offset + u64::from(s.size) > m.start + m.size)
+                let (before, before_sound) = (out.len(), sound.len());
+                let past = |s: &Sample| s.offset + u64::from(s.size) > m.start + m.size;
+                if parse_moof(&buf, h.start, &mut out, &mut sound).is_err()
+                    || out[before..].last().is_some_and(past)
+                    || sound[before_sound..].last().is_some_and(past)
                 {
                     out.truncate(before);
+                    sound.truncate(before_sound);
                     break;
                 }
                 good_len = m.start + m.size;
@@ -748,6 +824,8 @@ pub fn scan(path: &Path, samples: bool) -> io::Result<Scan> {
         good_len,
         file_len: len,
         declared,
+        audio,
+        audio_samples: sound,
     })
 }
 
