@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::index::{self, CONTIGUOUS, Segment};
-use super::mp4::{self, Sample, TIMESCALE};
+use super::mp4::{self, AudioTrack, Run, Sample, TIMESCALE};
 use crate::utc::{self, Nanos};
 
 /// Longest range served with a length and byte ranges (an hour); longer ones are streamed.
@@ -50,6 +50,9 @@ pub struct Export {
     head: Vec<u8>,
     /// The segments it takes frames from (one picture size), in order.
     segments: Vec<Segment>,
+    /// The sound's track, when the first segment has one: segments with the same one add
+    /// their sound.
+    audio: Option<AudioTrack>,
     /// Index, in the first segment's frames, of the keyframe it starts with.
     first_frame: usize,
     /// End of the range (exclusive).
@@ -100,13 +103,13 @@ pub fn open(dir: &Path, start: Nanos, duration: Nanos) -> Result<Export, ExportE
                 if at(&scan.samples[i]) >= end {
                     break;
                 }
-                found = Some((i, at(&scan.samples[i]), scan.track));
+                found = Some((i, at(&scan.samples[i]), scan.track, scan.audio));
                 break;
             }
         }
         segments.remove(0);
     }
-    let (first_frame, first_at, track) = found.ok_or_else(empty)?;
+    let (first_frame, first_at, track, audio) = found.ok_or_else(empty)?;
     // A new picture size cannot share the track: the file ends before it.
     let mut keep = 1;
     while keep < segments.len() {
@@ -126,6 +129,7 @@ pub fn open(dir: &Path, start: Nanos, duration: Nanos) -> Result<Export, ExportE
     let mut export = Export {
         head: Vec::new(),
         segments,
+        audio,
         first_frame,
         end,
         sizes: None,
@@ -152,7 +156,7 @@ pub fn open(dir: &Path, start: Nanos, duration: Nanos) -> Result<Export, ExportE
         ticks = last_end;
         export.sizes = Some(sizes);
     }
-    export.head = mp4::init_with_duration(&track, ticks);
+    export.head = mp4::init_with_duration_av(&track, export.audio.as_ref(), ticks);
     export.duration_s = ticks as f64 / f64::from(TIMESCALE);
     if let Some(sizes) = &export.sizes {
         export.len = Some(export.head.len() as u64 + sizes.iter().sum::<u64>());
@@ -199,6 +203,26 @@ impl Export {
             last.1.duration = last.1.duration.max(d);
         }
         let until = chosen.last().map_or(0, |(t, s)| t + u64::from(s.duration));
+        // The sound in the range, each with its time on the export's line (90 kHz ticks, to
+        // find its part) and its decode time in the sound's timescale.
+        let mut sound: VecDeque<(u64, Sample)> = VecDeque::new();
+        if let Some(a) = self
+            .audio
+            .as_ref()
+            .filter(|a| scan.audio.as_ref() == Some(*a))
+        {
+            let rate = i128::from(a.rate);
+            for x in &scan.audio_samples {
+                let at = seg.start + (i128::from(x.dts) * 1_000_000_000 / rate) as Nanos;
+                if at < self.start || at >= self.end {
+                    continue;
+                }
+                let rel = at - self.start;
+                let mut x = *x;
+                x.dts = (i128::from(rel) * rate / 1_000_000_000) as u64;
+                sound.push_back((ns_to_ticks(rel), x));
+            }
+        }
         let mut parts = Vec::new();
         let mut i = 0;
         while i < chosen.len() {
@@ -209,9 +233,32 @@ impl Export {
             let run = &chosen[i..j];
             let samples: Vec<Sample> = run.iter().map(|(_, s)| *s).collect();
             let seq = (k * 10_000 + parts.len() + 1).min(u32::MAX as usize) as u32;
-            let head = mp4::fragment_head(seq, run[0].0, &samples);
+            let last = j >= chosen.len();
+            let mut audio: Vec<Sample> = Vec::new();
+            while let Some((t, x)) = sound.front() {
+                if !last && *t >= chosen[j].0 {
+                    break;
+                }
+                audio.push(*x);
+                sound.pop_front();
+            }
+            let head = if self.audio.is_some() {
+                let video = Run {
+                    base_dts: run[0].0,
+                    samples: &samples,
+                    data: &[],
+                };
+                let sound = Run {
+                    base_dts: audio.first().map_or(0, |x| x.dts),
+                    samples: &audio,
+                    data: &[],
+                };
+                mp4::fragment_head_av(seq, &video, &sound)
+            } else {
+                mp4::fragment_head(seq, run[0].0, &samples)
+            };
             let mut pieces: Vec<(u64, u64)> = Vec::new();
-            for s in &samples {
+            for s in samples.iter().chain(&audio) {
                 match pieces.last_mut() {
                     Some(p) if p.0 + p.1 == s.offset => p.1 += u64::from(s.size),
                     _ => pieces.push((s.offset, u64::from(s.size))),

@@ -9,7 +9,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use super::mp4::{Sample, Scan, TIMESCALE, Track};
+use super::mp4::{AudioTrack, Sample, Scan, TIMESCALE, Track};
 
 const EBML: u32 = 0x1A45_DFA3;
 const SEGMENT: u32 = 0x1853_8067;
@@ -25,6 +25,8 @@ const PIXEL_HEIGHT: u32 = 0xBA;
 const CLUSTER: u32 = 0x1F43_B675;
 const CLUSTER_TIMESTAMP: u32 = 0xE7;
 const SIMPLE_BLOCK: u32 = 0xA3;
+const TRACK_NUMBER: u32 = 0xD7;
+const AUDIO: u32 = 0xE1;
 /// Block timestamps are in ms.
 const SCALE_NS: u64 = 1_000_000;
 const UNKNOWN_SIZE: [u8; 8] = [0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF];
@@ -51,8 +53,8 @@ fn ms(ticks: u64) -> u64 {
     ticks * 1000 / u64::from(TIMESCALE)
 }
 
-/// The start of a Matroska segment for `track`.
-pub fn header(track: &Track) -> Vec<u8> {
+/// The start of a Matroska segment for `track` (track 1) and, when given, an AAC track (2).
+pub fn header_av(track: &Track, audio: Option<&AudioTrack>) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
     let mut h = Vec::new();
     uint(&mut h, 0x4286, 1);
@@ -83,7 +85,61 @@ pub fn header(track: &Track) -> Vec<u8> {
     element(&mut entry, VIDEO, &video);
     let mut tracks = Vec::new();
     element(&mut tracks, TRACK_ENTRY, &entry);
+    if let Some(a) = audio {
+        let mut entry = Vec::new();
+        uint(&mut entry, TRACK_NUMBER, 2);
+        uint(&mut entry, 0x73C5, 2);
+        uint(&mut entry, 0x83, 2);
+        element(&mut entry, 0x86, b"A_AAC");
+        element(&mut entry, CODEC_PRIVATE, &a.asc);
+        let mut sound = Vec::new();
+        element(&mut sound, 0xB5, &f64::from(a.rate).to_be_bytes());
+        uint(&mut sound, 0x9F, u64::from(a.channels));
+        element(&mut entry, AUDIO, &sound);
+        element(&mut tracks, TRACK_ENTRY, &entry);
+    }
     element(&mut out, TRACKS, &tracks);
+    out
+}
+
+/// One part of a two-track segment as a Cluster starting at `base` ticks: the picture's
+/// blocks (track 1) and the sound's (track 2: each its time in ticks and its bytes), in time
+/// order.
+pub fn cluster_av(
+    base: u64,
+    samples: &[Sample],
+    data: &[&[u8]],
+    sound: &[(u64, &[u8])],
+) -> Vec<u8> {
+    let base_ms = ms(base);
+    let size = data
+        .iter()
+        .chain(sound.iter().map(|s| &s.1))
+        .map(|d| d.len() + 16);
+    let mut body = Vec::with_capacity(size.sum::<usize>() + 16);
+    uint(&mut body, CLUSTER_TIMESTAMP, base_ms);
+    // The picture's blocks stay in decode order; each sound block goes before the first
+    // picture block that decodes after it.
+    let mut blocks: Vec<(u64, u8, bool, &[u8])> = Vec::with_capacity(data.len() + sound.len());
+    let mut next = sound.iter().peekable();
+    for (s, d) in samples.iter().zip(data) {
+        while let Some((t, a)) = next.next_if(|(t, _)| *t <= s.dts) {
+            blocks.push((ms(*t), 0x82, true, *a));
+        }
+        blocks.push((ms(s.dts + u64::from(s.cto)), 0x81, s.key, *d));
+    }
+    blocks.extend(next.map(|(t, a)| (ms(*t), 0x82, true, *a)));
+    for (pts, track, key, d) in blocks {
+        let rel = (pts as i64 - base_ms as i64).clamp(i64::from(i16::MIN), i64::from(i16::MAX));
+        let mut block = Vec::with_capacity(d.len() + 4);
+        block.push(track);
+        block.extend_from_slice(&(rel as i16).to_be_bytes());
+        block.push(if key { 0x80 } else { 0 });
+        block.extend_from_slice(d);
+        element(&mut body, SIMPLE_BLOCK, &block);
+    }
+    let mut out = Vec::with_capacity(body.len() + 12);
+    element(&mut out, CLUSTER, &body);
     out
 }
 
@@ -220,8 +276,10 @@ pub fn scan(path: &Path, samples: bool) -> io::Result<Scan> {
                         height: 0,
                         avcc: Vec::new(),
                     };
+                    let mut number = 1;
                     for (e, s, t) in elements(entry) {
                         match e {
+                            TRACK_NUMBER => number = be_uint(&entry[s..t]),
                             CODEC_PRIVATE => tr.avcc = entry[s..t].to_vec(),
                             VIDEO => {
                                 for (e, a, b) in elements(&entry[s..t]) {
@@ -236,7 +294,10 @@ pub fn scan(path: &Path, samples: bool) -> io::Result<Scan> {
                             _ => {}
                         }
                     }
-                    track = Some(tr);
+                    // The picture is track 1; the sound's entry (2) is not read back.
+                    if number == 1 {
+                        track = Some(tr);
+                    }
                 }
                 if declared > 0 && !samples {
                     good_len = len;
@@ -248,7 +309,7 @@ pub fn scan(path: &Path, samples: bool) -> io::Result<Scan> {
                 for (e, s, t) in elements(&body) {
                     match e {
                         CLUSTER_TIMESTAMP => base = be_uint(&body[s..t]),
-                        SIMPLE_BLOCK if t - s > 4 => {
+                        SIMPLE_BLOCK if t - s > 4 && body[s] == 0x81 => {
                             let rel = i16::from_be_bytes([body[s + 1], body[s + 2]]);
                             let p = (base as i64 + i64::from(rel)).max(0) as u64;
                             pts.push((
@@ -296,6 +357,9 @@ pub fn scan(path: &Path, samples: bool) -> io::Result<Scan> {
         good_len,
         file_len: len,
         declared,
+        // The sound is not read back from Matroska segments (exports take the picture).
+        audio: None,
+        audio_samples: Vec::new(),
     })
 }
 
@@ -343,7 +407,7 @@ mod tests {
             .create_new(true)
             .open(&path)
             .unwrap();
-        f.write_all(&header(&track)).unwrap();
+        f.write_all(&header_av(&track, None)).unwrap();
         let mk = |dts: u64, key: bool| Sample {
             dts,
             duration: 9000,

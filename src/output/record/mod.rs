@@ -36,11 +36,15 @@ use crate::stream::clock::SharedTime;
 use crate::stream::restart::Policy;
 use crate::stream::status::{Health, LastError, RestartReason, State, unix_now};
 use crate::utc;
-use mp4::Track;
-use writer::{Frame, Msg, Phase, Report};
+use mp4::{AudioTrack, Track};
+use writer::{AudioFrame, Frame, Msg, Phase, Report};
 
 /// The name of the recorder in the stream's outputs and the hub's metric label.
 pub const OUTPUT: &str = "record";
+/// The recorder's AAC appsrc (fed by the stream's AAC hub) and the appsink after it.
+const AUDIO_SOURCE: &str = "record_asrc";
+/// The appsink of the recorder's sound.
+const AUDIO_SINK: &str = "record_audio";
 /// Frames the writer may lag behind before frames are dropped (about 4 s at 30 fps).
 const QUEUE_FRAMES: usize = 128;
 /// How often retention runs.
@@ -89,6 +93,68 @@ fn track_of(caps: &gst::CapsRef) -> Option<Track> {
         height: s.get::<i32>("height").ok()? as u32,
         avcc: map.as_slice().to_vec(),
     })
+}
+
+/// The sound track of AAC caps (`audio/mpeg, mpegversion=4, stream-format=raw, codec_data`).
+fn audio_track_of(caps: &gst::CapsRef) -> Option<AudioTrack> {
+    let s = caps.structure(0)?;
+    let data = s.get::<gst::Buffer>("codec_data").ok()?;
+    let map = data.map_readable().ok()?;
+    Some(AudioTrack {
+        rate: s.get::<i32>("rate").ok()? as u32,
+        channels: s.get::<i32>("channels").ok()? as u16,
+        asc: map.as_slice().to_vec(),
+    })
+}
+
+/// Hands every AAC frame of a (re)built recorder pipeline to the writer, tagged as sound.
+fn attach_audio(pipeline: &gst::Pipeline, gate: &Arc<Gate>) {
+    let Some(sink) = pipeline
+        .by_name(AUDIO_SINK)
+        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+    else {
+        return;
+    };
+    let gate = gate.clone();
+    let mut last: Option<(gst::Caps, Arc<AudioTrack>)> = None;
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |s| {
+                let sample = s.pull_sample().map_err(|_| gst::FlowError::Flushing)?;
+                let (Some(buffer), Some(caps), Some(segment)) =
+                    (sample.buffer_owned(), sample.caps_owned(), sample.segment())
+                else {
+                    return Ok(gst::FlowSuccess::Ok);
+                };
+                let track = match &last {
+                    Some((c, t)) if *c == caps => t.clone(),
+                    _ => {
+                        let Some(t) = audio_track_of(&caps) else {
+                            return Ok(gst::FlowSuccess::Ok);
+                        };
+                        let t = Arc::new(t);
+                        last = Some((caps, t.clone()));
+                        t
+                    }
+                };
+                let Some(pts) = buffer.pts().and_then(|t| {
+                    segment
+                        .downcast_ref::<gst::format::Time>()
+                        .and_then(|s| s.to_running_time(t))
+                }) else {
+                    return Ok(gst::FlowSuccess::Ok);
+                };
+                let seq = gate.seq.fetch_add(1, Ordering::Relaxed) + 1;
+                gate.send(Msg::Audio(AudioFrame {
+                    buffer,
+                    pts: pts.nseconds(),
+                    seq,
+                    track,
+                }));
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
 }
 
 /// Hands every frame of a (re)built recorder pipeline to the writer.
@@ -234,13 +300,35 @@ impl Recorder {
             seq: AtomicU64::new(0),
         });
         let cancel = cancel.child_token();
+        // The sound (issue #24): a second branch fed by the AAC hub, same clock and time line.
+        let sound = camera.audio().map(|a| {
+            crate::stream::audio::Feed::new(
+                a,
+                crate::stream::audio::AudioCodec::Aac,
+                AUDIO_SOURCE,
+                OUTPUT,
+            )
+        });
+        let audio_branch = if sound.is_some() {
+            format!(
+                " appsrc name={AUDIO_SOURCE} is-live=true format=time ! queue max-size-buffers=0 \
+                 max-size-bytes=0 max-size-time=1000000000 ! appsink name={AUDIO_SINK} sync=false \
+                 async=false enable-last-sample=false max-buffers=64 drop=true"
+            )
+        } else {
+            String::new()
+        };
         let spec = Spec {
             output: OUTPUT.into(),
             description: format!(
                 "h264parse ! video/x-h264,stream-format=avc,alignment=au ! appsink name={OUTPUT} \
-                 sync=false async=false enable-last-sample=false max-buffers=16 drop=true"
+                 sync=false async=false enable-last-sample=false max-buffers=16 drop=true{audio_branch}"
             ),
-            shown: "h264parse ! appsink (recorder)".into(),
+            shown: if sound.is_some() {
+                "h264parse ! appsink + AAC appsrc ! appsink (recorder)".into()
+            } else {
+                "h264parse ! appsink (recorder)".into()
+            },
             policy: Policy::from_config(&camera.config().supervisor),
             start_timeout: Duration::from_secs(15),
             secrets: Vec::new(),
@@ -252,7 +340,13 @@ impl Recorder {
             spec,
             cancel.clone(),
             Box::new(|_, _| {}),
-            Box::new(move |p| attach(p, &g, &t)),
+            Box::new(move |p| {
+                attach(p, &g, &t);
+                attach_audio(p, &g);
+                if let Some(f) = &sound {
+                    f.attach(p);
+                }
+            }),
         );
         tracing::info!(stream = %camera.name, path = %folder(&config, &camera.name).display(), format = config.format.extension(), segment_s = config.segment_s, "Recording started");
         Ok(Recorder {

@@ -183,6 +183,12 @@ fn media_info_open(out: &mut Vec<u8>) -> (usize, usize) {
 /// The start of a fragmented segment: `ftyp` and a `moov` whose durations are 0 until
 /// [`finalize`] sets them.
 pub fn init_segment(track: &Track) -> Vec<u8> {
+    init_segment_av(track, None)
+}
+
+/// The start of a fragmented segment with the video track (ID 1) and, when given, an AAC
+/// track (ID 2); durations are 0 until [`finalize`] sets them.
+pub fn init_segment_av(track: &Track, audio: Option<&AudioTrack>) -> Vec<u8> {
     let mut out = Vec::with_capacity(1024);
     ftyp(&mut out, true);
     let moov = open_box(&mut out, b"moov");
@@ -204,17 +210,23 @@ pub fn init_segment(track: &Track) -> Vec<u8> {
     close_box(&mut out, minf);
     close_box(&mut out, mdia);
     close_box(&mut out, trak);
+    if let Some(a) = audio {
+        audio_trak(&mut out, a);
+    }
     let mvex = open_box(&mut out, b"mvex");
     let s = open_full(&mut out, b"mehd", 0, 0);
     u32s(&mut out, 0);
     close_box(&mut out, s);
-    let s = open_full(&mut out, b"trex", 0, 0);
-    u32s(&mut out, 1);
-    u32s(&mut out, 1);
-    u32s(&mut out, 0);
-    u32s(&mut out, 0);
-    u32s(&mut out, 0);
-    close_box(&mut out, s);
+    let ids: &[u32] = if audio.is_some() { &[1, 2] } else { &[1] };
+    for id in ids {
+        let s = open_full(&mut out, b"trex", 0, 0);
+        u32s(&mut out, *id);
+        u32s(&mut out, 1);
+        u32s(&mut out, 0);
+        u32s(&mut out, 0);
+        u32s(&mut out, 0);
+        close_box(&mut out, s);
+    }
     close_box(&mut out, mvex);
     close_box(&mut out, moov);
     out
@@ -231,6 +243,207 @@ pub fn fragment(seq: u32, base_dts: u64, samples: &[Sample], data: &[&[u8]]) -> 
         out.extend_from_slice(d);
     }
     out
+}
+
+/// One track's share of a part: its decode time (in its own timescale), samples and bytes.
+pub struct Run<'a> {
+    /// Decode time of the first sample, in the track's timescale.
+    pub base_dts: u64,
+    /// The samples, in order.
+    pub samples: &'a [Sample],
+    /// Their bytes (`samples[i].size` each).
+    pub data: &'a [&'a [u8]],
+}
+
+/// One part of a two-track segment: a `moof` with a `traf` for the video (track 1) and one for
+/// the sound (track 2, left out when it has no sample), then one `mdat` with the video's bytes
+/// followed by the sound's.
+pub fn fragment_av(seq: u32, video: &Run, audio: &Run) -> Vec<u8> {
+    let mut out = fragment_head_av(seq, video, audio);
+    for run in [video, audio] {
+        for d in run.data {
+            out.extend_from_slice(d);
+        }
+    }
+    out
+}
+
+/// The front of a two-track part ([`fragment_av`] without the samples' bytes, which follow
+/// in order: the picture's, then the sound's; `data` of the runs is not read).
+pub fn fragment_head_av(seq: u32, video: &Run, audio: &Run) -> Vec<u8> {
+    let runs: Vec<(u32, &Run)> = [(1, video), (2, audio)]
+        .into_iter()
+        .filter(|(_, r)| !r.samples.is_empty())
+        .collect();
+    let payload: u64 = runs
+        .iter()
+        .flat_map(|(_, r)| r.samples.iter())
+        .map(|s| u64::from(s.size))
+        .sum();
+    let mut out = Vec::with_capacity(128 + 16 * (video.samples.len() + audio.samples.len()));
+    let moof = open_box(&mut out, b"moof");
+    let s = open_full(&mut out, b"mfhd", 0, 0);
+    u32s(&mut out, seq);
+    close_box(&mut out, s);
+    let mut offsets = Vec::new();
+    for (id, run) in &runs {
+        offsets.push(traf(&mut out, *id, run.base_dts, run.samples));
+    }
+    close_box(&mut out, moof);
+    let large = payload + 8 > u64::from(u32::MAX);
+    let header = if large { 16 } else { 8 };
+    let mut data_offset = (out.len() - moof + header) as u64;
+    for ((_, run), at) in runs.iter().zip(offsets) {
+        out[at..at + 4].copy_from_slice(&(data_offset as u32).to_be_bytes());
+        data_offset += run.samples.iter().map(|s| u64::from(s.size)).sum::<u64>();
+    }
+    if large {
+        u32s(&mut out, 1);
+        out.extend_from_slice(b"mdat");
+        u64s(&mut out, payload + 16);
+    } else {
+        u32s(&mut out, (payload + 8) as u32);
+        out.extend_from_slice(b"mdat");
+    }
+    out
+}
+
+/// Writes a `traf` of track `id`; returns where its trun's data offset is to be written.
+fn traf(out: &mut Vec<u8>, id: u32, base_dts: u64, samples: &[Sample]) -> usize {
+    let traf = open_box(out, b"traf");
+    let s = open_full(out, b"tfhd", 0, 0x02_0000);
+    u32s(out, id);
+    close_box(out, s);
+    let s = open_full(out, b"tfdt", 1, 0);
+    u64s(out, base_dts);
+    close_box(out, s);
+    let s = open_full(out, b"trun", 0, 0x0001 | 0x0100 | 0x0200 | 0x0400 | 0x0800);
+    u32s(out, samples.len() as u32);
+    let data_offset_at = out.len();
+    u32s(out, 0);
+    for x in samples {
+        u32s(out, x.duration);
+        u32s(out, x.size);
+        u32s(out, if x.key { SAMPLE_KEY } else { SAMPLE_DELTA });
+        u32s(out, x.cto);
+    }
+    close_box(out, s);
+    close_box(out, traf);
+    data_offset_at
+}
+
+/// The AAC track's description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudioTrack {
+    /// Sample rate (Hz), also the track's timescale.
+    pub rate: u32,
+    /// Channel count.
+    pub channels: u16,
+    /// The AudioSpecificConfig (the AAC caps' `codec_data`).
+    pub asc: Vec<u8>,
+}
+
+/// An MPEG-4 descriptor header with a 4-byte length, as most muxers write it.
+fn descriptor(out: &mut Vec<u8>, tag: u8, len: usize) {
+    out.push(tag);
+    let l = len as u32;
+    out.extend_from_slice(&[
+        0x80 | ((l >> 21) & 0x7f) as u8,
+        0x80 | ((l >> 14) & 0x7f) as u8,
+        0x80 | ((l >> 7) & 0x7f) as u8,
+        (l & 0x7f) as u8,
+    ]);
+}
+
+/// The sound's `trak` (ID 2): an `mp4a` entry with an `esds` holding the AudioSpecificConfig.
+fn audio_trak(out: &mut Vec<u8>, a: &AudioTrack) {
+    let trak = open_box(out, b"trak");
+    let s = open_full(out, b"tkhd", 0, 3);
+    u32s(out, 0);
+    u32s(out, 0);
+    u32s(out, 2);
+    u32s(out, 0);
+    u32s(out, 0);
+    out.extend_from_slice(&[0; 8]);
+    u16s(out, 0);
+    u16s(out, 1); // alternate group
+    u16s(out, 0x0100); // volume
+    u16s(out, 0);
+    MATRIX.iter().for_each(|m| u32s(out, *m));
+    u32s(out, 0);
+    u32s(out, 0);
+    close_box(out, s);
+    let mdia = open_box(out, b"mdia");
+    let s = open_full(out, b"mdhd", 0, 0);
+    u32s(out, 0);
+    u32s(out, 0);
+    u32s(out, a.rate);
+    u32s(out, 0);
+    u16s(out, 0x55c4);
+    u16s(out, 0);
+    close_box(out, s);
+    let s = open_full(out, b"hdlr", 0, 0);
+    u32s(out, 0);
+    out.extend_from_slice(b"soun");
+    out.extend_from_slice(&[0; 12]);
+    out.extend_from_slice(b"camstream\0");
+    close_box(out, s);
+    let minf = open_box(out, b"minf");
+    let s = open_full(out, b"smhd", 0, 0);
+    out.extend_from_slice(&[0; 4]);
+    close_box(out, s);
+    let dinf = open_box(out, b"dinf");
+    let dref = open_full(out, b"dref", 0, 0);
+    u32s(out, 1);
+    let url = open_full(out, b"url ", 0, 1);
+    close_box(out, url);
+    close_box(out, dref);
+    close_box(out, dinf);
+    let stbl = open_box(out, b"stbl");
+    let s = open_full(out, b"stsd", 0, 0);
+    u32s(out, 1);
+    let e = open_box(out, b"mp4a");
+    out.extend_from_slice(&[0; 6]);
+    u16s(out, 1);
+    out.extend_from_slice(&[0; 8]);
+    u16s(out, a.channels);
+    u16s(out, 16);
+    u16s(out, 0);
+    u16s(out, 0);
+    u32s(out, a.rate.min(0xffff) << 16);
+    let esds = open_full(out, b"esds", 0, 0);
+    let dsi = 5 + a.asc.len();
+    let dcd = 13 + dsi;
+    let es = 3 + 5 + dcd + 5 + 1;
+    descriptor(out, 0x03, es);
+    u16s(out, 2); // ES_ID
+    out.push(0);
+    descriptor(out, 0x04, dcd);
+    out.push(0x40); // MPEG-4 audio
+    out.push(0x15); // audio stream
+    out.extend_from_slice(&[0; 3]); // buffer size
+    u32s(out, 0); // max bitrate
+    u32s(out, 0); // average bitrate
+    descriptor(out, 0x05, a.asc.len());
+    out.extend_from_slice(&a.asc);
+    descriptor(out, 0x06, 1);
+    out.push(2);
+    close_box(out, esds);
+    close_box(out, e);
+    close_box(out, s);
+    for kind in [b"stts", b"stsc", b"stco"] {
+        let s = open_full(out, kind, 0, 0);
+        u32s(out, 0);
+        close_box(out, s);
+    }
+    let s = open_full(out, b"stsz", 0, 0);
+    u32s(out, 0);
+    u32s(out, 0);
+    close_box(out, s);
+    close_box(out, stbl);
+    close_box(out, minf);
+    close_box(out, mdia);
+    close_box(out, trak);
 }
 
 /// The front of one part: its `moof` and the `mdat` header, after which the samples' bytes
@@ -286,7 +499,13 @@ pub fn fragment_head(seq: u32, base_dts: u64, samples: &[Sample]) -> Vec<u8> {
 /// The start of a fragmented MP4 that declares `ticks` (at [`TIMESCALE`]) as its duration, so
 /// players show the length before reading every part.
 pub fn init_with_duration(track: &Track, ticks: u64) -> Vec<u8> {
-    let mut out = init_segment(track);
+    init_with_duration_av(track, None, ticks)
+}
+
+/// [`init_with_duration`] with the sound's track too, when given (its own durations stay 0:
+/// players take them from the fragments).
+pub fn init_with_duration_av(track: &Track, audio: Option<&AudioTrack>, ticks: u64) -> Vec<u8> {
+    let mut out = init_segment_av(track, audio);
     let movie =
         (ticks * u64::from(MOVIE_TIMESCALE) / u64::from(TIMESCALE)).min(u64::from(u32::MAX)) as u32;
     let media = ticks.min(u64::from(u32::MAX)) as u32;
@@ -393,6 +612,10 @@ pub struct Scan {
     pub file_len: u64,
     /// The duration the file itself declares (0 until finalized), in ticks.
     pub declared: u64,
+    /// The sound track, when the segment has one (fMP4 only).
+    pub audio: Option<AudioTrack>,
+    /// The sound's samples (decode times in the sound's timescale, its sample rate).
+    pub audio_samples: Vec<Sample>,
 }
 
 impl Scan {
@@ -439,16 +662,71 @@ fn parse_moov(buf: &[u8]) -> io::Result<(Track, u64)> {
     ))
 }
 
-/// Reads a `moof` (at file offset `start`) into samples, with the decode time it declares.
-fn parse_moof(buf: &[u8], start: u64, samples: &mut Vec<Sample>) -> io::Result<()> {
+/// Reads the sound's track of a `moov`: the second `trak`, with an `mp4a` entry.
+fn parse_audio(buf: &[u8]) -> Option<AudioTrack> {
+    let (_, s, e) = children(buf)
+        .into_iter()
+        .filter(|(k, _, _)| k == b"trak")
+        .nth(1)?;
+    let trak = &buf[s..e];
+    let (mdhd, _) = find(trak, &[b"mdia", b"mdhd"])?;
+    let rate = be32(mdhd, 12)?;
+    let (stsd, _) = find(trak, &[b"mdia", b"minf", b"stbl", b"stsd"])?;
+    let entry = stsd.get(8..)?;
+    let (kind, s, e) = *children(entry).first()?;
+    if &kind != b"mp4a" {
+        return None;
+    }
+    let mp4a = &entry[s..e];
+    let channels = u16::from_be_bytes(mp4a.get(16..18)?.try_into().ok()?);
+    let (esds, _) = find(mp4a.get(28..)?, &[b"esds"])?;
+    // The DecoderSpecificInfo (tag 5) as this writer lays it out: a 4-byte length.
+    let at = esds
+        .windows(2)
+        .position(|w| w[0] == 0x05 && w[1] & 0x80 != 0)?;
+    let n = esds
+        .get(at + 1..at + 5)?
+        .iter()
+        .fold(0usize, |n, b| (n << 7) | usize::from(b & 0x7f));
+    let asc = esds.get(at + 5..at + 5 + n)?.to_vec();
+    Some(AudioTrack {
+        rate,
+        channels,
+        asc,
+    })
+}
+
+/// Reads a `moof` (at file offset `start`) into samples (the picture's, then the sound's).
+fn parse_moof(
+    buf: &[u8],
+    start: u64,
+    samples: &mut Vec<Sample>,
+    audio: &mut Vec<Sample>,
+) -> io::Result<()> {
+    for (kind, s, e) in children(buf) {
+        if &kind != b"traf" {
+            continue;
+        }
+        let traf = &buf[s..e];
+        match find(traf, &[b"tfhd"]).and_then(|(t, _)| be32(t, 4)) {
+            Some(1) => parse_traf(traf, start, samples)?,
+            Some(2) => parse_traf(traf, start, audio)?,
+            _ => return Err(invalid("a track this recorder did not write")),
+        }
+    }
+    Ok(())
+}
+
+/// Reads one `traf` into samples, with the decode time it declares.
+fn parse_traf(buf: &[u8], start: u64, samples: &mut Vec<Sample>) -> io::Result<()> {
     let traf_err = || invalid("bad traf");
-    let (tfdt, _) = find(buf, &[b"traf", b"tfdt"]).ok_or_else(traf_err)?;
+    let (tfdt, _) = find(buf, &[b"tfdt"]).ok_or_else(traf_err)?;
     let mut dts = if tfdt.first() == Some(&1) {
         be64(tfdt, 4).ok_or_else(traf_err)?
     } else {
         u64::from(be32(tfdt, 4).ok_or_else(traf_err)?)
     };
-    let (trun, _) = find(buf, &[b"traf", b"trun"]).ok_or_else(traf_err)?;
+    let (trun, _) = find(buf, &[b"trun"]).ok_or_else(traf_err)?;
     let flags = be32(trun, 0).ok_or_else(traf_err)? & 0xff_ffff;
     if flags != 0x0f01 {
         return Err(invalid("a trun this recorder did not write"));
@@ -483,8 +761,10 @@ pub fn scan(path: &Path, samples: bool) -> io::Result<Scan> {
     let len = f.metadata()?.len();
     let mut at = 0;
     let mut track = None;
+    let mut audio = None;
     let mut declared = 0;
     let mut out = Vec::new();
+    let mut sound = Vec::new();
     let mut good_len = 0;
     while let Some(h) = read_header(&mut f, at, len)? {
         let end = h.start + h.size;
@@ -498,6 +778,7 @@ pub fn scan(path: &Path, samples: bool) -> io::Result<Scan> {
                 f.read_exact_at(&mut buf, h.start + h.head)?;
                 let (t, d) = parse_moov(&buf)?;
                 track = Some(t);
+                audio = parse_audio(&buf);
                 declared = d;
                 good_len = end;
                 if declared > 0 && !samples {
@@ -514,13 +795,14 @@ pub fn scan(path: &Path, samples: bool) -> io::Result<Scan> {
                 }
                 let mut buf = vec![0; (h.size - h.head) as usize];
                 f.read_exact_at(&mut buf, h.start + h.head)?;
-                let before = out.len();
-                if parse_moof(&buf, h.start, &mut out).is_err()
-                    || out[before..]
-                        .last()
-                        .is_some_and(|s| s.offset + u64::from(s.size) > m.start + m.size)
+                let (before, before_sound) = (out.len(), sound.len());
+                let past = |s: &Sample| s.offset + u64::from(s.size) > m.start + m.size;
+                if parse_moof(&buf, h.start, &mut out, &mut sound).is_err()
+                    || out[before..].last().is_some_and(past)
+                    || sound[before_sound..].last().is_some_and(past)
                 {
                     out.truncate(before);
+                    sound.truncate(before_sound);
                     break;
                 }
                 good_len = m.start + m.size;
@@ -542,6 +824,8 @@ pub fn scan(path: &Path, samples: bool) -> io::Result<Scan> {
         good_len,
         file_len: len,
         declared,
+        audio,
+        audio_samples: sound,
     })
 }
 
@@ -566,6 +850,26 @@ pub fn finalize(f: &File, ticks: u64) -> io::Result<()> {
             patch(&[b"trak", b"tkhd"], 20, movie)?;
             patch(&[b"trak", b"mdia", b"mdhd"], 16, media)?;
             patch(&[b"mvex", b"mehd"], 4, movie)?;
+            // The sound's track (a second trak) in its own timescale.
+            for (kind, s, e) in children(&buf) {
+                if &kind != b"trak" {
+                    continue;
+                }
+                let trak = &buf[s..e];
+                let (Some((_, tk)), Some((mdhd, md))) =
+                    (find(trak, &[b"tkhd"]), find(trak, &[b"mdia", b"mdhd"]))
+                else {
+                    continue;
+                };
+                if find(&buf, &[b"trak", b"tkhd"]).is_some_and(|(_, o)| o == s + tk) {
+                    continue;
+                }
+                let scale = u64::from(be32(mdhd, 12).unwrap_or(TIMESCALE));
+                let own = (u128::from(ticks) * u128::from(scale) / u128::from(TIMESCALE))
+                    .min(u128::from(u32::MAX)) as u32;
+                f.write_all_at(&movie.to_be_bytes(), base + (s + tk + 20) as u64)?;
+                f.write_all_at(&own.to_be_bytes(), base + (s + md + 16) as u64)?;
+            }
             return Ok(());
         }
         at = h.start + h.size;
@@ -720,6 +1024,78 @@ mod tests {
         finalize(&f, s.duration()).unwrap();
         let s = scan(&path, false).unwrap();
         assert_eq!(s.declared, 12000);
+    }
+
+    #[test]
+    fn a_two_track_segment_scans_its_video_and_finalizes_both_durations() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("av.mp4");
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
+        let sound = AudioTrack {
+            rate: 48_000,
+            channels: 1,
+            asc: vec![0x11, 0x88],
+        };
+        f.write_all(&init_segment_av(&track(), Some(&sound)))
+            .unwrap();
+        let v = [Sample {
+            dts: 0,
+            duration: 9000,
+            cto: 0,
+            key: true,
+            size: 3,
+            offset: 0,
+        }];
+        let a = [Sample {
+            dts: 0,
+            duration: 1024,
+            cto: 0,
+            key: true,
+            size: 2,
+            offset: 0,
+        }];
+        let part = fragment_av(
+            1,
+            &Run {
+                base_dts: 0,
+                samples: &v,
+                data: &[b"vid"],
+            },
+            &Run {
+                base_dts: 0,
+                samples: &a,
+                data: &[b"au"],
+            },
+        );
+        f.write_all(&part).unwrap();
+        let s = scan(&path, true).unwrap();
+        assert_eq!(s.samples.len(), 1, "only the picture's samples are listed");
+        let mut buf = [0u8; 3];
+        f.read_exact_at(&mut buf, s.samples[0].offset).unwrap();
+        assert_eq!(&buf, b"vid");
+        finalize(&f, 90_000).unwrap();
+        let all = std::fs::read(&path).unwrap();
+        let (moov, _) = find(&all, &[b"moov"]).unwrap();
+        let traks: Vec<_> = children(moov)
+            .into_iter()
+            .filter(|(k, _, _)| k == b"trak")
+            .collect();
+        assert_eq!(traks.len(), 2);
+        let (_, s2, e2) = traks[1];
+        let (mdhd, _) = find(&moov[s2..e2], &[b"mdia", b"mdhd"]).unwrap();
+        assert_eq!(be32(mdhd, 12), Some(48_000));
+        assert_eq!(
+            be32(mdhd, 16),
+            Some(48_000),
+            "one second in the sound's timescale"
+        );
+        let (stsd, _) = find(&moov[s2..e2], &[b"mdia", b"minf", b"stbl", b"stsd"]).unwrap();
+        assert!(stsd.windows(2).any(|w| w == [0x11, 0x88]));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! of picture, or frames lost on a full queue close the segment; the next one starts at the
 //! next keyframe, so the gap shows in the listing.
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -21,7 +22,7 @@ use serde::Serialize;
 use super::clips::{self, Ring};
 use super::index;
 use super::mkv;
-use super::mp4::{self, Sample, TIMESCALE, Track};
+use super::mp4::{self, AudioTrack, Run, Sample, TIMESCALE, Track};
 use super::retention::{self, Limits};
 use crate::config::{RecordConfig, RecordFormat, RecordMode};
 use crate::stream::hub::Hub;
@@ -46,10 +47,30 @@ pub struct Frame {
     pub track: Arc<Track>,
 }
 
+/// One AAC frame on its way to disk (the segment's second track).
+pub struct AudioFrame {
+    /// The raw AAC frame.
+    pub buffer: gst::Buffer,
+    /// Presentation time (running time, ns), on the video's time line.
+    pub pts: u64,
+    /// Counted at the queue's entry with the video frames.
+    pub seq: u64,
+    /// The sound's description.
+    pub track: Arc<AudioTrack>,
+}
+
+/// How many AAC frames are kept while no segment is open (about 1.3 s at 48 kHz), so a
+/// segment starting on a keyframe gets the sound that arrived before its picture.
+const AUDIO_BACKLOG: usize = 64;
+/// Samples per AAC frame.
+const AAC_FRAME: u64 = 1024;
+
 /// What the writer is told.
 pub enum Msg {
-    /// A frame.
+    /// A video frame.
     Frame(Frame),
+    /// A sound frame.
+    Audio(AudioFrame),
     /// Close the segment now (camera restarted, pipeline rebuilt); the reason is logged.
     Break(&'static str),
     // Event clips (`record.mode = "events"`).
@@ -140,6 +161,10 @@ struct Open {
     seq: u32,
     /// Frames of the part being gathered.
     pending: Vec<Frame>,
+    /// The sound track of this segment, if it has one.
+    audio: Option<Arc<AudioTrack>>,
+    /// Sound frames not yet written.
+    audio_pending: Vec<AudioFrame>,
     /// Length of what is complete on disk.
     len: u64,
     /// Duration written, in ticks.
@@ -168,6 +193,10 @@ pub struct Writer {
     /// exactly and the listing shows no gap between them.
     chain: Option<(Nanos, u64)>,
     stream: String,
+    /// The last sound description seen: a new fMP4 segment gets an AAC track.
+    audio: Option<Arc<AudioTrack>>,
+    /// Sound frames that arrived while no segment was open, or after the last one's end.
+    audio_backlog: VecDeque<AudioFrame>,
     // Event clips: the pre-roll ring (`events` mode only) and the clip being written.
     ring: Option<Ring>,
     clip: Option<Clip>,
@@ -221,6 +250,8 @@ impl Writer {
             stream: stream.to_string(),
             ring,
             clip: None,
+            audio: None,
+            audio_backlog: VecDeque::new(),
         }
     }
 
@@ -235,6 +266,7 @@ impl Writer {
                 Ok(Msg::Frame(f)) => self.frame(f),
                 Ok(Msg::MotionStart(id, at)) => self.motion_start(id, at),
                 Ok(Msg::MotionEnd(id, jpeg)) => self.motion_end(id, jpeg),
+                Ok(Msg::Audio(a)) => self.audio_frame(a),
                 Ok(Msg::Break(why)) => {
                     if let Some(r) = &mut self.ring {
                         // The pictures before a break do not continue into the ones after.
@@ -388,10 +420,33 @@ impl Writer {
         }
     }
 
-    fn frame(&mut self, f: Frame) {
-        let lost = self.last_seq.is_some_and(|s| f.seq > s + 1);
-        let lost_n = self.last_seq.map_or(0, |s| f.seq.saturating_sub(s + 1));
-        self.last_seq = Some(f.seq);
+    /// Takes a sound frame: into the open segment's sound track, else into the backlog.
+    fn audio_frame(&mut self, a: AudioFrame) {
+        self.check_loss(a.seq);
+        if self.audio.as_ref() != Some(&a.track) {
+            self.audio = Some(a.track.clone());
+        }
+        match &mut self.open {
+            Some(o) if o.audio.as_ref() == Some(&a.track) => {
+                if a.pts >= o.start_dts {
+                    o.audio_pending.push(a);
+                }
+            }
+            Some(_) => {}
+            None => {
+                if self.audio_backlog.len() >= AUDIO_BACKLOG {
+                    self.audio_backlog.pop_front();
+                }
+                self.audio_backlog.push_back(a);
+            }
+        }
+    }
+
+    /// Closes the segment when the queue dropped messages (a jump in sequence numbers).
+    fn check_loss(&mut self, seq: u64) {
+        let lost = self.last_seq.is_some_and(|s| seq > s + 1);
+        let lost_n = self.last_seq.map_or(0, |s| seq.saturating_sub(s + 1));
+        self.last_seq = Some(seq);
         if lost {
             let mut r = self.shared.lock().unwrap();
             r.frames_dropped += lost_n;
@@ -407,6 +462,10 @@ impl Writer {
             self.close(None);
             self.set_phase_waiting();
         }
+    }
+
+    fn frame(&mut self, f: Frame) {
+        self.check_loss(f.seq);
         if let Some(o) = &self.open {
             let jump =
                 f.dts < o.last_dts || f.dts - o.last_dts > (4 * o.frame_ns).max(1_000_000_000);
@@ -483,9 +542,10 @@ impl Writer {
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(&path)
             .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        let audio = self.audio.clone();
         let init = match self.config.format {
-            RecordFormat::Fmp4 => mp4::init_segment(&f.track),
-            RecordFormat::Mkv => mkv::header(&f.track),
+            RecordFormat::Fmp4 => mp4::init_segment_av(&f.track, audio.as_deref()),
+            RecordFormat::Mkv => mkv::header_av(&f.track, audio.as_deref()),
         };
         if let Err(e) = file.write_all(&init) {
             drop(file);
@@ -519,6 +579,15 @@ impl Writer {
             track: f.track.clone(),
             seq: 0,
             pending: Vec::new(),
+            audio_pending: match &audio {
+                Some(t) => self
+                    .audio_backlog
+                    .drain(..)
+                    .filter(|a| a.pts >= f.dts && a.track == *t)
+                    .collect(),
+                None => Vec::new(),
+            },
+            audio,
             len: init.len() as u64,
             ticks: 0,
             samples: 0,
@@ -621,9 +690,62 @@ impl Writer {
             })
             .collect();
         let data: Vec<&[u8]> = maps.iter().map(|m| m.as_slice()).collect();
+        // The sound up to the picture's end goes into this part; the rest waits for the next.
+        let split = o.audio_pending.partition_point(|a| a.pts < end);
+        let sound: Vec<AudioFrame> = o.audio_pending.drain(..split).collect();
+        let sound_maps: Vec<gst::MappedBuffer<gst::buffer::Readable>> = sound
+            .iter()
+            .filter_map(|a| a.buffer.clone().into_mapped_buffer_readable().ok())
+            .collect();
+        if sound_maps.len() != sound.len() {
+            return Err("a sound frame could not be read".into());
+        }
+        let rate = o.audio.as_ref().map_or(48_000, |t| u64::from(t.rate));
+        let atick = |pts: u64| {
+            (u128::from(pts.saturating_sub(o.start_dts)) * u128::from(rate) / 1_000_000_000) as u64
+        };
+        let sound_samples: Vec<Sample> = sound
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let duration = sound
+                    .get(i + 1)
+                    .map_or(AAC_FRAME, |n| atick(n.pts).saturating_sub(atick(a.pts)));
+                Sample {
+                    dts: atick(a.pts),
+                    duration: duration as u32,
+                    cto: 0,
+                    key: true,
+                    size: sound_maps[i].len() as u32,
+                    offset: 0,
+                }
+            })
+            .collect();
+        let sound_data: Vec<&[u8]> = sound_maps.iter().map(|m| m.as_slice()).collect();
         o.seq += 1;
         let bytes = match self.config.format {
+            RecordFormat::Fmp4 if o.audio.is_some() => mp4::fragment_av(
+                o.seq,
+                &Run {
+                    base_dts: base,
+                    samples: &samples,
+                    data: &data,
+                },
+                &Run {
+                    base_dts: sound_samples.first().map_or(0, |s| s.dts),
+                    samples: &sound_samples,
+                    data: &sound_data,
+                },
+            ),
             RecordFormat::Fmp4 => mp4::fragment(o.seq, base, &samples, &data),
+            RecordFormat::Mkv if o.audio.is_some() => {
+                let sound: Vec<(u64, &[u8])> = sound
+                    .iter()
+                    .zip(&sound_data)
+                    .map(|(a, d)| (tick(a.pts), *d))
+                    .collect();
+                mkv::cluster_av(base, &samples, &data, &sound)
+            }
             RecordFormat::Mkv => mkv::cluster(base, &samples, &data),
         };
         if let Err(e) = o.file.write_all(&bytes) {
@@ -652,7 +774,12 @@ impl Writer {
             return;
         }
         let written = self.write_part(end_dts);
-        let o = self.open.take().unwrap();
+        let mut o = self.open.take().unwrap();
+        // Sound past the segment's end belongs to the next one.
+        self.audio_backlog.extend(o.audio_pending.drain(..));
+        while self.audio_backlog.len() > AUDIO_BACKLOG {
+            self.audio_backlog.pop_front();
+        }
         *self.current.lock().unwrap() = None;
         if let Err(e) = &written {
             self.note_error(e);
