@@ -23,10 +23,12 @@ pub const SINK_NAME: &str = "raw";
 const FRESH: Duration = Duration::from_millis(250);
 
 /// The capture description's tap branch, put right after the source (and image processing).
-/// It ends on the tee, so the description continues with `! <encoder branch>`.
+/// It ends on the tee, so the description continues with `! <encoder branch>`. The closed valve
+/// still forwards sticky events: the end of stream must reach this sink too, or the pipeline
+/// never posts EOS and a source that ends would be seen as a stall.
 pub fn describe() -> String {
     format!(
-        "tee name=rawtap rawtap. ! valve name={VALVE_NAME} drop=true \
+        "tee name=rawtap rawtap. ! valve name={VALVE_NAME} drop=true drop-mode=forward-sticky-events \
          ! queue leaky=downstream max-size-buffers=1 max-size-bytes=0 max-size-time=0 \
          ! appsink name={SINK_NAME} async=false sync=false max-buffers=1 drop=true \
          enable-last-sample=false rawtap."

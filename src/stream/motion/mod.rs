@@ -47,7 +47,7 @@ pub fn branch(stream: &StreamConfig) -> String {
     let k = scale(m).min((stream.video.width / m.width).max(1));
     format!(
         " split. ! queue leaky=downstream max-size-buffers=1 max-size-bytes=0 max-size-time=0 \
-         ! valve name={VALVE_NAME} drop=false ! videorate drop-only=true ! videoscale \
+         ! valve name={VALVE_NAME} drop=false drop-mode=forward-sticky-events ! videorate drop-only=true ! videoscale \
          ! videoconvert ! video/x-raw,format=I420,width={},height={},framerate={}/1 \
          ! appsink name={SINK_NAME} max-buffers=1 drop=true sync=false",
         m.width * k,
