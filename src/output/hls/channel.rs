@@ -21,6 +21,7 @@ use crate::config::HlsConfig;
 use crate::metrics::names;
 use crate::output::pipeline::{self, Spec};
 use crate::output::record::mp4::{TIMESCALE, Track};
+use crate::output::record::sampled::{Sampled, Sampler};
 use crate::output::{Context, OutputHandle, Outputs};
 use crate::stream::clock::SharedTime;
 use crate::stream::hub::Hub;
@@ -270,18 +271,6 @@ impl Channel {
     }
 }
 
-/// The track of H.264 caps in AVC form.
-fn track_of(caps: &gst::CapsRef) -> Option<Track> {
-    let s = caps.structure(0)?;
-    let data = s.get::<gst::Buffer>("codec_data").ok()?;
-    let map = data.map_readable().ok()?;
-    Some(Track {
-        width: u32::try_from(s.get::<i32>("width").ok()?).ok()?,
-        height: u32::try_from(s.get::<i32>("height").ok()?).ok()?,
-        avcc: map.as_slice().to_vec(),
-    })
-}
-
 /// Feeds every frame of a (re)built muxer pipeline to the segmenter.
 fn attach(p: &gst::Pipeline, live: &Arc<Live>, time: &SharedTime, hub: &Arc<Hub>, target: u64) {
     let Some(sink) = p
@@ -291,50 +280,32 @@ fn attach(p: &gst::Pipeline, live: &Arc<Live>, time: &SharedTime, hub: &Arc<Hub>
         return;
     };
     let (live, time, hub) = (live.clone(), time.clone(), hub.clone());
-    let mut last: Option<(gst::Caps, Arc<Track>)> = None;
+    let mut sampler = Sampler::default();
     sink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
             .new_sample(move |s| {
                 let sample = s.pull_sample().map_err(|_| gst::FlowError::Flushing)?;
-                let (Some(buffer), Some(caps), Some(segment)) =
-                    (sample.buffer(), sample.caps_owned(), sample.segment())
+                let Some(Sampled {
+                    buffer,
+                    track,
+                    pts,
+                    dts,
+                    key,
+                    utc,
+                }) = sampler.read(&sample, &time)
                 else {
                     return Ok(gst::FlowSuccess::Ok);
                 };
-                let track = match &last {
-                    Some((c, t)) if *c == caps => t.clone(),
-                    _ => {
-                        let Some(t) = track_of(&caps) else {
-                            return Ok(gst::FlowSuccess::Ok);
-                        };
-                        let t = Arc::new(t);
-                        last = Some((caps, t.clone()));
-                        t
-                    }
-                };
-                let segment = segment.downcast_ref::<gst::format::Time>();
-                let running = |t: Option<gst::ClockTime>| {
-                    t.and_then(|t| segment.and_then(|s| s.to_running_time(t)))
-                        .map(|t| t.nseconds())
-                };
-                let Some(pts) = running(buffer.pts()) else {
-                    return Ok(gst::FlowSuccess::Ok);
-                };
-                let dts = running(buffer.dts()).unwrap_or(pts).min(pts);
+                let dts = dts.unwrap_or(pts).min(pts);
                 let Ok(map) = buffer.map_readable() else {
                     return Ok(gst::FlowSuccess::Ok);
                 };
-                let now_running = time
-                    .clock
-                    .time()
-                    .nseconds()
-                    .saturating_sub(time.base_time.nseconds());
                 let frame = Frame {
                     data: Bytes::copy_from_slice(map.as_slice()),
                     pts,
                     dts,
-                    key: !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
-                    utc: utc::now() - (now_running as i64 - pts as i64),
+                    key,
+                    utc,
                     track,
                 };
                 let (published, long) = {

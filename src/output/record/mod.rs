@@ -13,6 +13,7 @@ mod mkv;
 pub mod mp4;
 mod nofollow;
 pub mod retention;
+pub mod sampled;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -36,7 +37,8 @@ use crate::stream::clock::SharedTime;
 use crate::stream::restart::Policy;
 use crate::stream::status::{Health, LastError, RestartReason, State, unix_now};
 use crate::utc;
-use mp4::{AudioTrack, Track};
+use mp4::AudioTrack;
+use sampled::{Sampled, Sampler};
 use writer::{AudioFrame, Frame, Msg, Phase, Report};
 
 /// The name of the recorder in the stream's outputs and the hub's metric label.
@@ -81,18 +83,6 @@ impl Gate {
             }
         }
     }
-}
-
-/// The track of H.264 caps in AVC form.
-fn track_of(caps: &gst::CapsRef) -> Option<Track> {
-    let s = caps.structure(0)?;
-    let data = s.get::<gst::Buffer>("codec_data").ok()?;
-    let map = data.map_readable().ok()?;
-    Some(Track {
-        width: s.get::<i32>("width").ok()? as u32,
-        height: s.get::<i32>("height").ok()? as u32,
-        avcc: map.as_slice().to_vec(),
-    })
 }
 
 /// The sound track of AAC caps (`audio/mpeg, mpegversion=4, stream-format=raw, codec_data`).
@@ -167,44 +157,24 @@ fn attach(pipeline: &gst::Pipeline, gate: &Arc<Gate>, time: &SharedTime) {
     };
     gate.send(Msg::Break("the recording pipeline was rebuilt"));
     let (gate, time) = (gate.clone(), time.clone());
-    let mut last: Option<(gst::Caps, Arc<Track>)> = None;
+    let mut sampler = Sampler::default();
     sink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
             .new_sample(move |s| {
                 let sample = s.pull_sample().map_err(|_| gst::FlowError::Flushing)?;
                 let seq = gate.seq.fetch_add(1, Ordering::Relaxed) + 1;
-                let (Some(buffer), Some(caps), Some(segment)) =
-                    (sample.buffer_owned(), sample.caps_owned(), sample.segment())
+                let Some(Sampled {
+                    buffer,
+                    track,
+                    pts,
+                    dts,
+                    key,
+                    utc,
+                }) = sampler.read(&sample, &time)
                 else {
                     return Ok(gst::FlowSuccess::Ok);
                 };
-                let track = match &last {
-                    Some((c, t)) if *c == caps => t.clone(),
-                    _ => {
-                        let Some(t) = track_of(&caps) else {
-                            return Ok(gst::FlowSuccess::Ok);
-                        };
-                        let t = Arc::new(t);
-                        last = Some((caps, t.clone()));
-                        t
-                    }
-                };
-                let segment = segment.downcast_ref::<gst::format::Time>();
-                let running = |t: Option<gst::ClockTime>| {
-                    t.and_then(|t| segment.and_then(|s| s.to_running_time(t)))
-                        .map(|t| t.nseconds())
-                };
-                let Some(pts) = running(buffer.pts()) else {
-                    return Ok(gst::FlowSuccess::Ok);
-                };
-                let dts = running(buffer.dts()).unwrap_or(pts);
-                let now_running = time
-                    .clock
-                    .time()
-                    .nseconds()
-                    .saturating_sub(time.base_time.nseconds());
-                let utc = utc::now() - (now_running as i64 - pts as i64);
-                let key = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+                let dts = dts.unwrap_or(pts);
                 gate.send(Msg::Frame(Frame {
                     buffer,
                     pts,
