@@ -27,6 +27,19 @@ fn segments(dir: &Path, ext: &str) -> Vec<PathBuf> {
     v
 }
 
+/// The first finished segment (one newer exists) after the first, with at least 3.5 s of
+/// picture: the first may begin before the first sound arrives (the AAC encoder starts with its
+/// first subscriber), and a start-up break can cut one short.
+fn full_segment(dir: &Path, ext: &str) -> Option<PathBuf> {
+    let all = segments(dir, ext);
+    let finished = all.len().saturating_sub(1);
+    all.into_iter().take(finished).skip(1).find(|f| {
+        av_sync::durations(f)
+            .iter()
+            .any(|(c, d)| c == "h264" && *d > 3.5)
+    })
+}
+
 /// The UTC start of a segment, from its name (`20261207T171629.538Z.mp4`), as RFC 3339.
 fn rfc3339_of(path: &Path) -> String {
     let n = path.file_stem().unwrap().to_str().unwrap();
@@ -54,16 +67,14 @@ fn fmp4_segments_carry_the_aac_track_in_sync() {
         .set("record.segment_s", "4")
         .set("record.part_ms", "500")
         .start();
-    // A third segment means the second one is finished (durations written); the first may
-    // start before the first sound arrives (the AAC encoder starts with its first subscriber).
+    // A newer segment means this one is finished (durations written).
     assert!(
-        wait_until(Duration::from_secs(30), || segments(dir.path(), "mp4")
-            .len()
-            >= 3),
-        "no finished segment: {:?}",
+        wait_until(Duration::from_secs(40), || full_segment(dir.path(), "mp4")
+            .is_some()),
+        "no full finished segment: {:?}",
         segments(dir.path(), "mp4")
     );
-    let first = segments(dir.path(), "mp4")[1].clone();
+    let first = full_segment(dir.path(), "mp4").expect("a full segment");
     // The time-range MP4 from the second segment's start, across into the third one.
     let start = rfc3339_of(&first);
     let r = d.get(&format!("/recordings/video.mp4?start={start}&duration=6"));
@@ -111,14 +122,13 @@ fn mkv_segments_carry_the_aac_track_in_sync() {
         .set("record.part_ms", "500")
         .start();
     assert!(
-        wait_until(Duration::from_secs(30), || segments(dir.path(), "mkv")
-            .len()
-            >= 3),
-        "no finished segment: {:?}",
+        wait_until(Duration::from_secs(40), || full_segment(dir.path(), "mkv")
+            .is_some()),
+        "no full finished segment: {:?}",
         segments(dir.path(), "mkv")
     );
     drop(d);
-    let second = segments(dir.path(), "mkv")[1].clone();
+    let second = full_segment(dir.path(), "mkv").expect("a full segment");
     let streams = av_sync::durations(&second);
     println!("streams of {}: {streams:?}", second.display());
     let video = streams.iter().find(|(c, _)| c == "h264").map(|s| s.1);
